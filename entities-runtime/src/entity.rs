@@ -1,0 +1,167 @@
+//! The traits an entity implements: most through the macros, the handlers by hand.
+
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::context::Context;
+use crate::projection::{ProjectionError, Tx};
+
+/// Database id of an entity (`entities.id`, a `bigserial`).
+pub type EntityId = i64;
+
+/// Number of events applied to an entity: 0 before its first event, then 1, 2, ...
+pub type Version = i64;
+
+/// An event-sourced entity: its state struct, the actions it accepts and the events it records.
+///
+/// Implemented by `#[entity(...)]`; do not implement it by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an entity",
+    note = "annotate the state struct with `#[entity(type = \"...\", actions(...), events(...))]`"
+)]
+pub trait Entity: Clone + Default + Send + Sync + Serialize + DeserializeOwned + 'static {
+    /// Type tag stored in every row of this entity (`entities.type`).
+    const TYPE: &'static str;
+    /// The generated enum of every action this entity accepts.
+    type Action: Tagged;
+    /// The generated enum of every event this entity records.
+    type Event: Tagged;
+    /// The entity's own domain error, returned by its handlers (`error = ...`, default [`Rejected`]).
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The state before the first event: `Default` with the id set and version 0.
+    fn new(id: EntityId) -> Self;
+    fn id(&self) -> EntityId;
+    fn version(&self) -> Version;
+    /// Called by the runtime only: the version is the count of applied events.
+    fn set_version(&mut self, version: Version);
+
+    /// Dispatches to the `Handle<A>` impl of the action's struct.
+    fn handle(&self, ctx: &Context, action: &Self::Action) -> Result<Vec<Self::Event>, Self::Error>;
+    /// Dispatches to the `Apply<E>` impl of the event's struct.
+    fn apply(&mut self, event: &Self::Event);
+    /// Whether `project` does anything for this event; lets the runtime skip keeping the state
+    /// before each event when nothing reads it.
+    fn is_projected(event: &Self::Event) -> bool;
+    /// Dispatches to the `Project<E>` impl of events listed in `project(...)`; `Ok(())` for the rest.
+    fn project(
+        tx: &mut Tx<'_>,
+        ctx: &Context,
+        before: &Self,
+        event: &Self::Event,
+        after: &Self,
+    ) -> impl Future<Output = Result<(), ProjectionError<Self::Error>>> + Send;
+}
+
+/// An enum of payload structs, each stored as (type tag, JSON payload). Implemented by `#[entity]`
+/// for the generated action and event enums.
+pub trait Tagged: Sized + Send + Sync + 'static {
+    /// The stored type tag of this value's variant.
+    fn type_tag(&self) -> &'static str;
+    /// The JSON payload of this value's variant.
+    fn encode(&self) -> Result<String, serde_json::Error>;
+    /// Rebuilds a value from a stored (type tag, JSON payload) pair.
+    fn decode(type_tag: &str, payload: &str) -> Result<Self, DecodeError>;
+}
+
+/// Why a stored (type tag, payload) pair could not be turned back into a value.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown type tag `{type_tag}`; known tags: {known}")]
+    UnknownType { type_tag: String, known: &'static str },
+    #[error("payload of `{type_tag}` does not decode: {source}")]
+    Payload {
+        type_tag: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A command to an entity. Implemented by `#[derive(Action)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an action",
+    label = "not an action",
+    note = "add `#[derive(Action, Serialize, Deserialize)]` to `{Self}`"
+)]
+pub trait Action: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The stored type tag: the struct's name, or `#[action(rename = "...")]`.
+    const TYPE: &'static str;
+    /// Older tags that still decode into this struct (`#[action(alias = "...")]`).
+    const ALIASES: &'static [&'static str] = &[];
+}
+
+/// A fact recorded by an entity. Implemented by `#[derive(Event)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event",
+    label = "not an event",
+    note = "add `#[derive(Event, Serialize, Deserialize)]` to `{Self}`"
+)]
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The stored type tag: the struct's name, or `#[event(rename = "...")]`.
+    const TYPE: &'static str;
+    /// Older tags that still decode into this struct (`#[event(alias = "...")]`): how an event's
+    /// schema evolves without rewriting history.
+    const ALIASES: &'static [&'static str] = &[];
+}
+
+/// Validates an action against the current state and decides its events. Runs once per action
+/// (again only if a version conflict forces a retry on fresher state); must not have side effects.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no handler for action `{A}`",
+    label = "action `{A}` is listed here",
+    note = "add `impl Handle<{A}> for {Self} {{ fn handle(&self, ctx: &Context, action: &{A}) -> Result<Vec<Self::Event>, Self::Error> {{ ... }} }}`"
+)]
+pub trait Handle<A: Action>: Entity {
+    fn handle(&self, ctx: &Context, action: &A) -> Result<Vec<Self::Event>, Self::Error>;
+}
+
+/// Applies an event to the state: a pure change, run on every load.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not apply event `{E}`",
+    label = "event `{E}` is listed here",
+    note = "add `impl Apply<{E}> for {Self} {{ fn apply(&mut self, event: &{E}) {{ ... }} }}`"
+)]
+pub trait Apply<E: Event>: Entity {
+    fn apply(&mut self, event: &E);
+}
+
+/// Writes an event to a read model inside the transaction that records it, so the read model is
+/// always consistent and its constraints (a unique name, say) can reject the action.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no projection for event `{E}`",
+    label = "event `{E}` is listed in `project(...)` here",
+    note = "add `impl Project<{E}> for {Self} {{ async fn project(tx: &mut Tx<'_>, ctx: &Context, before: &Self, event: &{E}, after: &Self) -> Result<(), ProjectionError<Self::Error>> {{ ... }} }}`, or remove `{E}` from `project(...)`"
+)]
+pub trait Project<E: Event>: Entity {
+    fn project(
+        tx: &mut Tx<'_>,
+        ctx: &Context,
+        before: &Self,
+        event: &E,
+        after: &Self,
+    ) -> impl Future<Output = Result<(), ProjectionError<Self::Error>>> + Send;
+}
+
+/// The seed's `handle_create`: turns the arguments of `Runtime::create` into the entity's first
+/// action, once the database has given the entity its id.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be created with `Runtime::create`",
+    note = "add `impl Create for {Self} {{ type Args = ...; fn create(ctx: &Context, id: EntityId, args: Self::Args) -> Result<Self::Action, Self::Error> {{ ... }} }}`"
+)]
+pub trait Create: Entity {
+    type Args: Send + 'static;
+    fn create(ctx: &Context, id: EntityId, args: Self::Args) -> Result<Self::Action, Self::Error>;
+}
+
+/// The default domain error of an entity that declares none: a rejection with a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+impl Rejected {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
