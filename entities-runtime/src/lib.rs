@@ -4,7 +4,15 @@
 
 mod context;
 mod entity;
+mod error;
+mod persist;
 mod projection;
+mod registry;
+mod replay;
+mod runtime;
+mod store;
+mod task;
+pub mod testing;
 
 pub use context::Context;
 pub use entity::{
@@ -12,14 +20,19 @@ pub use entity::{
     Version,
 };
 pub use entities_derive::{Action, Event, entity};
+pub use error::Error;
+pub use sqlx;
 pub use projection::{Backend, ProjectionError, Query, Tx, is_unique_violation};
+pub use runtime::{EntityRef, Runtime, RuntimeBuilder, StartError};
+pub use store::{EventRecord, Migration};
 
 /// What the macros' generated code names. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::context::Context;
     pub use crate::entity::{
-        Action, Apply, DecodeError, Entity, EntityId, Event, Handle, Project, Tagged, Version,
+        Action, Apply, DecodeError, Entity, EntityId, Event, Handle, Project, Rejected, Tagged,
+        Version,
     };
     pub use crate::projection::{ProjectionError, Tx};
     pub use serde;
@@ -52,5 +65,130 @@ pub mod __private {
             i += 1;
         }
         false
+    }
+
+    /// Whether `a` (with its aliases) and `b` (with its aliases) share a tag, for the generated
+    /// duplicate-tag checks.
+    pub const fn tags_overlap(a: &str, a_aliases: &[&str], b: &str, b_aliases: &[&str]) -> bool {
+        if str_eq(a, b) || contains(a_aliases, b) || contains(b_aliases, a) {
+            return true;
+        }
+        let mut i = 0;
+        while i < a_aliases.len() {
+            if contains(b_aliases, a_aliases[i]) {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+
+    /// Length of `tags` joined with `", "`: the array length for [`join_tags`].
+    pub const fn joined_len(tags: &[&str]) -> usize {
+        let mut len = 0;
+        let mut i = 0;
+        while i < tags.len() {
+            if i > 0 {
+                len += 2;
+            }
+            len += tags[i].len();
+            i += 1;
+        }
+        len
+    }
+
+    /// `tags` joined with `", "`, in a constant: the `known` list of `DecodeError::UnknownType`
+    /// is built from the tag constants, so a `rename` shows up in it. `N` is [`joined_len`].
+    pub const fn join_tags<const N: usize>(tags: &[&str]) -> [u8; N] {
+        let mut out = [0u8; N];
+        let mut at = 0;
+        let mut i = 0;
+        while i < tags.len() {
+            if i > 0 {
+                out[at] = b',';
+                out[at + 1] = b' ';
+                at += 2;
+            }
+            let tag = tags[i].as_bytes();
+            let mut j = 0;
+            while j < tag.len() {
+                out[at] = tag[j];
+                at += 1;
+                j += 1;
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// The bytes of [`join_tags`] as a `str` (they are whole `str`s joined, so valid UTF-8).
+    pub const fn joined_str(bytes: &[u8]) -> &str {
+        match std::str::from_utf8(bytes) {
+            Ok(joined) => joined,
+            Err(_) => panic!("joined type tags are not UTF-8"),
+        }
+    }
+
+    /// Fails to compile, with the trait's "derive it" message, unless `A` is an action.
+    pub const fn assert_action<A: Action>() {}
+
+    /// Fails to compile, with the trait's "derive it" message, unless `E` is an event.
+    pub const fn assert_event<E: Event>() {}
+
+    /// Bounded on `Action` rather than `Serialize`, so an action missing serde reports that
+    /// once, on its derive, not again in every entity that lists it.
+    pub fn encode_action<A: Action>(action: &A) -> Result<String, serde_json::Error> {
+        serde_json::to_string(action)
+    }
+
+    /// See [`encode_action`].
+    pub fn encode_event<E: Event>(event: &E) -> Result<String, serde_json::Error> {
+        serde_json::to_string(event)
+    }
+
+    /// `None` unless `tag` is `A`'s type tag or one of its aliases.
+    pub fn decode_action<A: Action>(tag: &str, payload: &str) -> Option<Result<A, DecodeError>> {
+        (str_eq(tag, A::TYPE) || contains(A::ALIASES, tag)).then(|| {
+            serde_json::from_str(payload).map_err(|source| DecodeError::Payload {
+                type_tag: A::TYPE,
+                source,
+            })
+        })
+    }
+
+    /// `None` unless `tag` is `E`'s type tag or one of its aliases.
+    pub fn decode_event<E: Event>(tag: &str, payload: &str) -> Option<Result<E, DecodeError>> {
+        (str_eq(tag, E::TYPE) || contains(E::ALIASES, tag)).then(|| {
+            serde_json::from_str(payload).map_err(|source| DecodeError::Payload {
+                type_tag: E::TYPE,
+                source,
+            })
+        })
+    }
+
+    /// `E::default()` through the `Entity` bound, so an entity missing `Default` reports it
+    /// once, on its `impl Entity`.
+    pub fn default_state<E: Entity>() -> E {
+        E::default()
+    }
+
+    /// The type of an entity's `id` and `version` fields. The generated accessors convert through
+    /// it, spanned on the field's type, so a field of another type is one error on that type.
+    #[diagnostic::on_unimplemented(
+        message = "an entity's `id` and `version` fields must be `i64`, not `{Self}`",
+        label = "write `EntityId` (for `id`) or `Version` (for `version`) here"
+    )]
+    pub trait I64Field: Copy {
+        fn from_i64(value: i64) -> Self;
+        fn to_i64(self) -> i64;
+    }
+
+    impl I64Field for i64 {
+        fn from_i64(value: i64) -> Self {
+            value
+        }
+        fn to_i64(self) -> i64 {
+            self
+        }
     }
 }

@@ -1,0 +1,133 @@
+//! The errors of the runtime's API: every failure is a value, never a panic.
+
+use std::sync::Arc;
+
+use crate::entity::{EntityId, Version};
+
+/// Why a call to an entity failed. `D` is the entity's own domain error.
+///
+/// Whatever the variant, a failed call changed nothing: not the database, not the state in memory.
+#[derive(Debug, thiserror::Error)]
+pub enum Error<D> {
+    /// The entity's handler (or a projection) refused the action.
+    #[error("rejected: {0}")]
+    Rejected(D),
+    /// No entity of this type has this id.
+    #[error("{entity_type} {id} not found")]
+    NotFound { entity_type: &'static str, id: EntityId },
+    /// Other writers kept changing the entity: every retry met a newer version.
+    #[error("{entity_type} {id}: version conflict; gave up after {attempts} attempts")]
+    Conflict {
+        entity_type: &'static str,
+        id: EntityId,
+        attempts: u32,
+    },
+    /// A read-model constraint rejected a projection's write.
+    #[error("{entity_type} {id}: constraint `{constraint}` violated: {message}")]
+    Constraint {
+        entity_type: &'static str,
+        id: EntityId,
+        /// The constraint's name on Postgres; on SQLite, the `table.column` list it names.
+        constraint: String,
+        message: String,
+    },
+    /// Stored data that does not decode: an event payload, an unknown type tag, a gap in versions.
+    #[error("{entity_type} {id}: stored data at version {version} is corrupt: {reason}")]
+    Corrupt {
+        entity_type: &'static str,
+        id: EntityId,
+        version: Version,
+        reason: String,
+    },
+    /// An action or event that serde cannot turn into JSON (a map with non-string keys, say).
+    #[error("{entity_type} {id}: `{type_tag}` does not serialize to JSON: {message}")]
+    Payload {
+        entity_type: &'static str,
+        id: EntityId,
+        type_tag: &'static str,
+        message: String,
+    },
+    /// The database could not be reached or failed.
+    #[error("storage unavailable: {0}")]
+    Storage(#[source] Arc<sqlx::Error>),
+    /// User code (a handler, `apply` or a projection) panicked; the entity reloads from the database.
+    #[error("{entity_type} {id}: {during} panicked: {message}")]
+    Panicked {
+        entity_type: &'static str,
+        id: EntityId,
+        during: &'static str,
+        message: String,
+    },
+    /// The runtime is shutting down and takes no more calls.
+    #[error("the runtime is shutting down")]
+    ShuttingDown,
+}
+
+/// A failure that is not the entity's domain error: what a load can fail with, shared by every
+/// caller waiting on that load.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    NotFound,
+    Corrupt { version: Version, reason: String },
+    Storage(Arc<sqlx::Error>),
+    Panicked { during: &'static str, message: String },
+}
+
+impl Failure {
+    pub fn into_error<D>(self, entity_type: &'static str, id: EntityId) -> Error<D> {
+        match self {
+            Failure::NotFound => Error::NotFound { entity_type, id },
+            Failure::Corrupt { version, reason } => Error::Corrupt {
+                entity_type,
+                id,
+                version,
+                reason,
+            },
+            Failure::Storage(error) => Error::Storage(error),
+            Failure::Panicked { during, message } => Error::Panicked {
+                entity_type,
+                id,
+                during,
+                message,
+            },
+        }
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        Failure::Storage(Arc::new(error))
+    }
+}
+
+/// A database error met while persisting an action: a constraint violation is the caller's to
+/// handle, anything else is storage trouble.
+pub(crate) fn persist_error<D>(error: sqlx::Error, entity_type: &'static str, id: EntityId) -> Error<D> {
+    if let Some(db) = error.as_database_error() {
+        use sqlx::error::ErrorKind::*;
+        if matches!(db.kind(), UniqueViolation | ForeignKeyViolation | NotNullViolation | CheckViolation) {
+            return Error::Constraint {
+                entity_type,
+                id,
+                constraint: crate::store::constraint_name(db).unwrap_or_default(),
+                message: db.message().to_owned(),
+            };
+        }
+    }
+    Error::Storage(Arc::new(error))
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+pub(crate) fn storage<D>(error: sqlx::Error) -> Error<D> {
+    Error::Storage(Arc::new(error))
+}

@@ -1,0 +1,85 @@
+//! Loading an entity: its snapshot, then the events after it.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::entity::{Entity, EntityId, Tagged, Version};
+use crate::error::{Failure, panic_message};
+use crate::store::{Store, StoredEvent};
+
+/// An entity as loaded from the database.
+pub(crate) struct Loaded<E> {
+    pub state: E,
+    /// Version of the snapshot the load started from (0 when it replayed from the start).
+    pub snapshot_version: Version,
+}
+
+/// Loads entity `id`: from its snapshot when that still decodes, else from its first event.
+pub(crate) async fn load<E: Entity>(store: &Store, id: EntityId) -> Result<Loaded<E>, Failure> {
+    let row = store.entity_row(id).await?.ok_or(Failure::NotFound)?;
+    if row.entity_type != E::TYPE {
+        return Err(Failure::NotFound);
+    }
+    let (mut state, snapshot_version) = match (row.snapshot, row.snapshot_version) {
+        (Some(snapshot), Some(version)) => match serde_json::from_str::<E>(&snapshot) {
+            Ok(mut state) => {
+                state.set_version(version);
+                (state, version)
+            }
+            Err(error) => {
+                // The struct changed since the snapshot was taken: the events still hold the truth.
+                tracing::warn!(
+                    entity_type = E::TYPE,
+                    entity_id = id,
+                    snapshot_version = version,
+                    %error,
+                    "snapshot does not decode; replaying every event"
+                );
+                (E::new(id), 0)
+            }
+        },
+        _ => (E::new(id), 0),
+    };
+    catch_up(store, id, &mut state).await?;
+    if state.version() < row.version {
+        return Err(Failure::Corrupt {
+            version: state.version() + 1,
+            reason: format!(
+                "the entity is at version {} but its events stop at version {}",
+                row.version,
+                state.version()
+            ),
+        });
+    }
+    Ok(Loaded {
+        state,
+        snapshot_version,
+    })
+}
+
+/// Applies to `state` the events stored after its version.
+pub(crate) async fn catch_up<E: Entity>(store: &Store, id: EntityId, state: &mut E) -> Result<(), Failure> {
+    for stored in store.events_after(id, state.version()).await? {
+        apply_stored(state, stored)?;
+    }
+    Ok(())
+}
+
+fn apply_stored<E: Entity>(state: &mut E, stored: StoredEvent) -> Result<(), Failure> {
+    let expected = state.version() + 1;
+    if stored.version != expected {
+        return Err(Failure::Corrupt {
+            version: expected,
+            reason: format!("event versions jump from {} to {}", state.version(), stored.version),
+        });
+    }
+    let event = E::Event::decode(&stored.event_type, &stored.payload).map_err(|error| Failure::Corrupt {
+        version: stored.version,
+        reason: error.to_string(),
+    })?;
+    catch_unwind(AssertUnwindSafe(|| state.apply(&event))).map_err(|payload| Failure::Panicked {
+        during: "apply",
+        message: panic_message(payload.as_ref()),
+    })?;
+    state.set_version(stored.version);
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! The runtime (the seed's Supervisor): the store, the registry of live entities, and the API.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::context::Context;
+use crate::entity::{Create, Entity, EntityId};
+use crate::error::{Error, panic_message, storage};
+use crate::persist::{self, EncodedAction};
+use crate::projection::Backend;
+use crate::registry::{Command, Registry, Started};
+use crate::store::{EventRecord, Migration, Store};
+use crate::task;
+
+/// How the runtime behaves; set through [`RuntimeBuilder`].
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub idle_timeout: Duration,
+    pub snapshot_every: u64,
+    pub max_attempts: u32,
+}
+
+impl Config {
+    /// Whether `events` written since the last snapshot call for a new one.
+    pub fn snapshot_due(&self, events: i64) -> bool {
+        self.snapshot_every > 0 && events >= self.snapshot_every as i64
+    }
+}
+
+/// What the runtime and its entity tasks share.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub registry: Registry,
+    pub config: Config,
+    /// Cancelled at shutdown: every task snapshots and leaves.
+    pub shutdown: CancellationToken,
+    closing: AtomicBool,
+    tasks: TaskTracker,
+}
+
+/// Failed to start a runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Builds a [`Runtime`]: `Runtime::builder(url).idle_timeout(...).build().await`.
+#[derive(Debug, Clone)]
+pub struct RuntimeBuilder {
+    url: String,
+    config: Config,
+    migrate: bool,
+    migrations: Vec<Migration>,
+    max_connections: u32,
+}
+
+impl RuntimeBuilder {
+    /// How long an entity stays in memory with no call (default 60 s). It leaves between one and
+    /// two timeouts after its last call, having written a snapshot if it changed.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Writes a snapshot every `events` events (default 100; 0 for only at idle), so a crash
+    /// never forces a full replay of a long history.
+    pub fn snapshot_every(mut self, events: u64) -> Self {
+        self.config.snapshot_every = events;
+        self
+    }
+
+    /// How many times an action is decided before a version conflict is given up (default 5).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.config.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Whether to apply the migrations at start (default `true`).
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// The application's own migrations (its read models), applied after the runtime's.
+    pub fn migrations(mut self, migrations: &[Migration]) -> Self {
+        self.migrations.extend_from_slice(migrations);
+        self
+    }
+
+    /// The size of the connection pool (default 10).
+    pub fn max_connections(mut self, connections: u32) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    pub async fn build(self) -> Result<Runtime, StartError> {
+        let store = Store::connect(&self.url, self.max_connections)
+            .await
+            .map_err(StartError::Connect)?;
+        if self.migrate {
+            store.migrate(&self.migrations).await.map_err(StartError::Migrate)?;
+        }
+        Ok(Runtime {
+            shared: Arc::new(Shared {
+                store,
+                registry: Registry::default(),
+                config: self.config,
+                shutdown: CancellationToken::new(),
+                closing: AtomicBool::new(false),
+                tasks: TaskTracker::new(),
+            }),
+        })
+    }
+}
+
+/// Keeps entities live, one task each, over a Postgres or SQLite database. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+impl Runtime {
+    /// A runtime with the default settings on `url` (`postgres://...` or `sqlite:...`).
+    pub async fn connect(url: &str) -> Result<Self, StartError> {
+        Self::builder(url).build().await
+    }
+
+    pub fn builder(url: impl Into<String>) -> RuntimeBuilder {
+        RuntimeBuilder {
+            url: url.into(),
+            config: Config {
+                idle_timeout: Duration::from_secs(60),
+                snapshot_every: 100,
+                max_attempts: 5,
+            },
+            migrate: true,
+            migrations: Vec::new(),
+            max_connections: 10,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.shared.store.backend()
+    }
+
+    /// The Postgres pool, when the runtime runs on Postgres: for queries of the read model.
+    pub fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.shared.store {
+            Store::Postgres(pool) => Some(pool),
+            Store::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite pool, when the runtime runs on SQLite.
+    pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.shared.store {
+            Store::Sqlite(pool) => Some(pool),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    /// The handle of entity `id` of type `E` (the seed's `entity_process`). Nothing is loaded
+    /// until the first call through it.
+    pub fn entity<E: Entity>(&self, id: EntityId) -> EntityRef<E> {
+        EntityRef {
+            runtime: self.clone(),
+            id,
+            entity: PhantomData,
+        }
+    }
+
+    /// Creates an entity: its id comes from the database, [`Create::create`] turns `args` into
+    /// its first action, and the row, the action, its events and projections commit together.
+    pub async fn create<E: Create>(&self, ctx: &Context, args: E::Args) -> Result<Arc<E>, Error<E::Error>> {
+        self.open()?;
+        let store = &self.shared.store;
+        let mut tx = store.begin().await.map_err(storage)?;
+        let id = tx.insert_entity(E::TYPE).await.map_err(storage)?;
+        let action = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| E::create(ctx, id, args)))
+            .map_err(|payload| Error::Panicked {
+                entity_type: E::TYPE,
+                id,
+                during: "create",
+                message: panic_message(payload.as_ref()),
+            })?
+            .map_err(Error::Rejected)?;
+        let encoded = EncodedAction::<E>::new(&action, id)?;
+        let before = E::new(id);
+        let after = match persist::decide(&before, ctx, &action)? {
+            Some(decision) => {
+                // Nobody else knows this id yet, so its version cannot have moved; were it to,
+                // the write would report it rather than overwrite.
+                if !persist::write(&mut tx, ctx, &before, &encoded, &decision).await? {
+                    return Err(Error::Conflict {
+                        entity_type: E::TYPE,
+                        id,
+                        attempts: 1,
+                    });
+                }
+                decision.after
+            }
+            None => before,
+        };
+        tx.commit().await.map_err(storage)?;
+        let after = Arc::new(after);
+        // Keep it live: its first call need not load what was just written.
+        if let Some(started) = self.shared.registry.adopt(id, after.clone()) {
+            self.spawn(id, started);
+        }
+        Ok(after)
+    }
+
+    /// The stored events of entity `id`, with the actions that caused them, oldest first. Empty
+    /// for an unknown id.
+    pub async fn history<E: Entity>(&self, id: EntityId) -> Result<Vec<EventRecord>, Error<E::Error>> {
+        self.shared.store.history(E::TYPE, id).await.map_err(storage)
+    }
+
+    /// How many entities are live in memory.
+    pub fn live_entities(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// Stops taking calls, lets every live entity finish what it has queued, snapshot and stop,
+    /// and closes the pool.
+    pub async fn shutdown(&self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.shared.shutdown.cancel();
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+        self.shared.store.close().await;
+    }
+
+    fn open<D>(&self) -> Result<(), Error<D>> {
+        if self.shared.closing.load(Ordering::SeqCst) {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn spawn<E: Entity>(&self, id: EntityId, started: Started<E>) {
+        self.shared.tasks.spawn(task::run(self.shared.clone(), id, started));
+    }
+
+    async fn call<E: Entity>(&self, id: EntityId, command: impl FnOnce(crate::registry::Reply<E>) -> Command<E>) -> Result<Arc<E>, Error<E::Error>> {
+        self.open()?;
+        let (reply, answer) = oneshot::channel();
+        if let Some(started) = self.shared.registry.dispatch(id, command(reply)) {
+            self.spawn(id, started);
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::Panicked {
+                entity_type: E::TYPE,
+                id,
+                during: "entity task",
+                message: "the entity task ended without answering".to_owned(),
+            })
+        })
+    }
+}
+
+/// A handle on one entity (the seed's pid). Calls through it reach the entity's live task,
+/// starting one when the entity is not in memory; it never goes stale.
+pub struct EntityRef<E> {
+    runtime: Runtime,
+    id: EntityId,
+    entity: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for EntityRef<E> {
+    fn clone(&self) -> Self {
+        Self {
+            runtime: self.runtime.clone(),
+            id: self.id,
+            entity: PhantomData,
+        }
+    }
+}
+
+impl<E: Entity> EntityRef<E> {
+    pub fn id(&self) -> EntityId {
+        self.id
+    }
+
+    /// The last committed state, from memory: never queued behind writes. Loads the entity
+    /// when it is not live.
+    pub async fn get(&self) -> Result<Arc<E>, Error<E::Error>> {
+        if let Some(state) = self.runtime.shared.registry.published::<E>(self.id) {
+            return Ok(state);
+        }
+        self.runtime.call(self.id, Command::Get).await
+    }
+
+    /// Runs `action`: handler, events, version check, projections, one transaction; returns the
+    /// new state once committed. On failure nothing changed, in the database or in memory.
+    pub async fn send_action(&self, ctx: &Context, action: impl Into<E::Action>) -> Result<Arc<E>, Error<E::Error>> {
+        let action = action.into();
+        let ctx = ctx.clone();
+        self.runtime
+            .call(self.id, |reply| Command::Act { ctx, action, reply })
+            .await
+    }
+}

@@ -1,0 +1,237 @@
+//! The event store: one enum over the two backends, so the per-action path is one code path.
+//!
+//! Each backend module holds its SQL; this module holds what they share.
+
+mod migrate;
+mod postgres;
+mod sqlite;
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{Postgres, Sqlite};
+
+pub use migrate::Migration;
+
+use crate::context::Context;
+use crate::entity::{EntityId, Version};
+use crate::projection::{Backend, Tx};
+
+/// A connection pool to the database the runtime stores in.
+#[derive(Clone, Debug)]
+pub(crate) enum Store {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// The `entities` row of an entity.
+#[derive(Debug)]
+pub(crate) struct EntityRow {
+    pub entity_type: String,
+    pub version: Version,
+    pub snapshot: Option<String>,
+    pub snapshot_version: Option<Version>,
+}
+
+/// One stored event, as read back for a replay.
+#[derive(Debug)]
+pub(crate) struct StoredEvent {
+    pub version: Version,
+    pub event_type: String,
+    pub payload: String,
+}
+
+/// One stored event with what caused it: a line of an entity's history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EventRecord {
+    /// The entity's version after this event.
+    pub version: Version,
+    pub event_type: String,
+    pub payload: serde_json::Value,
+    pub action_id: i64,
+    pub action_type: String,
+    pub created_by: String,
+    pub request_id: String,
+    pub correlation_id: String,
+    /// When it was stored: RFC 3339, UTC.
+    pub inserted_at: String,
+}
+
+/// Everything one action writes besides its projections.
+pub(crate) struct Append<'a> {
+    pub entity_type: &'static str,
+    pub entity_id: EntityId,
+    /// The version the action was decided on; the write fails if the database has moved on.
+    pub expected_version: Version,
+    pub action_type: &'static str,
+    pub action_payload: &'a str,
+    /// (type tag, JSON payload) of each event, in order.
+    pub event_types: &'a [&'static str],
+    pub event_payloads: &'a [String],
+    pub ctx: &'a Context,
+}
+
+/// A history row as both backends return it: the columns of [`EventRecord`], payload as text.
+type HistoryRow = (Version, String, String, i64, String, String, String, String, String);
+
+/// An open transaction on either backend.
+pub(crate) enum StoreTx {
+    Postgres(sqlx::Transaction<'static, Postgres>),
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+}
+
+impl Store {
+    /// Connects to `postgres://...`/`postgresql://...` or `sqlite:...` (created if missing).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .connect_with(options)
+                .await?;
+            Ok(Store::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .foreign_keys(true)
+                // WAL lets reads run beside the one writer; FULL keeps every commit on disk.
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                .busy_timeout(std::time::Duration::from_secs(30));
+            // An in-memory database lives in one connection: a second one would see another database.
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let pool = SqlitePoolOptions::new()
+                .max_connections(if in_memory { 1 } else { max_connections })
+                .connect_with(options)
+                .await?;
+            Ok(Store::Sqlite(pool))
+        } else {
+            Err(sqlx::Error::Configuration(
+                format!("unsupported database URL `{url}`: expected `postgres://...` or `sqlite:...`").into(),
+            ))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Postgres(_) => Backend::Postgres,
+            Store::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    pub async fn migrate(&self, user: &[Migration]) -> Result<(), sqlx::migrate::MigrateError> {
+        migrate::run(self, user).await
+    }
+
+    pub async fn begin(&self) -> Result<StoreTx, sqlx::Error> {
+        Ok(match self {
+            Store::Postgres(pool) => StoreTx::Postgres(pool.begin().await?),
+            // IMMEDIATE takes the write lock up front: a deferred transaction that reads first
+            // could fail to upgrade (SQLITE_BUSY) instead of waiting its turn.
+            Store::Sqlite(pool) => StoreTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    pub async fn entity_row(&self, id: EntityId) -> Result<Option<EntityRow>, sqlx::Error> {
+        match self {
+            Store::Postgres(pool) => postgres::entity_row(pool, id).await,
+            Store::Sqlite(pool) => sqlite::entity_row(pool, id).await,
+        }
+    }
+
+    /// The events of `id` after `version`, in order.
+    pub async fn events_after(&self, id: EntityId, version: Version) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        match self {
+            Store::Postgres(pool) => postgres::events_after(pool, id, version).await,
+            Store::Sqlite(pool) => sqlite::events_after(pool, id, version).await,
+        }
+    }
+
+    /// The events of entity `id` of type `entity_type` with their actions, oldest first.
+    pub async fn history(&self, entity_type: &str, id: EntityId) -> Result<Vec<EventRecord>, sqlx::Error> {
+        let rows = match self {
+            Store::Postgres(pool) => postgres::history(pool, entity_type, id).await?,
+            Store::Sqlite(pool) => sqlite::history(pool, entity_type, id).await?,
+        };
+        rows.into_iter()
+            .map(|row| {
+                let payload = serde_json::from_str(&row.2).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+                Ok(EventRecord {
+                    version: row.0,
+                    event_type: row.1,
+                    payload,
+                    action_id: row.3,
+                    action_type: row.4,
+                    created_by: row.5,
+                    request_id: row.6,
+                    correlation_id: row.7,
+                    inserted_at: row.8,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores `snapshot` as the state at `version`, unless a snapshot as new or newer is there
+    /// already. Returns whether it was written.
+    pub async fn save_snapshot(&self, id: EntityId, version: Version, snapshot: &str) -> Result<bool, sqlx::Error> {
+        match self {
+            Store::Postgres(pool) => postgres::save_snapshot(pool, id, version, snapshot).await,
+            Store::Sqlite(pool) => sqlite::save_snapshot(pool, id, version, snapshot).await,
+        }
+    }
+
+    /// Closes every connection of the pool.
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(pool) => pool.close().await,
+            Store::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+impl StoreTx {
+    /// Inserts the `entities` row of a new entity at version 0 and returns its id.
+    pub async fn insert_entity(&mut self, entity_type: &str) -> Result<EntityId, sqlx::Error> {
+        match self {
+            StoreTx::Postgres(tx) => postgres::insert_entity(tx, entity_type).await,
+            StoreTx::Sqlite(tx) => sqlite::insert_entity(tx, entity_type).await,
+        }
+    }
+
+    /// Checks and bumps the version, and writes the action row and its event rows. Returns
+    /// `false`, having written nothing, when the stored version is not the expected one.
+    pub async fn append(&mut self, append: &Append<'_>) -> Result<bool, sqlx::Error> {
+        match self {
+            StoreTx::Postgres(tx) => postgres::append(tx, append).await,
+            StoreTx::Sqlite(tx) => sqlite::append(tx, append).await,
+        }
+    }
+
+    /// The transaction as projections see it.
+    pub fn projection(&mut self) -> Tx<'_> {
+        match self {
+            StoreTx::Postgres(tx) => Tx::postgres_tx(tx),
+            StoreTx::Sqlite(tx) => Tx::sqlite_tx(tx),
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            StoreTx::Postgres(tx) => tx.commit().await,
+            StoreTx::Sqlite(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// The name of the constraint a database error violated. SQLite names none, so there it is the
+/// `table.column` list its message ends with (`UNIQUE constraint failed: shopping_lists.name`).
+pub(crate) fn constraint_name(error: &dyn sqlx::error::DatabaseError) -> Option<String> {
+    if let Some(name) = error.constraint() {
+        return Some(name.to_owned());
+    }
+    error
+        .message()
+        .split_once("constraint failed: ")
+        .map(|(_, columns)| columns.trim().to_owned())
+}

@@ -1,0 +1,99 @@
+//! Real databases for tests of your own entities: a fresh SQLite file, or a fresh database on
+//! the Postgres server that `DATABASE_URL` names.
+
+use std::path::PathBuf;
+
+use sqlx::{Connection, PgConnection};
+
+use crate::projection::Backend;
+
+/// A database of its own for one test, on a real server or file. The SQLite file is removed
+/// when this is dropped; a Postgres database is left to its (throwaway) server.
+pub struct TestDatabase {
+    pub url: String,
+    pub backend: Backend,
+    file: Option<PathBuf>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => Self::postgres().await,
+            Backend::Sqlite => Self::sqlite(),
+        }
+    }
+
+    /// A new SQLite file in the temporary directory.
+    pub fn sqlite() -> Self {
+        let file = std::env::temp_dir().join(format!("entities-test-{}.db", uuid::Uuid::new_v4().simple()));
+        Self {
+            url: format!("sqlite://{}", file.display()),
+            backend: Backend::Sqlite,
+            file: Some(file),
+        }
+    }
+
+    /// A new database on the server of `DATABASE_URL`.
+    ///
+    /// # Panics
+    /// When `DATABASE_URL` is unset or its server does not answer: a Postgres test must fail,
+    /// never skip. `scripts/test` starts a throwaway server and sets it.
+    pub async fn postgres() -> Self {
+        let server = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+            panic!("DATABASE_URL is unset: run the tests with `scripts/test`, which starts a throwaway Postgres")
+        });
+        let name = format!("entities_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|error| panic!("cannot reach Postgres at DATABASE_URL: {error}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|error| panic!("cannot create test database {name}: {error}"));
+        let _ = admin.close().await;
+        Self {
+            url: with_database(&server, &name),
+            backend: Backend::Postgres,
+            file: None,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
+        }
+    }
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_name_is_replaced_keeping_server_and_options() {
+        assert_eq!(with_database("postgres://u@h:5/postgres", "t"), "postgres://u@h:5/t");
+        assert_eq!(with_database("postgres://u@h:5", "t"), "postgres://u@h:5/t");
+        assert_eq!(with_database("postgres://u@h/db?sslmode=disable", "t"), "postgres://u@h/t?sslmode=disable");
+    }
+}

@@ -1,0 +1,15 @@
+-- The read model, kept by the ShoppingList projections in each action's own transaction.
+CREATE TABLE shopping_lists (
+    id   INTEGER PRIMARY KEY,
+    name TEXT    NOT NULL,
+    CONSTRAINT shopping_lists_name_key UNIQUE (name)
+);
+
+CREATE TABLE shopping_list_items (
+    id               TEXT    PRIMARY KEY,
+    shopping_list_id INTEGER NOT NULL REFERENCES shopping_lists (id),
+    name             TEXT    NOT NULL,
+    quantity         INTEGER NOT NULL CHECK (quantity > 0),
+    added_in_version INTEGER NOT NULL
+);
+CREATE INDEX shopping_list_items_list ON shopping_list_items (shopping_list_id, added_in_version);

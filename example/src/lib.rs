@@ -1,0 +1,15 @@
+//! The ShoppingList of the original library, on `entities`: one module per feature, and the
+//! read model its projections keep.
+
+pub mod read_model;
+pub mod shopping_list;
+
+pub use shopping_list::{ShoppingList, ShoppingListError};
+
+/// The read-model tables, for `RuntimeBuilder::migrations`.
+pub const MIGRATIONS: &[entities_runtime::Migration] = &[entities_runtime::Migration {
+    version: 1,
+    description: "shopping list read model",
+    postgres: include_str!("../migrations/postgres/0001_read_model.sql"),
+    sqlite: include_str!("../migrations/sqlite/0001_read_model.sql"),
+}];

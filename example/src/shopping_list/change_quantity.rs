@@ -1,0 +1,60 @@
+//! Changing an item's quantity: the item must be on the list, the quantity above 0.
+
+use entities_runtime::{Action, Apply, Context, Event, Handle, Project, ProjectionError, Tx};
+use serde::{Deserialize, Serialize};
+
+use super::{ShoppingList, ShoppingListError, ShoppingListEvent, valid_quantity};
+
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+pub struct ChangeQuantity {
+    pub item_id: String,
+    pub quantity: i32,
+}
+
+#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+pub struct QuantityChanged {
+    pub item_id: String,
+    pub quantity: i32,
+}
+
+impl Handle<ChangeQuantity> for ShoppingList {
+    fn handle(&self, _ctx: &Context, action: &ChangeQuantity) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+        let item = self.item(&action.item_id)?;
+        let quantity = valid_quantity(action.quantity)?;
+        if item.quantity == quantity {
+            return Ok(vec![]);
+        }
+        Ok(vec![
+            QuantityChanged {
+                item_id: action.item_id.clone(),
+                quantity,
+            }
+            .into(),
+        ])
+    }
+}
+
+impl Apply<QuantityChanged> for ShoppingList {
+    fn apply(&mut self, event: &QuantityChanged) {
+        if let Some(item) = self.item_mut(&event.item_id) {
+            item.quantity = event.quantity;
+        }
+    }
+}
+
+impl Project<QuantityChanged> for ShoppingList {
+    async fn project(
+        tx: &mut Tx<'_>,
+        _ctx: &Context,
+        _before: &Self,
+        event: &QuantityChanged,
+        _after: &Self,
+    ) -> Result<(), ProjectionError<ShoppingListError>> {
+        tx.query("UPDATE shopping_list_items SET quantity = $2 WHERE id = $1")
+            .bind(&event.item_id)
+            .bind(event.quantity)
+            .execute()
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,53 @@
+//! Creating a list (the seed's CreateShoppingList): rejected if the list exists.
+
+use entities_runtime::{Action, Apply, Context, EntityId, Event, Handle, Project, ProjectionError, Tx};
+use serde::{Deserialize, Serialize};
+
+use super::{ShoppingList, ShoppingListError, ShoppingListEvent, name_taken, valid_name};
+
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+pub struct CreateShoppingList {
+    pub id: EntityId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+pub struct ShoppingListCreated {
+    pub id: EntityId,
+    pub name: String,
+}
+
+impl Handle<CreateShoppingList> for ShoppingList {
+    fn handle(&self, _ctx: &Context, action: &CreateShoppingList) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+        if self.version > 0 {
+            return Err(ShoppingListError::AlreadyExists(self.id));
+        }
+        let name = valid_name(&action.name)?;
+        Ok(vec![ShoppingListCreated { id: action.id, name }.into()])
+    }
+}
+
+impl Apply<ShoppingListCreated> for ShoppingList {
+    fn apply(&mut self, event: &ShoppingListCreated) {
+        self.id = event.id;
+        self.name = event.name.clone();
+    }
+}
+
+impl Project<ShoppingListCreated> for ShoppingList {
+    async fn project(
+        tx: &mut Tx<'_>,
+        _ctx: &Context,
+        _before: &Self,
+        event: &ShoppingListCreated,
+        _after: &Self,
+    ) -> Result<(), ProjectionError<ShoppingListError>> {
+        tx.query("INSERT INTO shopping_lists (id, name) VALUES ($1, $2)")
+            .bind(event.id)
+            .bind(&event.name)
+            .execute()
+            .await
+            .map_err(name_taken(&event.name))?;
+        Ok(())
+    }
+}

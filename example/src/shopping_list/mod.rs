@@ -1,0 +1,107 @@
+//! The ShoppingList entity: its state, its errors, and the features that change it.
+
+mod add_item;
+mod change_quantity;
+mod create;
+mod remove_item;
+mod set_name;
+
+pub use add_item::{AddItem, ItemAdded};
+pub use change_quantity::{ChangeQuantity, QuantityChanged};
+pub use create::{CreateShoppingList, ShoppingListCreated};
+pub use remove_item::{ItemRemoved, RemoveItem};
+pub use set_name::{NameChanged, SetName};
+
+use entities_runtime::{Context, Create, EntityId, ProjectionError, Version, entity, is_unique_violation, sqlx};
+use serde::{Deserialize, Serialize};
+
+#[entity(
+    type = "shopping_list",
+    actions(CreateShoppingList, SetName, AddItem, RemoveItem, ChangeQuantity),
+    events(ShoppingListCreated, NameChanged, ItemAdded, ItemRemoved, QuantityChanged),
+    project(ShoppingListCreated, NameChanged, ItemAdded, ItemRemoved, QuantityChanged),
+    error = ShoppingListError
+)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShoppingList {
+    pub id: EntityId,
+    pub version: Version,
+    pub name: String,
+    pub items: Vec<Item>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub id: String,
+    pub name: String,
+    pub quantity: i32,
+}
+
+/// What the ShoppingList refuses, in words a person understands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShoppingListError {
+    #[error("shopping list {0} already exists")]
+    AlreadyExists(EntityId),
+    #[error("the name must not be blank")]
+    BlankName,
+    #[error("a shopping list named `{0}` already exists")]
+    NameTaken(String),
+    #[error("the quantity must be greater than 0, not {0}")]
+    QuantityNotPositive(i32),
+    #[error("no item `{0}` on this list")]
+    ItemNotFound(String),
+    #[error("item `{0}` is on this list already")]
+    ItemExists(String),
+}
+
+impl Create for ShoppingList {
+    /// The new list's name.
+    type Args = String;
+
+    fn create(_ctx: &Context, id: EntityId, name: String) -> Result<ShoppingListAction, ShoppingListError> {
+        Ok(CreateShoppingList { id, name }.into())
+    }
+}
+
+impl ShoppingList {
+    fn item(&self, item_id: &str) -> Result<&Item, ShoppingListError> {
+        self.items
+            .iter()
+            .find(|item| item.id == item_id)
+            .ok_or_else(|| ShoppingListError::ItemNotFound(item_id.to_owned()))
+    }
+
+    fn item_mut(&mut self, item_id: &str) -> Option<&mut Item> {
+        self.items.iter_mut().find(|item| item.id == item_id)
+    }
+}
+
+/// A name as stored: trimmed, and never blank.
+fn valid_name(name: &str) -> Result<String, ShoppingListError> {
+    let name = name.trim();
+    if name.is_empty() {
+        Err(ShoppingListError::BlankName)
+    } else {
+        Ok(name.to_owned())
+    }
+}
+
+fn valid_quantity(quantity: i32) -> Result<i32, ShoppingListError> {
+    if quantity > 0 {
+        Ok(quantity)
+    } else {
+        Err(ShoppingListError::QuantityNotPositive(quantity))
+    }
+}
+
+/// The read model's unique index on names is what makes names unique across lists: its
+/// violation is a taken name, in the domain's own words.
+fn name_taken(name: &str) -> impl FnOnce(sqlx::Error) -> ProjectionError<ShoppingListError> + '_ {
+    move |error| {
+        if is_unique_violation(&error) {
+            ProjectionError::Rejected(ShoppingListError::NameTaken(name.to_owned()))
+        } else {
+            ProjectionError::Database(error)
+        }
+    }
+}

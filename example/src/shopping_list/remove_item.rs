@@ -1,0 +1,45 @@
+//! Removing an item: it must be on the list.
+
+use entities_runtime::{Action, Apply, Context, Event, Handle, Project, ProjectionError, Tx};
+use serde::{Deserialize, Serialize};
+
+use super::{ShoppingList, ShoppingListError, ShoppingListEvent};
+
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+pub struct RemoveItem {
+    pub item_id: String,
+}
+
+#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+pub struct ItemRemoved {
+    pub item_id: String,
+}
+
+impl Handle<RemoveItem> for ShoppingList {
+    fn handle(&self, _ctx: &Context, action: &RemoveItem) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+        self.item(&action.item_id)?;
+        Ok(vec![ItemRemoved { item_id: action.item_id.clone() }.into()])
+    }
+}
+
+impl Apply<ItemRemoved> for ShoppingList {
+    fn apply(&mut self, event: &ItemRemoved) {
+        self.items.retain(|item| item.id != event.item_id);
+    }
+}
+
+impl Project<ItemRemoved> for ShoppingList {
+    async fn project(
+        tx: &mut Tx<'_>,
+        _ctx: &Context,
+        _before: &Self,
+        event: &ItemRemoved,
+        _after: &Self,
+    ) -> Result<(), ProjectionError<ShoppingListError>> {
+        tx.query("DELETE FROM shopping_list_items WHERE id = $1")
+            .bind(&event.item_id)
+            .execute()
+            .await?;
+        Ok(())
+    }
+}
