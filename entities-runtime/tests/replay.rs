@@ -53,9 +53,9 @@ fn property(backend: Backend) {
     let db = tokio.block_on(TestDatabase::new(backend));
     // A snapshot every 3 events, so most loads start from a snapshot and replay a tail.
     let runtime = tokio.block_on(runtime_with(&db, |b| b.snapshot_every(3)));
-    let mut case = 0;
+    let case = std::sync::atomic::AtomicUsize::new(0);
     proptest!(ProptestConfig::with_cases(24), |(steps in prop::collection::vec(step(), 0..30))| {
-        case += 1;
+        let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio.block_on(check(&runtime, &db, case, &steps));
     });
     tokio.block_on(runtime.shutdown());
