@@ -1,6 +1,86 @@
 //! Event-sourced entities for Rust, kept live one task per entity, stored in Postgres or SQLite.
 //!
-//! (The crate guide with a complete, tested example lives in the README; see `README.md`.)
+//! You write plain structs: the entity's state, one struct per action, one per event. The
+//! macros generate the action and event enums, their stored type tags and JSON payloads, and
+//! the dispatch to your handlers. The [`Runtime`] keeps one task per live entity, loads it from
+//! its snapshot and the events after it, serves reads from memory, and persists each action
+//! with its events and read-model projections in one transaction, with an optimistic version
+//! check.
+//!
+//! ```
+//! use entities_runtime::{entity, Action, Apply, Context, Create, EntityId, Event, Handle, Runtime, Version};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[entity(type = "account", actions(Open, Deposit), events(Opened, Deposited), error = AccountError)]
+//! #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+//! pub struct Account {
+//!     pub id: EntityId,
+//!     pub version: Version,
+//!     pub owner: String,
+//!     pub balance: i64,
+//! }
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! pub enum AccountError {
+//!     #[error("deposits must be positive")]
+//!     NotPositive,
+//! }
+//!
+//! #[derive(Action, Serialize, Deserialize)]
+//! pub struct Open { pub owner: String }
+//! #[derive(Action, Serialize, Deserialize)]
+//! pub struct Deposit { pub amount: i64 }
+//! #[derive(Event, Serialize, Deserialize)]
+//! pub struct Opened { pub owner: String }
+//! #[derive(Event, Serialize, Deserialize)]
+//! #[event(rename = "deposited")] // the stored tag, pinned: the struct may be renamed freely
+//! pub struct Deposited { pub amount: i64 }
+//!
+//! impl Handle<Open> for Account {
+//!     fn handle(&self, _: &Context, action: &Open) -> Result<Vec<AccountEvent>, AccountError> {
+//!         Ok(vec![Opened { owner: action.owner.clone() }.into()])
+//!     }
+//! }
+//! impl Handle<Deposit> for Account {
+//!     fn handle(&self, _: &Context, action: &Deposit) -> Result<Vec<AccountEvent>, AccountError> {
+//!         if action.amount <= 0 {
+//!             return Err(AccountError::NotPositive);
+//!         }
+//!         Ok(vec![Deposited { amount: action.amount }.into()])
+//!     }
+//! }
+//! impl Apply<Opened> for Account {
+//!     fn apply(&mut self, event: &Opened) { self.owner = event.owner.clone(); }
+//! }
+//! impl Apply<Deposited> for Account {
+//!     fn apply(&mut self, event: &Deposited) { self.balance += event.amount; }
+//! }
+//! impl Create for Account {
+//!     type Args = String;
+//!     fn create(_: &Context, _id: EntityId, owner: String) -> Result<AccountAction, AccountError> {
+//!         Ok(Open { owner }.into())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::connect("sqlite::memory:").await?;
+//! let ctx = Context::new("user-1");
+//! let account = runtime.create::<Account>(&ctx, "ada".into()).await?;
+//! assert_eq!(account.version, 1);
+//!
+//! let handle = runtime.entity::<Account>(account.id);
+//! let after = handle.send_action(&ctx, Deposit { amount: 50 }).await?;
+//! assert_eq!((after.balance, after.version), (50, 2));
+//! assert!(handle.send_action(&ctx, Deposit { amount: -5 }).await.is_err()); // nothing stored
+//! assert_eq!(handle.get().await?.balance, 50); // from memory
+//! runtime.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Read models kept in the action's own transaction implement [`Project`] for the events listed
+//! in `project(...)`; see the `example` crate's ShoppingList for one on both backends.
 
 mod context;
 mod entity;

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::context::Context;
-use crate::entity::{Create, Entity, EntityId};
+use crate::entity::{Create, Entity, EntityId, Tagged};
 use crate::error::{Error, panic_message, storage};
 use crate::persist::{self, EncodedAction};
 use crate::projection::Backend;
@@ -182,9 +183,31 @@ impl Runtime {
     /// its first action, and the row, the action, its events and projections commit together.
     pub async fn create<E: Create>(&self, ctx: &Context, args: E::Args) -> Result<Arc<E>, Error<E::Error>> {
         self.open()?;
-        let store = &self.shared.store;
-        let mut tx = store.begin().await.map_err(storage)?;
+        let span = tracing::info_span!(
+            "action",
+            entity_type = E::TYPE,
+            entity_id = tracing::field::Empty,
+            action = tracing::field::Empty,
+            version = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let result = self.create_in_span::<E>(ctx, args, &span).instrument(span.clone()).await;
+        span.record("outcome", crate::task::outcome(&result));
+        if let Ok(created) = &result {
+            span.record("version", created.version());
+        }
+        let created = result?;
+        // Keep it live: its first call need not load what was just written.
+        if let Some(started) = self.shared.registry.adopt(created.id(), created.clone()) {
+            self.spawn(created.id(), started);
+        }
+        Ok(created)
+    }
+
+    async fn create_in_span<E: Create>(&self, ctx: &Context, args: E::Args, span: &tracing::Span) -> Result<Arc<E>, Error<E::Error>> {
+        let mut tx = self.shared.store.begin().await.map_err(storage)?;
         let id = tx.insert_entity(E::TYPE).await.map_err(storage)?;
+        span.record("entity_id", id);
         let action = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| E::create(ctx, id, args)))
             .map_err(|payload| Error::Panicked {
                 entity_type: E::TYPE,
@@ -193,6 +216,7 @@ impl Runtime {
                 message: panic_message(payload.as_ref()),
             })?
             .map_err(Error::Rejected)?;
+        span.record("action", action.type_tag());
         let encoded = EncodedAction::<E>::new(&action, id)?;
         let before = E::new(id);
         let after = match persist::decide(&before, ctx, &action)? {
@@ -211,12 +235,7 @@ impl Runtime {
             None => before,
         };
         tx.commit().await.map_err(storage)?;
-        let after = Arc::new(after);
-        // Keep it live: its first call need not load what was just written.
-        if let Some(started) = self.shared.registry.adopt(id, after.clone()) {
-            self.spawn(id, started);
-        }
-        Ok(after)
+        Ok(Arc::new(after))
     }
 
     /// The stored events of entity `id`, with the actions that caused them, oldest first. Empty

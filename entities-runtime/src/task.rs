@@ -218,7 +218,7 @@ impl<E: Entity> EntityTask<E> {
     }
 }
 
-fn outcome<E, D>(result: &Result<E, Error<D>>) -> &'static str {
+pub(crate) fn outcome<E, D>(result: &Result<E, Error<D>>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(Error::Rejected(_)) => "rejected",

@@ -93,6 +93,9 @@ pub struct Renamed {
 }
 
 pub const PANIC_IN_PROJECTION: &str = "panic in projection";
+/// Renaming to `SLOW_PROJECTION` holds the transaction open for `SLOW_PROJECTION_TIME`.
+pub const SLOW_PROJECTION: &str = "slow projection";
+pub const SLOW_PROJECTION_TIME: std::time::Duration = std::time::Duration::from_millis(800);
 
 impl Create for Counter {
     type Args = String;
@@ -214,6 +217,9 @@ impl Project<Renamed> for Counter {
             .await?;
         if event.name == PANIC_IN_PROJECTION {
             panic!("the projection blew up after writing");
+        }
+        if event.name == SLOW_PROJECTION {
+            tokio::time::sleep(SLOW_PROJECTION_TIME).await;
         }
         Ok(())
     }
