@@ -58,6 +58,9 @@ mod tests {
         let ctx = Context::new("u").with_request_id("r1");
         assert_eq!(ctx.correlation_id, "r1");
         let ctx = ctx.with_correlation_id("c").with_request_id("r2");
-        assert_eq!((ctx.request_id.as_str(), ctx.correlation_id.as_str()), ("r2", "c"));
+        assert_eq!(
+            (ctx.request_id.as_str(), ctx.correlation_id.as_str()),
+            ("r2", "c")
+        );
     }
 }

@@ -39,14 +39,18 @@ pub trait Entity: Clone + Default + Send + Sync + Serialize + DeserializeOwned +
     fn set_version(&mut self, version: Version);
 
     /// Dispatches to the `Handle<A>` impl of the action's struct.
-    fn handle(&self, ctx: &Context, action: &Self::Action) -> Result<Vec<Self::Event>, Self::Error>;
+    fn handle_action(
+        &self,
+        ctx: &Context,
+        action: &Self::Action,
+    ) -> Result<Vec<Self::Event>, Self::Error>;
     /// Dispatches to the `Apply<E>` impl of the event's struct.
-    fn apply(&mut self, event: &Self::Event);
-    /// Whether `project` does anything for this event; lets the runtime skip keeping the state
+    fn apply_event(&mut self, event: &Self::Event);
+    /// Whether `project_event` does anything for this event; lets the runtime skip keeping the state
     /// before each event when nothing reads it.
     fn is_projected(event: &Self::Event) -> bool;
     /// Dispatches to the `Project<E>` impl of events listed in `project(...)`; `Ok(())` for the rest.
-    fn project(
+    fn project_event(
         tx: &mut Tx<'_>,
         ctx: &Context,
         before: &Self,
@@ -70,7 +74,10 @@ pub trait Tagged: Sized + Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("unknown type tag `{type_tag}`; known tags: {known}")]
-    UnknownType { type_tag: String, known: &'static str },
+    UnknownType {
+        type_tag: String,
+        known: &'static str,
+    },
     #[error("payload of `{type_tag}` does not decode: {source}")]
     Payload {
         type_tag: &'static str,
@@ -106,14 +113,17 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     const ALIASES: &'static [&'static str] = &[];
 }
 
-/// Validates an action against the current state and decides its events. Runs once per action
+/// Validates an action against the current state and decides its events.
+///
+/// `A` is left unbounded here (`#[entity]` checks that it derives `Action`), so that a missing
+/// derive is one error rather than one more at every impl. Runs once per action
 /// (again only if a version conflict forces a retry on fresher state); must not have side effects.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has no handler for action `{A}`",
     label = "action `{A}` is listed here",
     note = "add `impl Handle<{A}> for {Self} {{ fn handle(&self, ctx: &Context, action: &{A}) -> Result<Vec<Self::Event>, Self::Error> {{ ... }} }}`"
 )]
-pub trait Handle<A: Action>: Entity {
+pub trait Handle<A>: Entity {
     fn handle(&self, ctx: &Context, action: &A) -> Result<Vec<Self::Event>, Self::Error>;
 }
 
@@ -123,7 +133,7 @@ pub trait Handle<A: Action>: Entity {
     label = "event `{E}` is listed here",
     note = "add `impl Apply<{E}> for {Self} {{ fn apply(&mut self, event: &{E}) {{ ... }} }}`"
 )]
-pub trait Apply<E: Event>: Entity {
+pub trait Apply<E>: Entity {
     fn apply(&mut self, event: &E);
 }
 
@@ -134,7 +144,7 @@ pub trait Apply<E: Event>: Entity {
     label = "event `{E}` is listed in `project(...)` here",
     note = "add `impl Project<{E}> for {Self} {{ async fn project(tx: &mut Tx<'_>, ctx: &Context, before: &Self, event: &{E}, after: &Self) -> Result<(), ProjectionError<Self::Error>> {{ ... }} }}`, or remove `{E}` from `project(...)`"
 )]
-pub trait Project<E: Event>: Entity {
+pub trait Project<E>: Entity {
     fn project(
         tx: &mut Tx<'_>,
         ctx: &Context,

@@ -14,7 +14,10 @@ pub enum Error<D> {
     Rejected(D),
     /// No entity of this type has this id.
     #[error("{entity_type} {id} not found")]
-    NotFound { entity_type: &'static str, id: EntityId },
+    NotFound {
+        entity_type: &'static str,
+        id: EntityId,
+    },
     /// Other writers kept changing the entity: every retry met a newer version.
     #[error("{entity_type} {id}: version conflict; gave up after {attempts} attempts")]
     Conflict {
@@ -68,9 +71,15 @@ pub enum Error<D> {
 #[derive(Debug, Clone)]
 pub(crate) enum Failure {
     NotFound,
-    Corrupt { version: Version, reason: String },
+    Corrupt {
+        version: Version,
+        reason: String,
+    },
     Storage(Arc<sqlx::Error>),
-    Panicked { during: &'static str, message: String },
+    Panicked {
+        during: &'static str,
+        message: String,
+    },
 }
 
 impl Failure {
@@ -102,10 +111,17 @@ impl From<sqlx::Error> for Failure {
 
 /// A database error met while persisting an action: a constraint violation is the caller's to
 /// handle, anything else is storage trouble.
-pub(crate) fn persist_error<D>(error: sqlx::Error, entity_type: &'static str, id: EntityId) -> Error<D> {
+pub(crate) fn persist_error<D>(
+    error: sqlx::Error,
+    entity_type: &'static str,
+    id: EntityId,
+) -> Error<D> {
     if let Some(db) = error.as_database_error() {
         use sqlx::error::ErrorKind::*;
-        if matches!(db.kind(), UniqueViolation | ForeignKeyViolation | NotNullViolation | CheckViolation) {
+        if matches!(
+            db.kind(),
+            UniqueViolation | ForeignKeyViolation | NotNullViolation | CheckViolation
+        ) {
             return Error::Constraint {
                 entity_type,
                 id,

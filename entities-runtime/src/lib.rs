@@ -95,15 +95,15 @@ mod task;
 pub mod testing;
 
 pub use context::Context;
+pub use entities_derive::{Action, Event, entity};
 pub use entity::{
     Action, Apply, Create, DecodeError, Entity, EntityId, Event, Handle, Project, Rejected, Tagged,
     Version,
 };
-pub use entities_derive::{Action, Event, entity};
 pub use error::Error;
-pub use sqlx;
 pub use projection::{Backend, ProjectionError, Query, Tx, is_unique_violation};
 pub use runtime::{EntityRef, Runtime, RuntimeBuilder, StartError};
+pub use sqlx;
 pub use store::{EventRecord, Migration};
 
 /// What the macros' generated code names. Not a public API: it may change in any release.
@@ -209,41 +209,75 @@ pub mod __private {
         }
     }
 
-    /// Fails to compile, with the trait's "derive it" message, unless `A` is an action.
-    pub const fn assert_action<A: Action>() {}
-
-    /// Fails to compile, with the trait's "derive it" message, unless `E` is an event.
-    pub const fn assert_event<E: Event>() {}
-
-    /// Bounded on `Action` rather than `Serialize`, so an action missing serde reports that
-    /// once, on its derive, not again in every entity that lists it.
-    pub fn encode_action<A: Action>(action: &A) -> Result<String, serde_json::Error> {
-        serde_json::to_string(action)
+    /// What the generated code does with one listed action or event, as plain data. Built once
+    /// per listed type in a constant, so a listed type that is not an action (or has no
+    /// handler) is one error, on that constant, spanned on the type in `actions(...)`.
+    pub struct PayloadOps<P> {
+        pub tag: &'static str,
+        pub aliases: &'static [&'static str],
+        pub encode: fn(&P) -> Result<String, serde_json::Error>,
+        pub decode: fn(&str) -> Result<P, serde_json::Error>,
     }
 
-    /// See [`encode_action`].
-    pub fn encode_event<E: Event>(event: &E) -> Result<String, serde_json::Error> {
-        serde_json::to_string(event)
-    }
-
-    /// `None` unless `tag` is `A`'s type tag or one of its aliases.
-    pub fn decode_action<A: Action>(tag: &str, payload: &str) -> Option<Result<A, DecodeError>> {
-        (str_eq(tag, A::TYPE) || contains(A::ALIASES, tag)).then(|| {
-            serde_json::from_str(payload).map_err(|source| DecodeError::Payload {
-                type_tag: A::TYPE,
-                source,
+    impl<P> PayloadOps<P> {
+        /// `None` unless `tag` is this type's tag or one of its aliases.
+        pub fn decode_tagged(&self, tag: &str, payload: &str) -> Option<Result<P, DecodeError>> {
+            (str_eq(tag, self.tag) || contains(self.aliases, tag)).then(|| {
+                (self.decode)(payload).map_err(|source| DecodeError::Payload {
+                    type_tag: self.tag,
+                    source,
+                })
             })
-        })
+        }
     }
 
-    /// `None` unless `tag` is `E`'s type tag or one of its aliases.
-    pub fn decode_event<E: Event>(tag: &str, payload: &str) -> Option<Result<E, DecodeError>> {
-        (str_eq(tag, E::TYPE) || contains(E::ALIASES, tag)).then(|| {
-            serde_json::from_str(payload).map_err(|source| DecodeError::Payload {
-                type_tag: E::TYPE,
-                source,
-            })
-        })
+    /// `<E as Handle<A>>::handle` as a pointer.
+    pub type HandleFn<E, A> =
+        fn(&E, &Context, &A) -> Result<Vec<<E as Entity>::Event>, <E as Entity>::Error>;
+
+    /// A listed action: its tag and serde functions, and the entity's handler for it.
+    pub struct ActionOps<E: Entity, A> {
+        pub payload: PayloadOps<A>,
+        pub handle: HandleFn<E, A>,
+    }
+
+    /// A listed event: its tag and serde functions, and the entity's `apply` for it.
+    pub struct EventOps<E: Entity, V> {
+        pub payload: PayloadOps<V>,
+        pub apply: fn(&mut E, &V),
+    }
+
+    /// Bounded on `Action` rather than serde's traits: an action missing serde is reported once,
+    /// on its derive, not again in every entity listing it.
+    pub const fn action<E: Handle<A>, A: Action>() -> ActionOps<E, A> {
+        ActionOps {
+            payload: PayloadOps {
+                tag: A::TYPE,
+                aliases: A::ALIASES,
+                encode: serde_json::to_string::<A>,
+                decode: from_json::<A>,
+            },
+            handle: <E as Handle<A>>::handle,
+        }
+    }
+
+    /// `serde_json::from_str` for owned values: its lifetime is late-bound here, so it coerces
+    /// to the `for<'a> fn(&'a str)` pointer of [`PayloadOps::decode`].
+    fn from_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    /// See [`action`].
+    pub const fn event<E: Apply<V>, V: Event>() -> EventOps<E, V> {
+        EventOps {
+            payload: PayloadOps {
+                tag: V::TYPE,
+                aliases: V::ALIASES,
+                encode: serde_json::to_string::<V>,
+                decode: from_json::<V>,
+            },
+            apply: <E as Apply<V>>::apply,
+        }
     }
 
     /// `E::default()` through the `Entity` bound, so an entity missing `Default` reports it

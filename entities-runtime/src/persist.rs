@@ -56,7 +56,7 @@ pub(crate) fn decide<E: Entity>(
             message: panic_message(payload.as_ref()),
         }
     };
-    let events = catch_unwind(AssertUnwindSafe(|| before.handle(ctx, action)))
+    let events = catch_unwind(AssertUnwindSafe(|| before.handle_action(ctx, action)))
         .map_err(panicked("handler"))?
         .map_err(Error::Rejected)?;
     if events.is_empty() {
@@ -79,7 +79,7 @@ pub(crate) fn decide<E: Entity>(
             if keep_between && n > 0 {
                 between.push(state.clone());
             }
-            state.apply(event);
+            state.apply_event(event);
             state.set_version(before.version() + n as Version + 1);
         }
         (state, between)
@@ -125,17 +125,31 @@ pub(crate) async fn write<E: Entity>(
         if !E::is_projected(event) {
             continue;
         }
-        let state_before = if n == 0 { before } else { &decision.between[n - 1] };
-        let state_after = if n == last { &decision.after } else { &decision.between[n] };
-        let projected = AssertUnwindSafe(E::project(&mut tx.projection(), ctx, state_before, event, state_after))
-            .catch_unwind()
-            .await
-            .map_err(|payload| Error::Panicked {
-                entity_type: E::TYPE,
-                id,
-                during: "projection",
-                message: panic_message(payload.as_ref()),
-            })?;
+        let state_before = if n == 0 {
+            before
+        } else {
+            &decision.between[n - 1]
+        };
+        let state_after = if n == last {
+            &decision.after
+        } else {
+            &decision.between[n]
+        };
+        let projected = AssertUnwindSafe(E::project_event(
+            &mut tx.projection(),
+            ctx,
+            state_before,
+            event,
+            state_after,
+        ))
+        .catch_unwind()
+        .await
+        .map_err(|payload| Error::Panicked {
+            entity_type: E::TYPE,
+            id,
+            during: "projection",
+            message: panic_message(payload.as_ref()),
+        })?;
         match projected {
             Ok(()) => {}
             Err(ProjectionError::Rejected(error)) => return Err(Error::Rejected(error)),

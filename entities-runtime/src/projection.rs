@@ -75,9 +75,15 @@ impl<'c> Tx<'c> {
 /// A statement bound for one backend; built by [`Tx::query`].
 pub enum Query<'t> {
     #[doc(hidden)]
-    Postgres(&'t mut PgConnection, sqlx::query::Query<'static, Postgres, PgArguments>),
+    Postgres(
+        &'t mut PgConnection,
+        sqlx::query::Query<'static, Postgres, PgArguments>,
+    ),
     #[doc(hidden)]
-    Sqlite(&'t mut SqliteConnection, sqlx::query::Query<'static, Sqlite, SqliteArguments>),
+    Sqlite(
+        &'t mut SqliteConnection,
+        sqlx::query::Query<'static, Sqlite, SqliteArguments>,
+    ),
 }
 
 impl<'t> Query<'t> {

@@ -93,7 +93,9 @@ impl Registry {
                         command = returned;
                         let dead = Arc::as_ptr(entry.value());
                         drop(entry);
-                        self.live.remove_if(&key, |_, value| std::ptr::addr_eq(Arc::as_ptr(value), dead));
+                        self.live.remove_if(&key, |_, value| {
+                            std::ptr::addr_eq(Arc::as_ptr(value), dead)
+                        });
                         continue;
                     }
                 }
@@ -136,13 +138,22 @@ impl Registry {
 
     /// Removes the task's slot if nothing waits in its mailbox; the task must then end. Returns
     /// `false` when a message arrived, which the task serves before trying again.
-    pub fn leave<E: Entity>(&self, id: EntityId, own: &Arc<Slot<E>>, mailbox: &mpsc::UnboundedReceiver<Command<E>>) -> bool {
+    pub fn leave<E: Entity>(
+        &self,
+        id: EntityId,
+        own: &Arc<Slot<E>>,
+        mailbox: &mpsc::UnboundedReceiver<Command<E>>,
+    ) -> bool {
         let key = key::<E>(id);
         let removed = self
             .live
             .remove_if(&key, |_, value| is_own(value, own) && mailbox.is_empty());
         // Not ours any more (a stale slot was dropped): nothing can reach this task, so it ends.
-        removed.is_some() || !self.live.get(&key).is_some_and(|value| is_own(value.value(), own))
+        removed.is_some()
+            || !self
+                .live
+                .get(&key)
+                .is_some_and(|value| is_own(value.value(), own))
     }
 
     /// How many entities are live.

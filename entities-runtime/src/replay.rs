@@ -57,7 +57,11 @@ pub(crate) async fn load<E: Entity>(store: &Store, id: EntityId) -> Result<Loade
 }
 
 /// Applies to `state` the events stored after its version.
-pub(crate) async fn catch_up<E: Entity>(store: &Store, id: EntityId, state: &mut E) -> Result<(), Failure> {
+pub(crate) async fn catch_up<E: Entity>(
+    store: &Store,
+    id: EntityId,
+    state: &mut E,
+) -> Result<(), Failure> {
     for stored in store.events_after(id, state.version()).await? {
         apply_stored(state, stored)?;
     }
@@ -69,16 +73,24 @@ fn apply_stored<E: Entity>(state: &mut E, stored: StoredEvent) -> Result<(), Fai
     if stored.version != expected {
         return Err(Failure::Corrupt {
             version: expected,
-            reason: format!("event versions jump from {} to {}", state.version(), stored.version),
+            reason: format!(
+                "event versions jump from {} to {}",
+                state.version(),
+                stored.version
+            ),
         });
     }
-    let event = E::Event::decode(&stored.event_type, &stored.payload).map_err(|error| Failure::Corrupt {
-        version: stored.version,
-        reason: error.to_string(),
+    let event = E::Event::decode(&stored.event_type, &stored.payload).map_err(|error| {
+        Failure::Corrupt {
+            version: stored.version,
+            reason: error.to_string(),
+        }
     })?;
-    catch_unwind(AssertUnwindSafe(|| state.apply(&event))).map_err(|payload| Failure::Panicked {
-        during: "apply",
-        message: panic_message(payload.as_ref()),
+    catch_unwind(AssertUnwindSafe(|| state.apply_event(&event))).map_err(|payload| {
+        Failure::Panicked {
+            during: "apply",
+            message: panic_message(payload.as_ref()),
+        }
     })?;
     state.set_version(stored.version);
     Ok(())

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::context::Context;
 use crate::entity::{Create, Entity, EntityId, Tagged};
@@ -108,7 +108,10 @@ impl RuntimeBuilder {
             .await
             .map_err(StartError::Connect)?;
         if self.migrate {
-            store.migrate(&self.migrations).await.map_err(StartError::Migrate)?;
+            store
+                .migrate(&self.migrations)
+                .await
+                .map_err(StartError::Migrate)?;
         }
         Ok(Runtime {
             shared: Arc::new(Shared {
@@ -181,7 +184,11 @@ impl Runtime {
 
     /// Creates an entity: its id comes from the database, [`Create::create`] turns `args` into
     /// its first action, and the row, the action, its events and projections commit together.
-    pub async fn create<E: Create>(&self, ctx: &Context, args: E::Args) -> Result<Arc<E>, Error<E::Error>> {
+    pub async fn create<E: Create>(
+        &self,
+        ctx: &Context,
+        args: E::Args,
+    ) -> Result<Arc<E>, Error<E::Error>> {
         self.open()?;
         let span = tracing::info_span!(
             "action",
@@ -191,7 +198,10 @@ impl Runtime {
             version = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        let result = self.create_in_span::<E>(ctx, args, &span).instrument(span.clone()).await;
+        let result = self
+            .create_in_span::<E>(ctx, args, &span)
+            .instrument(span.clone())
+            .await;
         span.record("outcome", crate::task::outcome(&result));
         if let Ok(created) = &result {
             span.record("version", created.version());
@@ -204,18 +214,24 @@ impl Runtime {
         Ok(created)
     }
 
-    async fn create_in_span<E: Create>(&self, ctx: &Context, args: E::Args, span: &tracing::Span) -> Result<Arc<E>, Error<E::Error>> {
+    async fn create_in_span<E: Create>(
+        &self,
+        ctx: &Context,
+        args: E::Args,
+        span: &tracing::Span,
+    ) -> Result<Arc<E>, Error<E::Error>> {
         let mut tx = self.shared.store.begin().await.map_err(storage)?;
         let id = tx.insert_entity(E::TYPE).await.map_err(storage)?;
         span.record("entity_id", id);
-        let action = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| E::create(ctx, id, args)))
-            .map_err(|payload| Error::Panicked {
-                entity_type: E::TYPE,
-                id,
-                during: "create",
-                message: panic_message(payload.as_ref()),
-            })?
-            .map_err(Error::Rejected)?;
+        let action =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| E::create(ctx, id, args)))
+                .map_err(|payload| Error::Panicked {
+                    entity_type: E::TYPE,
+                    id,
+                    during: "create",
+                    message: panic_message(payload.as_ref()),
+                })?
+                .map_err(Error::Rejected)?;
         span.record("action", action.type_tag());
         let encoded = EncodedAction::<E>::new(&action, id)?;
         let before = E::new(id);
@@ -240,8 +256,15 @@ impl Runtime {
 
     /// The stored events of entity `id`, with the actions that caused them, oldest first. Empty
     /// for an unknown id.
-    pub async fn history<E: Entity>(&self, id: EntityId) -> Result<Vec<EventRecord>, Error<E::Error>> {
-        self.shared.store.history(E::TYPE, id).await.map_err(storage)
+    pub async fn history<E: Entity>(
+        &self,
+        id: EntityId,
+    ) -> Result<Vec<EventRecord>, Error<E::Error>> {
+        self.shared
+            .store
+            .history(E::TYPE, id)
+            .await
+            .map_err(storage)
     }
 
     /// How many entities are live in memory.
@@ -268,10 +291,16 @@ impl Runtime {
     }
 
     fn spawn<E: Entity>(&self, id: EntityId, started: Started<E>) {
-        self.shared.tasks.spawn(task::run(self.shared.clone(), id, started));
+        self.shared
+            .tasks
+            .spawn(task::run(self.shared.clone(), id, started));
     }
 
-    async fn call<E: Entity>(&self, id: EntityId, command: impl FnOnce(crate::registry::Reply<E>) -> Command<E>) -> Result<Arc<E>, Error<E::Error>> {
+    async fn call<E: Entity>(
+        &self,
+        id: EntityId,
+        command: impl FnOnce(crate::registry::Reply<E>) -> Command<E>,
+    ) -> Result<Arc<E>, Error<E::Error>> {
         self.open()?;
         let (reply, answer) = oneshot::channel();
         if let Some(started) = self.shared.registry.dispatch(id, command(reply)) {
@@ -322,7 +351,11 @@ impl<E: Entity> EntityRef<E> {
 
     /// Runs `action`: handler, events, version check, projections, one transaction; returns the
     /// new state once committed. On failure nothing changed, in the database or in memory.
-    pub async fn send_action(&self, ctx: &Context, action: impl Into<E::Action>) -> Result<Arc<E>, Error<E::Error>> {
+    pub async fn send_action(
+        &self,
+        ctx: &Context,
+        action: impl Into<E::Action>,
+    ) -> Result<Arc<E>, Error<E::Error>> {
         let action = action.into();
         let ctx = ctx.clone();
         self.runtime

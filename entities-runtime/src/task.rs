@@ -96,7 +96,11 @@ impl<E: Entity> EntityTask<E> {
             };
             if leaving {
                 self.snapshot_if_changed().await;
-                if self.runtime.registry.leave(self.id, &self.slot, &self.mailbox) {
+                if self
+                    .runtime
+                    .registry
+                    .leave(self.id, &self.slot, &self.mailbox)
+                {
                     tracing::debug!(entity_type = E::TYPE, entity_id = self.id, "entity stopped");
                     return;
                 }
@@ -115,7 +119,11 @@ impl<E: Entity> EntityTask<E> {
                 let _ = reply.send(result);
                 if panicked {
                     self.restart().await;
-                } else if self.runtime.config.snapshot_due(self.state.version() - self.snapshot_version) {
+                } else if self
+                    .runtime
+                    .config
+                    .snapshot_due(self.state.version() - self.snapshot_version)
+                {
                     self.snapshot_if_changed().await;
                 }
             }
@@ -133,13 +141,20 @@ impl<E: Entity> EntityTask<E> {
             version = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        let result = self.act_with_retries(ctx, action).instrument(span.clone()).await;
+        let result = self
+            .act_with_retries(ctx, action)
+            .instrument(span.clone())
+            .await;
         span.record("version", self.state.version());
         span.record("outcome", outcome(&result));
         result
     }
 
-    async fn act_with_retries(&mut self, ctx: &Context, action: &E::Action) -> Result<Arc<E>, Error<E::Error>> {
+    async fn act_with_retries(
+        &mut self,
+        ctx: &Context,
+        action: &E::Action,
+    ) -> Result<Arc<E>, Error<E::Error>> {
         if self.stale {
             self.catch_up().await?;
         }
@@ -205,7 +220,12 @@ impl<E: Entity> EntityTask<E> {
             return;
         }
         let saved = match serde_json::to_string(&*self.state) {
-            Ok(snapshot) => self.runtime.store.save_snapshot(self.id, version, &snapshot).await,
+            Ok(snapshot) => {
+                self.runtime
+                    .store
+                    .save_snapshot(self.id, version, &snapshot)
+                    .await
+            }
             Err(error) => {
                 tracing::warn!(entity_type = E::TYPE, entity_id = self.id, %error, "state does not serialize; no snapshot");
                 return;
@@ -213,7 +233,9 @@ impl<E: Entity> EntityTask<E> {
         };
         match saved {
             Ok(_) => self.snapshot_version = version,
-            Err(error) => tracing::warn!(entity_type = E::TYPE, entity_id = self.id, %error, "snapshot not saved"),
+            Err(error) => {
+                tracing::warn!(entity_type = E::TYPE, entity_id = self.id, %error, "snapshot not saved")
+            }
         }
     }
 }

@@ -25,7 +25,10 @@ impl TestDatabase {
 
     /// A new SQLite file in the temporary directory.
     pub fn sqlite() -> Self {
-        let file = std::env::temp_dir().join(format!("entities-test-{}.db", uuid::Uuid::new_v4().simple()));
+        let file = std::env::temp_dir().join(format!(
+            "entities-test-{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
         Self {
             url: format!("sqlite://{}", file.display()),
             backend: Backend::Sqlite,
@@ -92,8 +95,14 @@ mod tests {
 
     #[test]
     fn database_name_is_replaced_keeping_server_and_options() {
-        assert_eq!(with_database("postgres://u@h:5/postgres", "t"), "postgres://u@h:5/t");
+        assert_eq!(
+            with_database("postgres://u@h:5/postgres", "t"),
+            "postgres://u@h:5/t"
+        );
         assert_eq!(with_database("postgres://u@h:5", "t"), "postgres://u@h:5/t");
-        assert_eq!(with_database("postgres://u@h/db?sslmode=disable", "t"), "postgres://u@h/t?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h/db?sslmode=disable", "t"),
+            "postgres://u@h/t?sslmode=disable"
+        );
     }
 }

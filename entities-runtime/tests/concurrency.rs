@@ -18,7 +18,12 @@ async fn fifty_writers_of_twenty_actions_lose_nothing(backend: Backend) {
         writers.push(tokio::spawn(async move {
             for n in 0..20i64 {
                 entity
-                    .send_action(&ctx(), Add { amount: writer * 100 + n + 1 })
+                    .send_action(
+                        &ctx(),
+                        Add {
+                            amount: writer * 100 + n + 1,
+                        },
+                    )
                     .await
                     .expect("every action commits");
             }
@@ -30,21 +35,40 @@ async fn fifty_writers_of_twenty_actions_lose_nothing(backend: Backend) {
 
     let live = runtime.entity::<Counter>(counter.id).get().await.unwrap();
     assert_eq!(live.version, 1001);
-    let expected_total: i64 = (0..50i64).flat_map(|w| (0..20i64).map(move |n| w * 100 + n + 1)).sum();
+    let expected_total: i64 = (0..50i64)
+        .flat_map(|w| (0..20i64).map(move |n| w * 100 + n + 1))
+        .sum();
     assert_eq!(live.total, expected_total);
     let mut amounts = live.adds.clone();
     amounts.sort_unstable();
-    let mut expected: Vec<i64> = (0..50i64).flat_map(|w| (0..20i64).map(move |n| w * 100 + n + 1)).collect();
+    let mut expected: Vec<i64> = (0..50i64)
+        .flat_map(|w| (0..20i64).map(move |n| w * 100 + n + 1))
+        .collect();
     expected.sort_unstable();
     assert_eq!(amounts, expected, "each action applied exactly once");
 
     let stored = stored(&runtime, counter.id).await;
     assert_eq!(stored.version, Some(1001));
-    assert_eq!(stored.event_versions, (1..=1001).collect::<Vec<_>>(), "contiguous, none lost or doubled");
+    assert_eq!(
+        stored.event_versions,
+        (1..=1001).collect::<Vec<_>>(),
+        "contiguous, none lost or doubled"
+    );
     assert_eq!(stored.actions, Some(1001));
-    assert_eq!(stored.read_model, Some(("busy".to_owned(), expected_total, 1001)));
+    assert_eq!(
+        stored.read_model,
+        Some(("busy".to_owned(), expected_total, 1001))
+    );
 
     runtime.shutdown().await;
-    exec(&runtime_with(&db, |b| b.migrate(false)).await, "UPDATE {entities}entities SET snapshot = NULL, snapshot_version = NULL").await;
-    assert_eq!(cold_load(&db, counter.id).await, *live, "a full replay gives the live state");
+    exec(
+        &runtime_with(&db, |b| b.migrate(false)).await,
+        "UPDATE {entities}entities SET snapshot = NULL, snapshot_version = NULL",
+    )
+    .await;
+    assert_eq!(
+        cold_load(&db, counter.id).await,
+        *live,
+        "a full replay gives the live state"
+    );
 }

@@ -29,7 +29,10 @@ async fn two_runtimes_writing_the_same_entities_lose_no_update(backend: Backend)
                 writers.push(tokio::spawn(async move {
                     for n in 0..15 {
                         let amount = 1 + (r * 1000 + w * 100 + n) as i64;
-                        entity.send_action(&ctx(), Add { amount }).await.expect("retried until it commits");
+                        entity
+                            .send_action(&ctx(), Add { amount })
+                            .await
+                            .expect("retried until it commits");
                     }
                 }));
             }
@@ -44,7 +47,9 @@ async fn two_runtimes_writing_the_same_entities_lose_no_update(backend: Backend)
         assert_eq!(stored.version, Some(91));
         assert_eq!(stored.event_versions, (1..=91).collect::<Vec<_>>());
         let expected: i64 = (0..2)
-            .flat_map(|r| (0..3).flat_map(move |w| (0..15).map(move |n| 1 + (r * 1000 + w * 100 + n) as i64)))
+            .flat_map(|r| {
+                (0..3).flat_map(move |w| (0..15).map(move |n| 1 + (r * 1000 + w * 100 + n) as i64))
+            })
             .sum();
         assert_eq!(stored.read_model.map(|row| row.1), Some(expected));
         let cold = cold_load(&db, id).await;
@@ -61,10 +66,21 @@ async fn a_conflict_catches_up_with_the_other_writer(backend: Backend) {
     let id = new_counter(&first, "stale").await.id;
     assert_eq!(first.entity::<Counter>(id).get().await.unwrap().version, 1);
 
-    second.entity::<Counter>(id).send_action(&ctx(), Add { amount: 5 }).await.unwrap();
+    second
+        .entity::<Counter>(id)
+        .send_action(&ctx(), Add { amount: 5 })
+        .await
+        .unwrap();
     // `first` still holds version 1: its write conflicts, catches up, and is decided again.
-    let after = first.entity::<Counter>(id).send_action(&ctx(), Add { amount: 7 }).await.unwrap();
-    assert_eq!((after.version, after.total, after.adds.clone()), (3, 12, vec![5, 7]));
+    let after = first
+        .entity::<Counter>(id)
+        .send_action(&ctx(), Add { amount: 7 })
+        .await
+        .unwrap();
+    assert_eq!(
+        (after.version, after.total, after.adds.clone()),
+        (3, 12, vec![5, 7])
+    );
     assert_eq!(stored(&first, id).await.event_versions, vec![1, 2, 3]);
     first.shutdown().await;
     second.shutdown().await;
@@ -75,17 +91,32 @@ async fn conflicts_past_the_retry_bound_are_an_error_and_write_nothing(backend: 
     let first = runtime_with(&db, |b| b.max_attempts(1)).await;
     let second = runtime_with(&db, |b| b.migrate(false)).await;
     let id = new_counter(&first, "contested").await.id;
-    second.entity::<Counter>(id).send_action(&ctx(), Add { amount: 5 }).await.unwrap();
+    second
+        .entity::<Counter>(id)
+        .send_action(&ctx(), Add { amount: 5 })
+        .await
+        .unwrap();
     let before = stored(&first, id).await;
 
-    let result = first.entity::<Counter>(id).send_action(&ctx(), Add { amount: 7 }).await;
+    let result = first
+        .entity::<Counter>(id)
+        .send_action(&ctx(), Add { amount: 7 })
+        .await;
     assert!(
         matches!(result, Err(Error::Conflict { entity_type: "counter", id: got, attempts: 1 }) if got == id),
         "{result:?}"
     );
-    assert_eq!(stored(&first, id).await, before, "the conflicting write left nothing behind");
+    assert_eq!(
+        stored(&first, id).await,
+        before,
+        "the conflicting write left nothing behind"
+    );
     // The failed attempt caught up: the next call decides on fresh state and commits.
-    let after = first.entity::<Counter>(id).send_action(&ctx(), Add { amount: 7 }).await.unwrap();
+    let after = first
+        .entity::<Counter>(id)
+        .send_action(&ctx(), Add { amount: 7 })
+        .await
+        .unwrap();
     assert_eq!((after.version, after.total), (3, 12));
     first.shutdown().await;
     second.shutdown().await;

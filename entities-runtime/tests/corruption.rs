@@ -18,7 +18,11 @@ async fn written(db: &TestDatabase) -> (entities_runtime::Runtime, i64, Counter)
     let runtime = runtime(db).await;
     let id = new_counter(&runtime, "stored").await.id;
     for amount in 1..=4 {
-        runtime.entity::<Counter>(id).send_action(&ctx(), Add { amount }).await.unwrap();
+        runtime
+            .entity::<Counter>(id)
+            .send_action(&ctx(), Add { amount })
+            .await
+            .unwrap();
     }
     let live = (*runtime.entity::<Counter>(id).get().await.unwrap()).clone();
     runtime.shutdown().await;
@@ -29,7 +33,11 @@ async fn a_snapshot_that_does_not_decode_falls_back_to_a_full_replay(backend: Ba
     let db = TestDatabase::new(backend).await;
     let (raw, id, live) = written(&db).await;
     assert_eq!(
-        scalar(&raw, &format!("SELECT snapshot_version FROM {{entities}}entities WHERE id = {id}")).await,
+        scalar(
+            &raw,
+            &format!("SELECT snapshot_version FROM {{entities}}entities WHERE id = {id}")
+        )
+        .await,
         Some(5),
         "shutdown snapshotted the entity"
     );
@@ -44,13 +52,28 @@ async fn an_event_payload_that_does_not_decode_is_corrupt(backend: Backend) {
     exec(&raw, &format!(r#"UPDATE {{entities}}entity_events SET payload = '{{"amount": "three"}}' WHERE entity_id = {id} AND entity_version = 4"#)).await;
     let fresh = runtime_with(&db, |b| b.migrate(false)).await;
     let result = fresh.entity::<Counter>(id).get().await;
-    let Err(Error::Corrupt { entity_type, id: got, version, reason }) = result else {
+    let Err(Error::Corrupt {
+        entity_type,
+        id: got,
+        version,
+        reason,
+    }) = result
+    else {
         panic!("expected corrupt data, got {result:?}");
     };
     assert_eq!((entity_type, got, version), ("counter", id, 4));
-    assert!(reason.contains("Added"), "the reason names the event type: {reason}");
+    assert!(
+        reason.contains("Added"),
+        "the reason names the event type: {reason}"
+    );
     // Every call says so, and none changes anything.
-    assert!(matches!(fresh.entity::<Counter>(id).send_action(&ctx(), Add { amount: 1 }).await, Err(Error::Corrupt { version: 4, .. })));
+    assert!(matches!(
+        fresh
+            .entity::<Counter>(id)
+            .send_action(&ctx(), Add { amount: 1 })
+            .await,
+        Err(Error::Corrupt { version: 4, .. })
+    ));
     assert_eq!(stored(&fresh, id).await.event_versions, vec![1, 2, 3, 4, 5]);
 }
 
@@ -59,8 +82,15 @@ async fn an_unknown_event_type_is_corrupt(backend: Backend) {
     let (raw, id, _) = written(&db).await;
     exec(&raw, &format!("UPDATE {{entities}}entities SET snapshot = NULL, snapshot_version = NULL WHERE id = {id}")).await;
     exec(&raw, &format!("UPDATE {{entities}}entity_events SET type = 'Subtracted' WHERE entity_id = {id} AND entity_version = 2")).await;
-    let result = runtime_with(&db, |b| b.migrate(false)).await.entity::<Counter>(id).get().await;
-    let Err(Error::Corrupt { version: 2, reason, .. }) = result else {
+    let result = runtime_with(&db, |b| b.migrate(false))
+        .await
+        .entity::<Counter>(id)
+        .get()
+        .await;
+    let Err(Error::Corrupt {
+        version: 2, reason, ..
+    }) = result
+    else {
         panic!("expected corrupt data at version 2, got {result:?}");
     };
     assert!(reason.contains("Subtracted"), "{reason}");
@@ -70,7 +100,20 @@ async fn a_gap_in_event_versions_is_corrupt(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let (raw, id, _) = written(&db).await;
     exec(&raw, &format!("UPDATE {{entities}}entities SET snapshot = NULL, snapshot_version = NULL WHERE id = {id}")).await;
-    exec(&raw, &format!("DELETE FROM {{entities}}entity_events WHERE entity_id = {id} AND entity_version = 3")).await;
-    let result = runtime_with(&db, |b| b.migrate(false)).await.entity::<Counter>(id).get().await;
-    assert!(matches!(result, Err(Error::Corrupt { version: 3, .. })), "{result:?}");
+    exec(
+        &raw,
+        &format!(
+            "DELETE FROM {{entities}}entity_events WHERE entity_id = {id} AND entity_version = 3"
+        ),
+    )
+    .await;
+    let result = runtime_with(&db, |b| b.migrate(false))
+        .await
+        .entity::<Counter>(id)
+        .get()
+        .await;
+    assert!(
+        matches!(result, Err(Error::Corrupt { version: 3, .. })),
+        "{result:?}"
+    );
 }

@@ -21,36 +21,73 @@ async fn a_rejected_action_changes_nothing(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let runtime = runtime(&db).await;
     let counter = runtime.entity::<Counter>(new_counter(&runtime, "strict").await.id);
-    counter.send_action(&ctx(), Add { amount: 2 }).await.unwrap();
-    let (memory, database) = (counter.get().await.unwrap(), stored(&runtime, counter.id()).await);
+    counter
+        .send_action(&ctx(), Add { amount: 2 })
+        .await
+        .unwrap();
+    let (memory, database) = (
+        counter.get().await.unwrap(),
+        stored(&runtime, counter.id()).await,
+    );
 
     let result = counter.send_action(&ctx(), Add { amount: -1 }).await;
-    assert!(matches!(result, Err(Error::Rejected(CounterError::NotPositive(-1)))), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::Rejected(CounterError::NotPositive(-1)))),
+        "{result:?}"
+    );
     assert_eq!(counter.get().await.unwrap(), memory);
     assert_eq!(stored(&runtime, counter.id()).await, database);
     runtime.shutdown().await;
 }
 
-async fn a_unique_violation_in_a_projection_changes_nothing_and_names_the_constraint(backend: Backend) {
+async fn a_unique_violation_in_a_projection_changes_nothing_and_names_the_constraint(
+    backend: Backend,
+) {
     let db = TestDatabase::new(backend).await;
     let runtime = runtime(&db).await;
     new_counter(&runtime, "taken").await;
     let other = runtime.entity::<Counter>(new_counter(&runtime, "free").await.id);
-    let (memory, database) = (other.get().await.unwrap(), stored(&runtime, other.id()).await);
+    let (memory, database) = (
+        other.get().await.unwrap(),
+        stored(&runtime, other.id()).await,
+    );
 
-    let result = other.send_action(&ctx(), Rename { name: "taken".into() }).await;
-    let Err(Error::Constraint { entity_type, id, constraint, .. }) = result else {
+    let result = other
+        .send_action(
+            &ctx(),
+            Rename {
+                name: "taken".into(),
+            },
+        )
+        .await;
+    let Err(Error::Constraint {
+        entity_type,
+        id,
+        constraint,
+        ..
+    }) = result
+    else {
         panic!("expected a constraint violation, got {result:?}");
     };
     let expected = match backend {
         Backend::Postgres => "counters_name_key",
         Backend::Sqlite => "counters.name",
     };
-    assert_eq!((entity_type, id, constraint.as_str()), ("counter", other.id(), expected));
+    assert_eq!(
+        (entity_type, id, constraint.as_str()),
+        ("counter", other.id(), expected)
+    );
     assert_eq!(other.get().await.unwrap(), memory);
     assert_eq!(stored(&runtime, other.id()).await, database);
     // And the entity still takes actions.
-    assert_eq!(other.send_action(&ctx(), Add { amount: 1 }).await.unwrap().version, 2);
+    assert_eq!(
+        other
+            .send_action(&ctx(), Add { amount: 1 })
+            .await
+            .unwrap()
+            .version,
+        2
+    );
     runtime.shutdown().await;
 }
 
@@ -60,18 +97,41 @@ async fn a_panicking_handler_fails_only_its_own_call(backend: Backend) {
     let victim = runtime.entity::<Counter>(new_counter(&runtime, "victim").await.id);
     let bystander = runtime.entity::<Counter>(new_counter(&runtime, "bystander").await.id);
     victim.send_action(&ctx(), Add { amount: 3 }).await.unwrap();
-    let (memory, database) = (victim.get().await.unwrap(), stored(&runtime, victim.id()).await);
+    let (memory, database) = (
+        victim.get().await.unwrap(),
+        stored(&runtime, victim.id()).await,
+    );
 
     let result = victim.send_action(&ctx(), Explode).await;
-    let Err(Error::Panicked { during, message, .. }) = result else {
+    let Err(Error::Panicked {
+        during, message, ..
+    }) = result
+    else {
         panic!("expected a panic error, got {result:?}");
     };
-    assert_eq!((during, message.as_str()), ("handler", "the handler blew up"));
+    assert_eq!(
+        (during, message.as_str()),
+        ("handler", "the handler blew up")
+    );
     assert_eq!(victim.get().await.unwrap(), memory);
     assert_eq!(stored(&runtime, victim.id()).await, database);
     // The entity reloaded from the database and goes on; its neighbour never noticed.
-    assert_eq!(victim.send_action(&ctx(), Add { amount: 1 }).await.unwrap().total, 4);
-    assert_eq!(bystander.send_action(&ctx(), Add { amount: 1 }).await.unwrap().version, 2);
+    assert_eq!(
+        victim
+            .send_action(&ctx(), Add { amount: 1 })
+            .await
+            .unwrap()
+            .total,
+        4
+    );
+    assert_eq!(
+        bystander
+            .send_action(&ctx(), Add { amount: 1 })
+            .await
+            .unwrap()
+            .version,
+        2
+    );
     runtime.shutdown().await;
 }
 
@@ -79,13 +139,48 @@ async fn a_panicking_projection_rolls_back_its_writes(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let runtime = runtime(&db).await;
     let counter = runtime.entity::<Counter>(new_counter(&runtime, "fragile").await.id);
-    let (memory, database) = (counter.get().await.unwrap(), stored(&runtime, counter.id()).await);
+    let (memory, database) = (
+        counter.get().await.unwrap(),
+        stored(&runtime, counter.id()).await,
+    );
 
-    let result = counter.send_action(&ctx(), Rename { name: PANIC_IN_PROJECTION.into() }).await;
-    assert!(matches!(result, Err(Error::Panicked { during: "projection", .. })), "{result:?}");
+    let result = counter
+        .send_action(
+            &ctx(),
+            Rename {
+                name: PANIC_IN_PROJECTION.into(),
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(Error::Panicked {
+                during: "projection",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
     assert_eq!(counter.get().await.unwrap(), memory);
-    assert_eq!(stored(&runtime, counter.id()).await, database, "the projection's own write rolled back too");
-    assert_eq!(counter.send_action(&ctx(), Rename { name: "sturdy".into() }).await.unwrap().name, "sturdy");
+    assert_eq!(
+        stored(&runtime, counter.id()).await,
+        database,
+        "the projection's own write rolled back too"
+    );
+    assert_eq!(
+        counter
+            .send_action(
+                &ctx(),
+                Rename {
+                    name: "sturdy".into()
+                }
+            )
+            .await
+            .unwrap()
+            .name,
+        "sturdy"
+    );
     runtime.shutdown().await;
 }
 
@@ -93,13 +188,33 @@ async fn an_unknown_id_is_not_found(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let runtime = runtime(&db).await;
     let missing = runtime.entity::<Counter>(4242);
-    assert!(matches!(missing.get().await, Err(Error::NotFound { entity_type: "counter", id: 4242 })));
+    assert!(matches!(
+        missing.get().await,
+        Err(Error::NotFound {
+            entity_type: "counter",
+            id: 4242
+        })
+    ));
     let result = missing.send_action(&ctx(), Add { amount: 1 }).await;
-    assert!(matches!(result, Err(Error::NotFound { id: 4242, .. })), "{result:?}");
-    assert_eq!(scalar(&runtime, "SELECT count(*) FROM {entities}entities").await, Some(0));
+    assert!(
+        matches!(result, Err(Error::NotFound { id: 4242, .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        scalar(&runtime, "SELECT count(*) FROM {entities}entities").await,
+        Some(0)
+    );
     // Not found is not remembered: once it exists, it is found.
     let created = new_counter(&runtime, "late").await;
-    assert_eq!(runtime.entity::<Counter>(created.id).get().await.unwrap().name, "late");
+    assert_eq!(
+        runtime
+            .entity::<Counter>(created.id)
+            .get()
+            .await
+            .unwrap()
+            .name,
+        "late"
+    );
     runtime.shutdown().await;
 }
 
@@ -107,9 +222,18 @@ async fn a_rejected_create_leaves_no_entity(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let runtime = runtime(&db).await;
     let result = runtime.create::<Counter>(&ctx(), "  ".into()).await;
-    assert!(matches!(result, Err(Error::Rejected(CounterError::BlankName))), "{result:?}");
-    assert_eq!(scalar(&runtime, "SELECT count(*) FROM {entities}entities").await, Some(0));
-    assert_eq!(scalar(&runtime, "SELECT count(*) FROM counters").await, Some(0));
+    assert!(
+        matches!(result, Err(Error::Rejected(CounterError::BlankName))),
+        "{result:?}"
+    );
+    assert_eq!(
+        scalar(&runtime, "SELECT count(*) FROM {entities}entities").await,
+        Some(0)
+    );
+    assert_eq!(
+        scalar(&runtime, "SELECT count(*) FROM counters").await,
+        Some(0)
+    );
     runtime.shutdown().await;
 }
 
@@ -118,7 +242,10 @@ async fn an_action_deciding_no_events_stores_nothing(backend: Backend) {
     let runtime = runtime(&db).await;
     let counter = runtime.entity::<Counter>(new_counter(&runtime, "calm").await.id);
     let database = stored(&runtime, counter.id()).await;
-    assert_eq!(counter.send_action(&ctx(), Nothing).await.unwrap().version, 1);
+    assert_eq!(
+        counter.send_action(&ctx(), Nothing).await.unwrap().version,
+        1
+    );
     assert_eq!(stored(&runtime, counter.id()).await, database);
     runtime.shutdown().await;
 }
@@ -131,5 +258,8 @@ async fn calls_after_shutdown_are_refused(backend: Backend) {
     assert_eq!(runtime.live_entities(), 0);
     let result = counter.send_action(&ctx(), Add { amount: 1 }).await;
     assert!(matches!(result, Err(Error::ShuttingDown)), "{result:?}");
-    assert!(matches!(runtime.create::<Counter>(&ctx(), "new".into()).await, Err(Error::ShuttingDown)));
+    assert!(matches!(
+        runtime.create::<Counter>(&ctx(), "new".into()).await,
+        Err(Error::ShuttingDown)
+    ));
 }

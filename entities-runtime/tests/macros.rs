@@ -53,13 +53,23 @@ pub struct ItemAdded {
 
 impl Handle<SetName> for ShoppingList {
     fn handle(&self, _: &Context, action: &SetName) -> Result<Vec<ShoppingListEvent>, ListError> {
-        Ok(vec![NameChanged { name: action.name.clone() }.into()])
+        Ok(vec![
+            NameChanged {
+                name: action.name.clone(),
+            }
+            .into(),
+        ])
     }
 }
 
 impl Handle<AddItem> for ShoppingList {
     fn handle(&self, _: &Context, action: &AddItem) -> Result<Vec<ShoppingListEvent>, ListError> {
-        Ok(vec![ItemAdded { item: action.item.clone() }.into()])
+        Ok(vec![
+            ItemAdded {
+                item: action.item.clone(),
+            }
+            .into(),
+        ])
     }
 }
 
@@ -110,7 +120,9 @@ fn derived_type_tags_are_the_name_or_the_rename() {
 
 #[test]
 fn actions_round_trip_through_tag_and_payload() {
-    let action = ShoppingListAction::from(AddItem { item: "milk".into() });
+    let action = ShoppingListAction::from(AddItem {
+        item: "milk".into(),
+    });
     assert_eq!(action.type_tag(), "add_item");
     assert_eq!(action.encode().unwrap(), r#"{"item":"milk"}"#);
     match round_trip(&action) {
@@ -125,7 +137,9 @@ fn actions_round_trip_through_tag_and_payload() {
 
 #[test]
 fn events_round_trip_through_tag_and_payload() {
-    let event = ShoppingListEvent::from(NameChanged { name: "groceries".into() });
+    let event = ShoppingListEvent::from(NameChanged {
+        name: "groceries".into(),
+    });
     assert_eq!(event.type_tag(), "NameChanged");
     match round_trip(&event) {
         ShoppingListEvent::NameChanged(e) => assert_eq!(e.name, "groceries"),
@@ -194,23 +208,31 @@ fn handle_and_apply_dispatch_to_the_user_impls() {
     let ctx = Context::new("tester");
     let mut list = ShoppingList::new(1);
     for action in [
-        ShoppingListAction::from(SetName { name: "groceries".into() }),
-        ShoppingListAction::from(AddItem { item: "milk".into() }),
+        ShoppingListAction::from(SetName {
+            name: "groceries".into(),
+        }),
+        ShoppingListAction::from(AddItem {
+            item: "milk".into(),
+        }),
     ] {
-        for event in Entity::handle(&list, &ctx, &action).unwrap() {
-            Entity::apply(&mut list, &event);
+        for event in list.handle_action(&ctx, &action).unwrap() {
+            list.apply_event(&event);
         }
     }
     assert_eq!(list.name, "groceries");
     assert_eq!(list.items, ["milk"]);
     assert_eq!(
-        Entity::handle(&list, &ctx, &Fail.into()).err(),
+        list.handle_action(&ctx, &Fail.into()).err(),
         Some(ListError("groceries says no".into()))
     );
 }
 
 #[test]
 fn only_events_listed_in_project_are_projected() {
-    assert!(ShoppingList::is_projected(&NameChanged { name: "x".into() }.into()));
-    assert!(!ShoppingList::is_projected(&ItemAdded { item: "x".into() }.into()));
+    assert!(ShoppingList::is_projected(
+        &NameChanged { name: "x".into() }.into()
+    ));
+    assert!(!ShoppingList::is_projected(
+        &ItemAdded { item: "x".into() }.into()
+    ));
 }

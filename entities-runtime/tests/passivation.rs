@@ -17,7 +17,10 @@ on_both_backends!(
 async fn constant_load_across_idle_stops_loses_and_fails_nothing(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     // An idle timeout shorter than the pauses between calls: entities stop and restart all along.
-    let runtime = runtime_with(&db, |b| b.idle_timeout(Duration::from_millis(2)).snapshot_every(0)).await;
+    let runtime = runtime_with(&db, |b| {
+        b.idle_timeout(Duration::from_millis(2)).snapshot_every(0)
+    })
+    .await;
     let mut ids = Vec::new();
     for n in 0..4 {
         ids.push(new_counter(&runtime, &format!("flicker {n}")).await.id);
@@ -30,7 +33,10 @@ async fn constant_load_across_idle_stops_loses_and_fails_nothing(backend: Backen
             for n in 0..40u64 {
                 let id = ids[((client + n) % 4) as usize];
                 let entity = runtime.entity::<Counter>(id);
-                entity.send_action(&ctx(), Add { amount: 1 }).await.expect("never lost, never failed");
+                entity
+                    .send_action(&ctx(), Add { amount: 1 })
+                    .await
+                    .expect("never lost, never failed");
                 entity.get().await.expect("reads never fail");
                 tokio::time::sleep(Duration::from_millis((client * 7 + n * 3) % 5)).await;
             }
@@ -44,15 +50,26 @@ async fn constant_load_across_idle_stops_loses_and_fails_nothing(backend: Backen
     for &id in &ids {
         let live = runtime.entity::<Counter>(id).get().await.unwrap();
         assert_eq!(live.total, live.version - 1);
-        assert_eq!(stored(&runtime, id).await.event_versions, (1..=live.version).collect::<Vec<_>>());
+        assert_eq!(
+            stored(&runtime, id).await.event_versions,
+            (1..=live.version).collect::<Vec<_>>()
+        );
         total_versions += live.version - 1;
     }
     assert_eq!(total_versions, 8 * 40, "every action committed once");
-    let snapshots = scalar(&runtime, "SELECT count(*) FROM {entities}entities WHERE snapshot IS NOT NULL").await;
+    let snapshots = scalar(
+        &runtime,
+        "SELECT count(*) FROM {entities}entities WHERE snapshot IS NOT NULL",
+    )
+    .await;
     assert_eq!(snapshots, Some(4), "idle stops wrote snapshots");
     for &id in &ids {
         let live = runtime.entity::<Counter>(id).get().await.unwrap();
-        assert_eq!(cold_load(&db, id).await, *live, "snapshot + tail equals the live state");
+        assert_eq!(
+            cold_load(&db, id).await,
+            *live,
+            "snapshot + tail equals the live state"
+        );
     }
     runtime.shutdown().await;
 }
@@ -60,19 +77,33 @@ async fn constant_load_across_idle_stops_loses_and_fails_nothing(backend: Backen
 async fn wait_until_idle(runtime: &entities_runtime::Runtime) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while runtime.live_entities() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "idle entities never left");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "idle entities never left"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 async fn an_idle_entity_snapshots_and_leaves_memory(backend: Backend) {
     let db = TestDatabase::new(backend).await;
-    let runtime = runtime_with(&db, |b| b.idle_timeout(Duration::from_millis(50)).snapshot_every(0)).await;
+    let runtime = runtime_with(&db, |b| {
+        b.idle_timeout(Duration::from_millis(50)).snapshot_every(0)
+    })
+    .await;
     let id = new_counter(&runtime, "sleepy").await.id;
-    let live = runtime.entity::<Counter>(id).send_action(&ctx(), Add { amount: 9 }).await.unwrap();
+    let live = runtime
+        .entity::<Counter>(id)
+        .send_action(&ctx(), Add { amount: 9 })
+        .await
+        .unwrap();
     assert_eq!(runtime.live_entities(), 1);
     wait_until_idle(&runtime).await;
-    let snapshot_version = scalar(&runtime, &format!("SELECT snapshot_version FROM {{entities}}entities WHERE id = {id}")).await;
+    let snapshot_version = scalar(
+        &runtime,
+        &format!("SELECT snapshot_version FROM {{entities}}entities WHERE id = {id}"),
+    )
+    .await;
     assert_eq!(snapshot_version, Some(2));
     // The next call loads it again, from the snapshot.
     assert_eq!(runtime.entity::<Counter>(id).get().await.unwrap(), live);
@@ -85,13 +116,29 @@ async fn snapshots_every_n_events_and_loads_from_snapshot_plus_tail(backend: Bac
     let runtime = runtime_with(&db, |b| b.snapshot_every(10)).await;
     let id = new_counter(&runtime, "periodic").await.id;
     for amount in 1..=24 {
-        runtime.entity::<Counter>(id).send_action(&ctx(), Add { amount }).await.unwrap();
+        runtime
+            .entity::<Counter>(id)
+            .send_action(&ctx(), Add { amount })
+            .await
+            .unwrap();
     }
-    let snapshot_version = scalar(&runtime, &format!("SELECT snapshot_version FROM {{entities}}entities WHERE id = {id}")).await;
-    assert_eq!(snapshot_version, Some(20), "snapshots at 10 and 20 of 25 events");
+    let snapshot_version = scalar(
+        &runtime,
+        &format!("SELECT snapshot_version FROM {{entities}}entities WHERE id = {id}"),
+    )
+    .await;
+    assert_eq!(
+        snapshot_version,
+        Some(20),
+        "snapshots at 10 and 20 of 25 events"
+    );
     let live = runtime.entity::<Counter>(id).get().await.unwrap();
     let fresh = runtime_with(&db, |b| b.migrate(false)).await;
-    assert_eq!(fresh.entity::<Counter>(id).get().await.unwrap(), live, "snapshot at 20 + 5 events");
+    assert_eq!(
+        fresh.entity::<Counter>(id).get().await.unwrap(),
+        live,
+        "snapshot at 20 + 5 events"
+    );
     runtime.shutdown().await;
     fresh.shutdown().await;
 }

@@ -19,7 +19,15 @@ async fn get_returns_the_committed_state_while_a_write_is_in_flight(backend: Bac
     // The write holds its transaction open in a slow projection...
     let writer = tokio::spawn({
         let busy = busy.clone();
-        async move { busy.send_action(&ctx(), Rename { name: SLOW_PROJECTION.into() }).await }
+        async move {
+            busy.send_action(
+                &ctx(),
+                Rename {
+                    name: SLOW_PROJECTION.into(),
+                },
+            )
+            .await
+        }
     });
     // ...and an action queued behind it waits its turn.
     let queued = tokio::spawn({
@@ -30,14 +38,26 @@ async fn get_returns_the_committed_state_while_a_write_is_in_flight(backend: Bac
 
     // Meanwhile reads answer at once, with the last committed state.
     assert_eq!(busy.get().await.unwrap(), before);
-    assert!(!writer.is_finished(), "the read returned while the write was still in flight");
+    assert!(
+        !writer.is_finished(),
+        "the read returned while the write was still in flight"
+    );
     // On SQLite the slow write holds the one write lock; reading another entity does not need it.
     let fresh = runtime_with(&db, |b| b.migrate(false)).await;
-    assert_eq!(fresh.entity::<Counter>(other).get().await.unwrap().name, "other");
-    assert!(!writer.is_finished(), "loading another entity did not wait for the write");
+    assert_eq!(
+        fresh.entity::<Counter>(other).get().await.unwrap().name,
+        "other"
+    );
+    assert!(
+        !writer.is_finished(),
+        "loading another entity did not wait for the write"
+    );
 
     let written = writer.await.unwrap().unwrap();
-    assert_eq!((written.name.as_str(), written.version), (SLOW_PROJECTION, 2));
+    assert_eq!(
+        (written.name.as_str(), written.version),
+        (SLOW_PROJECTION, 2)
+    );
     assert_eq!(queued.await.unwrap().unwrap().version, 3);
     assert_eq!(busy.get().await.unwrap().version, 3);
     runtime.shutdown().await;

@@ -32,8 +32,21 @@ async fn check(runtime: &Runtime, db: &TestDatabase, case: usize, steps: &[Step]
         // Rejections (amounts <= 0) are part of the sequence: they must change nothing.
         let _ = match step {
             Step::Add(amount) => entity.send_action(&ctx(), Add { amount: *amount }).await,
-            Step::AddTwice(amount) => entity.send_action(&ctx(), AddTwice { amount: *amount }).await,
-            Step::Rename(n) => entity.send_action(&ctx(), Rename { name: format!("case {case} name {n}") }).await,
+            Step::AddTwice(amount) => {
+                entity
+                    .send_action(&ctx(), AddTwice { amount: *amount })
+                    .await
+            }
+            Step::Rename(n) => {
+                entity
+                    .send_action(
+                        &ctx(),
+                        Rename {
+                            name: format!("case {case} name {n}"),
+                        },
+                    )
+                    .await
+            }
             Step::Nothing => entity.send_action(&ctx(), Nothing).await,
         };
     }
@@ -45,11 +58,19 @@ async fn check(runtime: &Runtime, db: &TestDatabase, case: usize, steps: &[Step]
     let replayed = cold_load(db, id).await;
     assert_eq!(replayed, live, "full replay == live");
     let read_model = read_model(runtime, id).await.expect("read model row");
-    assert_eq!(read_model, (live.name.clone(), live.total, live.version), "read model == replay");
+    assert_eq!(
+        read_model,
+        (live.name.clone(), live.total, live.version),
+        "read model == replay"
+    );
 }
 
 fn property(backend: Backend) {
-    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let db = tokio.block_on(TestDatabase::new(backend));
     // A snapshot every 3 events, so most loads start from a snapshot and replay a tail.
     let runtime = tokio.block_on(runtime_with(&db, |b| b.snapshot_every(3)));

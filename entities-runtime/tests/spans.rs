@@ -22,7 +22,10 @@ struct Recorder<'a>(&'a mut Fields);
 
 impl Visit for Recorder<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}").trim_matches('"').to_owned());
+        self.0.insert(
+            field.name().to_owned(),
+            format!("{value:?}").trim_matches('"').to_owned(),
+        );
     }
 }
 
@@ -31,7 +34,10 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for ActionSpans {
         if attrs.metadata().name() == "action" {
             let mut fields = Fields::new();
             attrs.record(&mut Recorder(&mut fields));
-            ctx.span(id).expect("span exists").extensions_mut().insert(fields);
+            ctx.span(id)
+                .expect("span exists")
+                .extensions_mut()
+                .insert(fields);
         }
     }
 
@@ -62,14 +68,28 @@ async fn each_action_has_a_span_with_its_entity_version_and_outcome() {
     let runtime = runtime(&db).await;
     let id = new_counter(&runtime, "traced").await.id;
     let counter = runtime.entity::<Counter>(id);
-    counter.send_action(&ctx(), Add { amount: 2 }).await.unwrap();
-    counter.send_action(&ctx(), Add { amount: 0 }).await.unwrap_err();
+    counter
+        .send_action(&ctx(), Add { amount: 2 })
+        .await
+        .unwrap();
+    counter
+        .send_action(&ctx(), Add { amount: 0 })
+        .await
+        .unwrap_err();
     runtime.shutdown().await;
 
     let spans = spans.0.lock().unwrap().clone();
     let summary: Vec<_> = spans
         .iter()
-        .map(|f| (f["entity_type"].as_str(), f["entity_id"].clone(), f["action"].as_str(), f["version"].as_str(), f["outcome"].as_str()))
+        .map(|f| {
+            (
+                f["entity_type"].as_str(),
+                f["entity_id"].clone(),
+                f["action"].as_str(),
+                f["version"].as_str(),
+                f["outcome"].as_str(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,

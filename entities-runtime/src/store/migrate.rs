@@ -2,8 +2,8 @@
 
 use std::borrow::Cow;
 
-use sqlx::migrate::{MigrateError, Migration as SqlxMigration, MigrationType, Migrator};
 use sqlx::SqlSafeStr;
+use sqlx::migrate::{MigrateError, Migration as SqlxMigration, MigrationType, Migrator};
 
 use super::Store;
 

@@ -73,7 +73,17 @@ pub(crate) struct Append<'a> {
 }
 
 /// A history row as both backends return it: the columns of [`EventRecord`], payload as text.
-type HistoryRow = (Version, String, String, i64, String, String, String, String, String);
+type HistoryRow = (
+    Version,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
 
 /// An open transaction on either backend.
 pub(crate) enum StoreTx {
@@ -108,7 +118,10 @@ impl Store {
             Ok(Store::Sqlite(pool))
         } else {
             Err(sqlx::Error::Configuration(
-                format!("unsupported database URL `{url}`: expected `postgres://...` or `sqlite:...`").into(),
+                format!(
+                    "unsupported database URL `{url}`: expected `postgres://...` or `sqlite:...`"
+                )
+                .into(),
             ))
         }
     }
@@ -141,7 +154,11 @@ impl Store {
     }
 
     /// The events of `id` after `version`, in order.
-    pub async fn events_after(&self, id: EntityId, version: Version) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    pub async fn events_after(
+        &self,
+        id: EntityId,
+        version: Version,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         match self {
             Store::Postgres(pool) => postgres::events_after(pool, id, version).await,
             Store::Sqlite(pool) => sqlite::events_after(pool, id, version).await,
@@ -149,14 +166,19 @@ impl Store {
     }
 
     /// The events of entity `id` of type `entity_type` with their actions, oldest first.
-    pub async fn history(&self, entity_type: &str, id: EntityId) -> Result<Vec<EventRecord>, sqlx::Error> {
+    pub async fn history(
+        &self,
+        entity_type: &str,
+        id: EntityId,
+    ) -> Result<Vec<EventRecord>, sqlx::Error> {
         let rows = match self {
             Store::Postgres(pool) => postgres::history(pool, entity_type, id).await?,
             Store::Sqlite(pool) => sqlite::history(pool, entity_type, id).await?,
         };
         rows.into_iter()
             .map(|row| {
-                let payload = serde_json::from_str(&row.2).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+                let payload = serde_json::from_str(&row.2)
+                    .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
                 Ok(EventRecord {
                     version: row.0,
                     event_type: row.1,
@@ -174,7 +196,12 @@ impl Store {
 
     /// Stores `snapshot` as the state at `version`, unless a snapshot as new or newer is there
     /// already. Returns whether it was written.
-    pub async fn save_snapshot(&self, id: EntityId, version: Version, snapshot: &str) -> Result<bool, sqlx::Error> {
+    pub async fn save_snapshot(
+        &self,
+        id: EntityId,
+        version: Version,
+        snapshot: &str,
+    ) -> Result<bool, sqlx::Error> {
         match self {
             Store::Postgres(pool) => postgres::save_snapshot(pool, id, version, snapshot).await,
             Store::Sqlite(pool) => sqlite::save_snapshot(pool, id, version, snapshot).await,

@@ -1,12 +1,15 @@
 //! The Postgres SQL of the store (schema `entities`).
 
-use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgPool};
 
 use super::{Append, EntityRow, HistoryRow, StoredEvent};
 use crate::entity::{EntityId, Version};
 
-pub(super) async fn entity_row(pool: &PgPool, id: EntityId) -> Result<Option<EntityRow>, sqlx::Error> {
+pub(super) async fn entity_row(
+    pool: &PgPool,
+    id: EntityId,
+) -> Result<Option<EntityRow>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT type, version, snapshot::text, snapshot_version FROM entities.entities WHERE id = $1",
     )
@@ -24,7 +27,11 @@ pub(super) async fn entity_row(pool: &PgPool, id: EntityId) -> Result<Option<Ent
     .transpose()
 }
 
-pub(super) async fn events_after(pool: &PgPool, id: EntityId, version: Version) -> Result<Vec<StoredEvent>, sqlx::Error> {
+pub(super) async fn events_after(
+    pool: &PgPool,
+    id: EntityId,
+    version: Version,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT entity_version, type, payload::text FROM entities.entity_events \
          WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version",
@@ -44,7 +51,12 @@ pub(super) async fn events_after(pool: &PgPool, id: EntityId, version: Version) 
         .collect()
 }
 
-pub(super) async fn save_snapshot(pool: &PgPool, id: EntityId, version: Version, snapshot: &str) -> Result<bool, sqlx::Error> {
+pub(super) async fn save_snapshot(
+    pool: &PgPool,
+    id: EntityId,
+    version: Version,
+    snapshot: &str,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE entities.entities SET snapshot = $3::jsonb, snapshot_version = $2 \
          WHERE id = $1 AND version >= $2 AND (snapshot_version IS NULL OR snapshot_version < $2)",
@@ -57,7 +69,10 @@ pub(super) async fn save_snapshot(pool: &PgPool, id: EntityId, version: Version,
     Ok(done.rows_affected() == 1)
 }
 
-pub(super) async fn insert_entity(conn: &mut PgConnection, entity_type: &str) -> Result<EntityId, sqlx::Error> {
+pub(super) async fn insert_entity(
+    conn: &mut PgConnection,
+    entity_type: &str,
+) -> Result<EntityId, sqlx::Error> {
     sqlx::query_scalar("INSERT INTO entities.entities (type, version) VALUES ($1, 0) RETURNING id")
         .bind(entity_type)
         .fetch_one(conn)
@@ -85,7 +100,10 @@ WITH bumped AS (
 )
 SELECT id FROM action";
 
-pub(super) async fn append(conn: &mut PgConnection, append: &Append<'_>) -> Result<bool, sqlx::Error> {
+pub(super) async fn append(
+    conn: &mut PgConnection,
+    append: &Append<'_>,
+) -> Result<bool, sqlx::Error> {
     let new_version = append.expected_version + append.event_types.len() as Version;
     let action_id: Option<i64> = sqlx::query_scalar(APPEND)
         .bind(append.entity_id)
@@ -104,7 +122,11 @@ pub(super) async fn append(conn: &mut PgConnection, append: &Append<'_>) -> Resu
     Ok(action_id.is_some())
 }
 
-pub(super) async fn history(pool: &PgPool, entity_type: &str, id: EntityId) -> Result<Vec<HistoryRow>, sqlx::Error> {
+pub(super) async fn history(
+    pool: &PgPool,
+    entity_type: &str,
+    id: EntityId,
+) -> Result<Vec<HistoryRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT e.entity_version, e.type, e.payload::text, e.action_id, a.type, e.created_by, \
                 e.request_id, e.correlation_id, \

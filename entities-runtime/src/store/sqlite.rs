@@ -6,11 +6,15 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use super::{Append, EntityRow, HistoryRow, StoredEvent};
 use crate::entity::{EntityId, Version};
 
-pub(super) async fn entity_row(pool: &SqlitePool, id: EntityId) -> Result<Option<EntityRow>, sqlx::Error> {
-    let row = sqlx::query("SELECT type, version, snapshot, snapshot_version FROM entities WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+pub(super) async fn entity_row(
+    pool: &SqlitePool,
+    id: EntityId,
+) -> Result<Option<EntityRow>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT type, version, snapshot, snapshot_version FROM entities WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
     row.map(|row| {
         Ok(EntityRow {
             entity_type: row.try_get(0)?,
@@ -22,7 +26,11 @@ pub(super) async fn entity_row(pool: &SqlitePool, id: EntityId) -> Result<Option
     .transpose()
 }
 
-pub(super) async fn events_after(pool: &SqlitePool, id: EntityId, version: Version) -> Result<Vec<StoredEvent>, sqlx::Error> {
+pub(super) async fn events_after(
+    pool: &SqlitePool,
+    id: EntityId,
+    version: Version,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT entity_version, type, payload FROM entity_events \
          WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version",
@@ -42,7 +50,12 @@ pub(super) async fn events_after(pool: &SqlitePool, id: EntityId, version: Versi
         .collect()
 }
 
-pub(super) async fn save_snapshot(pool: &SqlitePool, id: EntityId, version: Version, snapshot: &str) -> Result<bool, sqlx::Error> {
+pub(super) async fn save_snapshot(
+    pool: &SqlitePool,
+    id: EntityId,
+    version: Version,
+    snapshot: &str,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE entities SET snapshot = $3, snapshot_version = $2 \
          WHERE id = $1 AND version >= $2 AND (snapshot_version IS NULL OR snapshot_version < $2)",
@@ -55,7 +68,10 @@ pub(super) async fn save_snapshot(pool: &SqlitePool, id: EntityId, version: Vers
     Ok(done.rows_affected() == 1)
 }
 
-pub(super) async fn insert_entity(conn: &mut SqliteConnection, entity_type: &str) -> Result<EntityId, sqlx::Error> {
+pub(super) async fn insert_entity(
+    conn: &mut SqliteConnection,
+    entity_type: &str,
+) -> Result<EntityId, sqlx::Error> {
     sqlx::query_scalar("INSERT INTO entities (type, version) VALUES ($1, 0) RETURNING id")
         .bind(entity_type)
         .fetch_one(conn)
@@ -64,7 +80,10 @@ pub(super) async fn insert_entity(conn: &mut SqliteConnection, entity_type: &str
 
 /// SQLite has no data-modifying CTEs, so the version check is its own statement; every
 /// statement here is an in-process call on a prepared statement, not a round trip.
-pub(super) async fn append(conn: &mut SqliteConnection, append: &Append<'_>) -> Result<bool, sqlx::Error> {
+pub(super) async fn append(
+    conn: &mut SqliteConnection,
+    append: &Append<'_>,
+) -> Result<bool, sqlx::Error> {
     let new_version = append.expected_version + append.event_types.len() as Version;
     let bumped = sqlx::query(
         "UPDATE entities SET version = $3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
@@ -91,7 +110,12 @@ pub(super) async fn append(conn: &mut SqliteConnection, append: &Append<'_>) -> 
     .bind(&append.ctx.correlation_id)
     .fetch_one(&mut *conn)
     .await?;
-    for (n, (event_type, payload)) in append.event_types.iter().zip(append.event_payloads).enumerate() {
+    for (n, (event_type, payload)) in append
+        .event_types
+        .iter()
+        .zip(append.event_payloads)
+        .enumerate()
+    {
         sqlx::query(
             "INSERT INTO entity_events \
              (entity_id, entity_type, entity_version, type, payload, action_id, created_by, request_id, correlation_id) \
@@ -112,7 +136,11 @@ pub(super) async fn append(conn: &mut SqliteConnection, append: &Append<'_>) -> 
     Ok(true)
 }
 
-pub(super) async fn history(pool: &SqlitePool, entity_type: &str, id: EntityId) -> Result<Vec<HistoryRow>, sqlx::Error> {
+pub(super) async fn history(
+    pool: &SqlitePool,
+    entity_type: &str,
+    id: EntityId,
+) -> Result<Vec<HistoryRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT e.entity_version, e.type, e.payload, e.action_id, a.type, e.created_by, \
                 e.request_id, e.correlation_id, e.inserted_at \

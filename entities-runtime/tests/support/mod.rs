@@ -7,8 +7,8 @@ use std::sync::Arc;
 use entities_runtime::sqlx;
 use entities_runtime::testing::TestDatabase;
 use entities_runtime::{
-    Action, Apply, Backend, Context, Create, EntityId, Event, Handle, Migration, Project, ProjectionError, Runtime,
-    RuntimeBuilder, Tx, Version, entity,
+    Action, Apply, Backend, Context, Create, EntityId, Event, Handle, Migration, Project,
+    ProjectionError, Runtime, RuntimeBuilder, Tx, Version, entity,
 };
 use serde::{Deserialize, Serialize};
 
@@ -109,7 +109,12 @@ impl Handle<Open> for Counter {
         if action.name.trim().is_empty() {
             return Err(CounterError::BlankName);
         }
-        Ok(vec![Opened { name: action.name.clone() }.into()])
+        Ok(vec![
+            Opened {
+                name: action.name.clone(),
+            }
+            .into(),
+        ])
     }
 }
 impl Handle<Add> for Counter {
@@ -117,7 +122,12 @@ impl Handle<Add> for Counter {
         if action.amount <= 0 {
             return Err(CounterError::NotPositive(action.amount));
         }
-        Ok(vec![Added { amount: action.amount }.into()])
+        Ok(vec![
+            Added {
+                amount: action.amount,
+            }
+            .into(),
+        ])
     }
 }
 impl Handle<AddTwice> for Counter {
@@ -125,7 +135,16 @@ impl Handle<AddTwice> for Counter {
         if action.amount <= 0 {
             return Err(CounterError::NotPositive(action.amount));
         }
-        Ok(vec![Added { amount: action.amount }.into(), Added { amount: action.amount }.into()])
+        Ok(vec![
+            Added {
+                amount: action.amount,
+            }
+            .into(),
+            Added {
+                amount: action.amount,
+            }
+            .into(),
+        ])
     }
 }
 impl Handle<Rename> for Counter {
@@ -133,7 +152,12 @@ impl Handle<Rename> for Counter {
         if action.name.trim().is_empty() {
             return Err(CounterError::BlankName);
         }
-        Ok(vec![Renamed { name: action.name.clone() }.into()])
+        Ok(vec![
+            Renamed {
+                name: action.name.clone(),
+            }
+            .into(),
+        ])
     }
 }
 impl Handle<Explode> for Counter {
@@ -235,7 +259,10 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 /// A runtime on `db` with the counters read model, configured by `configure`.
-pub async fn runtime_with(db: &TestDatabase, configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder) -> Runtime {
+pub async fn runtime_with(
+    db: &TestDatabase,
+    configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
+) -> Runtime {
     configure(Runtime::builder(&db.url).migrations(MIGRATIONS))
         .build()
         .await
@@ -326,7 +353,11 @@ pub struct Stored {
 
 pub async fn stored(runtime: &Runtime, id: EntityId) -> Stored {
     Stored {
-        version: scalar(runtime, &format!("SELECT version FROM {{entities}}entities WHERE id = {id}")).await,
+        version: scalar(
+            runtime,
+            &format!("SELECT version FROM {{entities}}entities WHERE id = {id}"),
+        )
+        .await,
         event_versions: runtime
             .history::<Counter>(id)
             .await

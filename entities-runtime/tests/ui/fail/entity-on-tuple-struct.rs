@@ -1,0 +1,8 @@
+use entities_runtime::entity;
+use serde::{Deserialize, Serialize};
+
+#[entity(type = "list", actions(SetName), events(NameChanged))]
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct List(i64, i64);
+
+fn main() {}

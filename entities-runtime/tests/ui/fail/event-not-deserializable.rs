@@ -1,0 +1,10 @@
+use entities_runtime::Event;
+use serde::Serialize;
+
+#[derive(Event, Serialize)]
+pub enum NameChanged {
+    Cleared,
+    To(String),
+}
+
+fn main() {}
