@@ -82,6 +82,7 @@
 //! Read models kept in the action's own transaction implement [`Project`] for the events listed
 //! in `project(...)`; see the `example` crate's ShoppingList for one on both backends.
 
+mod commit;
 mod context;
 mod entity;
 mod error;
@@ -91,8 +92,8 @@ mod registry;
 mod replay;
 mod runtime;
 mod store;
-mod task;
 pub mod testing;
+mod worker;
 
 pub use context::Context;
 pub use entities_derive::{Action, Event, entity};

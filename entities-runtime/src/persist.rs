@@ -1,59 +1,58 @@
-//! The per-action path, top to bottom: decide (handler, then `apply` on a copy of the state),
-//! then write (version check, action row, event rows, projections) in the caller's transaction.
-//! Nothing here touches the published state: the entity task publishes only after the commit.
+//! Deciding an action, top to bottom: the handler on the current state, then `apply` of its
+//! events on a copy; and the projections of a decided action. Nothing here touches the
+//! published state or commits: the entity's worker publishes only after the committer's commit.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use futures::FutureExt;
 
 use crate::context::Context;
-use crate::entity::{Entity, Tagged, Version};
+use crate::entity::{Entity, EntityId, Tagged, Version};
 use crate::error::{Error, panic_message, persist_error};
-use crate::projection::ProjectionError;
-use crate::store::{Append, StoreTx};
+use crate::projection::{ProjectionError, Tx};
+use crate::store::ActionRows;
 
-/// What an action decided: its events, encoded, and the states they lead through.
+/// What an action decided: its events and the states they lead through.
 pub(crate) struct Decision<E: Entity> {
-    events: Vec<E::Event>,
-    event_types: Vec<&'static str>,
-    event_payloads: Vec<String>,
+    pub events: Vec<E::Event>,
+    pub ctx: Arc<Context>,
+    pub before: Arc<E>,
     /// The state after each event but the last, kept only when a projection needs it.
     between: Vec<E>,
-    /// The state after the last event.
-    pub after: E,
+    pub after: Arc<E>,
 }
 
-/// An action encoded for its row.
-pub(crate) struct EncodedAction<'a, E: Entity> {
-    pub action: &'a E::Action,
-    pub payload: String,
-}
+/// A decision and the rows that store it; `None` when the action decided no events.
+pub(crate) type Decided<E> = Option<(Decision<E>, ActionRows)>;
 
-impl<'a, E: Entity> EncodedAction<'a, E> {
-    pub fn new(action: &'a E::Action, id: crate::EntityId) -> Result<Self, Error<E::Error>> {
-        let payload = action.encode().map_err(|error| Error::Payload {
-            entity_type: E::TYPE,
-            id,
-            type_tag: action.type_tag(),
-            message: error.to_string(),
-        })?;
-        Ok(Self { action, payload })
-    }
-}
-
-/// Runs the handler on `before` and applies its events to a copy. `None`: the action decided
-/// no events, so there is nothing to store.
-pub(crate) fn decide<E: Entity>(
-    before: &E,
-    ctx: &Context,
+/// Encodes an action's payload once, however many times it is decided.
+pub(crate) fn encode_action<E: Entity>(
     action: &E::Action,
-) -> Result<Option<Decision<E>>, Error<E::Error>> {
+    id: EntityId,
+) -> Result<String, Error<E::Error>> {
+    action.encode().map_err(|error| Error::Payload {
+        entity_type: E::TYPE,
+        id,
+        type_tag: action.type_tag(),
+        message: error.to_string(),
+    })
+}
+
+/// Runs the handler on `before` and applies its events to a copy; returns the decision and the
+/// rows that store it. `None`: the action decided no events, so there is nothing to store.
+pub(crate) fn decide<E: Entity>(
+    before: &Arc<E>,
+    ctx: &Arc<Context>,
+    action: &E::Action,
+    payload: &str,
+) -> Result<Decided<E>, Error<E::Error>> {
     let panicked = |during| {
-        move |payload: Box<dyn std::any::Any + Send>| Error::Panicked {
+        move |panic: Box<dyn std::any::Any + Send>| Error::Panicked {
             entity_type: E::TYPE,
             id: before.id(),
             during,
-            message: panic_message(payload.as_ref()),
+            message: panic_message(panic.as_ref()),
         }
     };
     let events = catch_unwind(AssertUnwindSafe(|| before.handle_action(ctx, action)))
@@ -74,7 +73,7 @@ pub(crate) fn decide<E: Entity>(
     let keep_between = events.len() > 1 && events.iter().any(E::is_projected);
     let (after, between) = catch_unwind(AssertUnwindSafe(|| {
         let mut between = Vec::new();
-        let mut state = before.clone();
+        let mut state = (**before).clone();
         for (n, event) in events.iter().enumerate() {
             if keep_between && n > 0 {
                 between.push(state.clone());
@@ -85,76 +84,65 @@ pub(crate) fn decide<E: Entity>(
         (state, between)
     }))
     .map_err(panicked("apply"))?;
-    Ok(Some(Decision {
+    let rows = ActionRows {
+        action_type: action.type_tag(),
+        payload: payload.to_owned(),
+        ctx: ctx.clone(),
         event_types: events.iter().map(Tagged::type_tag).collect(),
-        events,
         event_payloads,
+    };
+    let decision = Decision {
+        events,
+        ctx: ctx.clone(),
+        before: before.clone(),
         between,
-        after,
-    }))
+        after: Arc::new(after),
+    };
+    Ok(Some((decision, rows)))
 }
 
-/// Writes a decided action in `tx`. `Ok(false)`: the stored version moved on since `before` was
-/// loaded; the caller rolls back, catches up and decides again.
-pub(crate) async fn write<E: Entity>(
-    tx: &mut StoreTx,
-    ctx: &Context,
-    before: &E,
-    action: &EncodedAction<'_, E>,
-    decision: &Decision<E>,
-) -> Result<bool, Error<E::Error>> {
-    let id = before.id();
-    let appended = tx
-        .append(&Append {
-            entity_type: E::TYPE,
-            entity_id: id,
-            expected_version: before.version(),
-            action_type: action.action.type_tag(),
-            action_payload: &action.payload,
-            event_types: &decision.event_types,
-            event_payloads: &decision.event_payloads,
-            ctx,
-        })
-        .await
-        .map_err(|error| persist_error(error, E::TYPE, id))?;
-    if !appended {
-        return Ok(false);
+impl<E: Entity> Decision<E> {
+    /// Whether any of this action's events has a projection.
+    pub fn is_projected(&self) -> bool {
+        self.events.iter().any(E::is_projected)
     }
-    let last = decision.events.len() - 1;
-    for (n, event) in decision.events.iter().enumerate() {
-        if !E::is_projected(event) {
-            continue;
+
+    /// Runs the projections of this action's events, in order, in `tx`. A panic in one is an
+    /// error like any other: the caller rolls back what they wrote.
+    pub async fn project(&self, tx: &mut Tx<'_>) -> Result<(), Error<E::Error>> {
+        let id = self.before.id();
+        let last = self.events.len() - 1;
+        for (n, event) in self.events.iter().enumerate() {
+            if !E::is_projected(event) {
+                continue;
+            }
+            let before = if n == 0 {
+                &*self.before
+            } else {
+                &self.between[n - 1]
+            };
+            let after = if n == last {
+                &*self.after
+            } else {
+                &self.between[n]
+            };
+            let projected = AssertUnwindSafe(E::project_event(tx, &self.ctx, before, event, after))
+                .catch_unwind()
+                .await
+                .map_err(|panic| Error::Panicked {
+                    entity_type: E::TYPE,
+                    id,
+                    during: "projection",
+                    message: panic_message(panic.as_ref()),
+                })?;
+            match projected {
+                Ok(()) => {}
+                Err(ProjectionError::Rejected(error)) => return Err(Error::Rejected(error)),
+                Err(ProjectionError::Database(error)) => {
+                    return Err(persist_error(error, E::TYPE, id));
+                }
+            }
         }
-        let state_before = if n == 0 {
-            before
-        } else {
-            &decision.between[n - 1]
-        };
-        let state_after = if n == last {
-            &decision.after
-        } else {
-            &decision.between[n]
-        };
-        let projected = AssertUnwindSafe(E::project_event(
-            &mut tx.projection(),
-            ctx,
-            state_before,
-            event,
-            state_after,
-        ))
-        .catch_unwind()
-        .await
-        .map_err(|payload| Error::Panicked {
-            entity_type: E::TYPE,
-            id,
-            during: "projection",
-            message: panic_message(payload.as_ref()),
-        })?;
-        match projected {
-            Ok(()) => {}
-            Err(ProjectionError::Rejected(error)) => return Err(Error::Rejected(error)),
-            Err(ProjectionError::Database(error)) => return Err(persist_error(error, E::TYPE, id)),
-        }
+        Ok(())
     }
-    Ok(true)
 }

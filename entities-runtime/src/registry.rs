@@ -1,154 +1,220 @@
-//! The live entities: a sharded map from (entity type, id) to the slot its task serves.
+//! The live entities: a sharded map from (entity type, id) to each entity's slot.
 //!
-//! Every send to a task happens under the map's shard lock (a read lock), and a task leaves the
-//! map under the write lock only when its mailbox is empty. So once a task has left, no message
-//! can reach it: a call racing an idle stop finds no slot and starts a fresh task.
+//! A live entity is its slot: the published state, an inbox, and a few flags, about a hundred
+//! bytes. A worker task runs only while the inbox has work. Every call reaches an inbox under the
+//! map's shard lock (a read lock), and an entity leaves the map under the write lock only with an
+//! empty inbox and no worker. So once it has left, no call can reach it: a call racing an idle
+//! stop finds no slot and makes a fresh one.
 
 use std::any::{Any, TypeId};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::context::Context;
-use crate::entity::{Entity, EntityId};
+use crate::entity::{Entity, EntityId, Version};
 use crate::error::Error;
+use crate::runtime::Shared;
+use crate::worker;
 
 /// Where a call's answer goes.
 pub(crate) type Reply<E> = oneshot::Sender<Result<Arc<E>, Error<<E as Entity>::Error>>>;
 
-/// A message to an entity task.
+/// A message to an entity's worker.
 pub(crate) enum Command<E: Entity> {
     /// The state, once loaded (a `get` that found the entity still loading).
     Get(Reply<E>),
     Act {
-        ctx: Context,
+        ctx: Arc<Context>,
         action: E::Action,
         reply: Reply<E>,
     },
+    /// Idle or shutting down: snapshot if changed, then leave memory if nothing else came.
+    Leave,
+}
+
+struct Inbox<E: Entity> {
+    commands: VecDeque<Command<E>>,
+    /// A worker is running; it drains `commands` before it ends.
+    working: bool,
 }
 
 /// What the registry keeps of a live entity.
 pub(crate) struct Slot<E: Entity> {
-    mailbox: mpsc::UnboundedSender<Command<E>>,
-    /// The last committed state, read by `get` without queueing; `None` while loading.
+    pub id: EntityId,
+    /// The last committed state, read by `get` without queueing; `None` until loaded.
     pub state: ArcSwapOption<E>,
-    /// Set by every call, cleared by the task's idle check: an entity read but not written stays live.
-    pub touched: AtomicBool,
+    /// Set by every call, cleared by the idle sweep: an entity read but not written stays live.
+    touched: AtomicBool,
+    inbox: Mutex<Inbox<E>>,
+    /// Version of the newest snapshot known to be stored.
+    pub snapshot_version: AtomicI64,
+    /// A write failed in a way that leaves unknown whether it committed: catch up before the next.
+    pub stale: AtomicBool,
+}
+
+impl<E: Entity> Slot<E> {
+    fn new(id: EntityId, state: Option<Arc<E>>) -> Self {
+        Self {
+            id,
+            state: ArcSwapOption::new(state),
+            touched: AtomicBool::new(true),
+            inbox: Mutex::new(Inbox {
+                commands: VecDeque::new(),
+                working: false,
+            }),
+            snapshot_version: AtomicI64::new(0),
+            stale: AtomicBool::new(false),
+        }
+    }
+
+    fn inbox(&self) -> MutexGuard<'_, Inbox<E>> {
+        // The inbox is only pushed to and popped from; a panic cannot leave it half-changed.
+        self.inbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn touch(&self) {
+        // Read first: a store on every call would bounce the cache line between readers.
+        if !self.touched.load(Ordering::Relaxed) {
+            self.touched.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues `command`; `true` when no worker runs, so the caller must start one.
+    fn push(&self, command: Command<E>) -> bool {
+        let mut inbox = self.inbox();
+        inbox.commands.push_back(command);
+        !std::mem::replace(&mut inbox.working, true)
+    }
+
+    /// The worker's next commands, at most `max`; none ends the worker.
+    pub fn next_commands(&self, max: usize) -> Vec<Command<E>> {
+        let mut inbox = self.inbox();
+        let take = inbox.commands.len().min(max);
+        let commands: Vec<_> = inbox.commands.drain(..take).collect();
+        if commands.is_empty() {
+            inbox.working = false;
+            // An idle entity keeps no buffer.
+            inbox.commands = VecDeque::new();
+        }
+        commands
+    }
+}
+
+/// A live entity of any type, as the idle sweep and shutdown see it.
+pub(crate) trait Live: Any + Send + Sync {
+    /// Clears the touched flag; `true` if nothing touched the entity since the last sweep.
+    fn idle(&self) -> bool;
+    /// Asks the entity to leave, starting its worker if none runs.
+    fn ask_to_leave(self: Arc<Self>, shared: &Arc<Shared>);
+}
+
+impl<E: Entity> Live for Slot<E> {
+    fn idle(&self) -> bool {
+        !self.touched.swap(false, Ordering::Relaxed)
+    }
+
+    fn ask_to_leave(self: Arc<Self>, shared: &Arc<Shared>) {
+        if self.push(Command::Leave) {
+            worker::start(shared, self);
+        }
+    }
 }
 
 type Key = (TypeId, EntityId);
 
-#[derive(Default)]
-pub(crate) struct Registry {
-    live: DashMap<Key, Arc<dyn Any + Send + Sync>>,
+/// Queues `command` on a live slot; the slot when its worker must be started.
+fn push<E: Entity>(live: &Arc<dyn Live>, command: Command<E>) -> Option<Arc<Slot<E>>> {
+    let slot = slot::<E>(live);
+    slot.touch();
+    slot.push(command).then(|| downcast(live.clone()))
 }
 
 fn key<E: Entity>(id: EntityId) -> Key {
     (TypeId::of::<E>(), id)
 }
 
-fn slot<E: Entity>(value: &Arc<dyn Any + Send + Sync>) -> &Slot<E> {
-    value
-        .downcast_ref::<Slot<E>>()
+fn slot<E: Entity>(value: &Arc<dyn Live>) -> &Slot<E> {
+    let any: &dyn Any = value.as_ref();
+    any.downcast_ref::<Slot<E>>()
         .unwrap_or_else(|| unreachable!("registry keys carry the TypeId of their slot's entity"))
 }
 
-fn is_own<E: Entity>(value: &Arc<dyn Any + Send + Sync>, own: &Arc<Slot<E>>) -> bool {
-    std::ptr::addr_eq(Arc::as_ptr(value), Arc::as_ptr(own))
+fn downcast<E: Entity>(live: Arc<dyn Live>) -> Arc<Slot<E>> {
+    let any: Arc<dyn Any + Send + Sync> = live;
+    any.downcast::<Slot<E>>()
+        .unwrap_or_else(|_| unreachable!("registry keys carry the TypeId of their slot's entity"))
 }
 
-/// A new entity task's end of its slot, for the caller to spawn.
-pub(crate) struct Started<E: Entity> {
-    pub slot: Arc<Slot<E>>,
-    pub mailbox: mpsc::UnboundedReceiver<Command<E>>,
+fn is_own<E: Entity>(value: &Arc<dyn Live>, own: &Slot<E>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(value), own as *const Slot<E>)
+}
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    live: DashMap<Key, Arc<dyn Live>>,
 }
 
 impl Registry {
-    /// The committed state of a live entity, without waiting on its task.
+    /// The committed state of a live entity, without waiting on its worker.
     pub fn published<E: Entity>(&self, id: EntityId) -> Option<Arc<E>> {
         let entry = self.live.get(&key::<E>(id))?;
         let slot = slot::<E>(entry.value());
-        slot.touched.store(true, Ordering::Relaxed);
+        slot.touch();
         slot.state.load_full()
     }
 
-    /// Sends `command` to the task of entity `id`. When none is live, makes its slot, sends the
-    /// command to it and returns the task's end for the caller to spawn (with `state` already
-    /// published when the caller knows it, as after a create).
-    pub fn dispatch<E: Entity>(&self, id: EntityId, mut command: Command<E>) -> Option<Started<E>> {
+    /// Queues `command` for entity `id`, making its slot when it is not live, and starts its
+    /// worker when none runs.
+    pub fn dispatch<E: Entity>(&self, shared: &Arc<Shared>, id: EntityId, command: Command<E>) {
         let key = key::<E>(id);
-        loop {
-            if let Some(entry) = self.live.get(&key) {
-                let live = slot::<E>(entry.value());
-                live.touched.store(true, Ordering::Relaxed);
-                match live.mailbox.send(command) {
-                    Ok(()) => return None,
-                    // The task died without leaving (a bug in the runtime, not user code):
-                    // drop its slot and start afresh.
-                    Err(mpsc::error::SendError(returned)) => {
-                        command = returned;
-                        let dead = Arc::as_ptr(entry.value());
-                        drop(entry);
-                        self.live.remove_if(&key, |_, value| {
-                            std::ptr::addr_eq(Arc::as_ptr(value), dead)
-                        });
-                        continue;
-                    }
-                }
-            }
-            match self.live.entry(key) {
-                Entry::Occupied(_) => continue,
+        let start = match self.live.get(&key) {
+            Some(entry) => push(entry.value(), command),
+            None => match self.live.entry(key) {
+                Entry::Occupied(entry) => push(entry.get(), command),
                 Entry::Vacant(vacant) => {
-                    let started = Self::new_slot::<E>(None);
-                    // The receiver is alive in `started`, so this send cannot fail.
-                    let _ = started.slot.mailbox.send(command);
-                    vacant.insert(started.slot.clone());
-                    return Some(started);
+                    let slot = Arc::new(Slot::new(id, None));
+                    slot.push(command);
+                    vacant.insert(slot.clone());
+                    Some(slot)
                 }
-            }
+            },
+        };
+        // Started outside the shard lock; the inbox already holds the command.
+        if let Some(slot) = start {
+            worker::start(shared, slot);
         }
     }
 
-    /// Registers a live entity whose state the caller already has (just created). Returns
-    /// `None` if a task for it is live already.
-    pub fn adopt<E: Entity>(&self, id: EntityId, state: Arc<E>) -> Option<Started<E>> {
-        match self.live.entry(key::<E>(id)) {
-            Entry::Occupied(_) => None,
-            Entry::Vacant(vacant) => {
-                let started = Self::new_slot::<E>(Some(state));
-                vacant.insert(started.slot.clone());
-                Some(started)
-            }
+    /// Registers a live entity whose state the caller already has (just created), unless it
+    /// is live already.
+    pub fn adopt<E: Entity>(&self, id: EntityId, state: Arc<E>) {
+        if let Entry::Vacant(vacant) = self.live.entry(key::<E>(id)) {
+            vacant.insert(Arc::new(Slot::new(id, Some(state))));
         }
     }
 
-    fn new_slot<E: Entity>(state: Option<Arc<E>>) -> Started<E> {
-        let (sender, mailbox) = mpsc::unbounded_channel();
-        let slot = Arc::new(Slot {
-            mailbox: sender,
-            state: ArcSwapOption::new(state),
-            touched: AtomicBool::new(false),
+    /// Removes `own` if nothing waits in its inbox: its worker then ends. `false` when a command
+    /// arrived, which the worker serves before it tries again.
+    pub fn leave<E: Entity>(&self, own: &Slot<E>) -> bool {
+        let key = key::<E>(own.id);
+        let removed = self.live.remove_if(&key, |_, value| {
+            is_own(value, own) && {
+                let mut inbox = own.inbox();
+                let empty = inbox.commands.is_empty();
+                if empty {
+                    inbox.working = false;
+                }
+                empty
+            }
         });
-        Started { slot, mailbox }
-    }
-
-    /// Removes the task's slot if nothing waits in its mailbox; the task must then end. Returns
-    /// `false` when a message arrived, which the task serves before trying again.
-    pub fn leave<E: Entity>(
-        &self,
-        id: EntityId,
-        own: &Arc<Slot<E>>,
-        mailbox: &mpsc::UnboundedReceiver<Command<E>>,
-    ) -> bool {
-        let key = key::<E>(id);
-        let removed = self
-            .live
-            .remove_if(&key, |_, value| is_own(value, own) && mailbox.is_empty());
-        // Not ours any more (a stale slot was dropped): nothing can reach this task, so it ends.
         removed.is_some()
             || !self
                 .live
@@ -156,8 +222,23 @@ impl Registry {
                 .is_some_and(|value| is_own(value.value(), own))
     }
 
+    /// Asks every live entity that `select` picks to leave.
+    pub fn ask_to_leave(&self, shared: &Arc<Shared>, mut select: impl FnMut(&dyn Live) -> bool) {
+        for entry in self.live.iter() {
+            if select(entry.value().as_ref()) {
+                entry.value().clone().ask_to_leave(shared);
+            }
+        }
+    }
+
     /// How many entities are live.
     pub fn len(&self) -> usize {
         self.live.len()
+    }
+}
+
+impl<E: Entity> Slot<E> {
+    pub fn snapshot_version(&self) -> Version {
+        self.snapshot_version.load(Ordering::Relaxed)
     }
 }

@@ -1,8 +1,8 @@
 //! The runtime (the seed's Supervisor): the store, the registry of live entities, and the API.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -10,14 +10,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::commit::Committer;
 use crate::context::Context;
 use crate::entity::{Create, Entity, EntityId, Tagged};
-use crate::error::{Error, panic_message, storage};
-use crate::persist::{self, EncodedAction};
+use crate::error::{Error, panic_message, persist_error, storage};
+use crate::persist;
 use crate::projection::Backend;
-use crate::registry::{Command, Registry, Started};
-use crate::store::{EventRecord, Migration, Store};
-use crate::task;
+use crate::registry::{Command, Registry, Reply};
+use crate::store::{EntityWrite, EventRecord, Migration, Store};
 
 /// How the runtime behaves; set through [`RuntimeBuilder`].
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub(crate) struct Config {
     pub idle_timeout: Duration,
     pub snapshot_every: u64,
     pub max_attempts: u32,
+    pub committers: usize,
+    pub batch_size: usize,
 }
 
 impl Config {
@@ -34,15 +36,19 @@ impl Config {
     }
 }
 
-/// What the runtime and its entity tasks share.
+/// What the runtime and its entity workers share.
 pub(crate) struct Shared {
     pub store: Store,
     pub registry: Registry,
+    pub committer: Committer,
     pub config: Config,
-    /// Cancelled at shutdown: every task snapshots and leaves.
+    /// Cancelled at shutdown: every live entity snapshots and leaves.
     pub shutdown: CancellationToken,
+    /// Cancelled once every entity has left: the committers end.
+    committers_stop: CancellationToken,
     closing: AtomicBool,
-    tasks: TaskTracker,
+    /// The entity workers and the idle sweep.
+    pub tasks: TaskTracker,
 }
 
 /// Failed to start a runtime.
@@ -97,6 +103,19 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How many transactions may commit batches at once (default 2): one batch fills while
+    /// another commits.
+    pub fn committers(mut self, committers: usize) -> Self {
+        self.config.committers = committers.max(1);
+        self
+    }
+
+    /// The most entities one transaction commits together (default 64).
+    pub fn batch_size(mut self, entities: usize) -> Self {
+        self.config.batch_size = entities.max(1);
+        self
+    }
+
     /// The size of the connection pool (default 10).
     pub fn max_connections(mut self, connections: u32) -> Self {
         self.max_connections = connections.max(1);
@@ -113,16 +132,25 @@ impl RuntimeBuilder {
                 .await
                 .map_err(StartError::Migrate)?;
         }
-        Ok(Runtime {
-            shared: Arc::new(Shared {
-                store,
-                registry: Registry::default(),
-                config: self.config,
-                shutdown: CancellationToken::new(),
-                closing: AtomicBool::new(false),
-                tasks: TaskTracker::new(),
-            }),
-        })
+        let committers_stop = CancellationToken::new();
+        let committer = Committer::start(
+            store.clone(),
+            self.config.committers,
+            self.config.batch_size,
+            committers_stop.clone(),
+        );
+        let shared = Arc::new(Shared {
+            store,
+            registry: Registry::default(),
+            committer,
+            config: self.config,
+            shutdown: CancellationToken::new(),
+            committers_stop,
+            closing: AtomicBool::new(false),
+            tasks: TaskTracker::new(),
+        });
+        shared.tasks.spawn(sweep_idle(Arc::downgrade(&shared)));
+        Ok(Runtime { shared })
     }
 }
 
@@ -145,6 +173,8 @@ impl Runtime {
                 idle_timeout: Duration::from_secs(60),
                 snapshot_every: 100,
                 max_attempts: 5,
+                committers: 2,
+                batch_size: 64,
             },
             migrate: true,
             migrations: Vec::new(),
@@ -202,15 +232,13 @@ impl Runtime {
             .create_in_span::<E>(ctx, args, &span)
             .instrument(span.clone())
             .await;
-        span.record("outcome", crate::task::outcome(&result));
+        span.record("outcome", crate::worker::outcome(&result));
         if let Ok(created) = &result {
             span.record("version", created.version());
         }
         let created = result?;
         // Keep it live: its first call need not load what was just written.
-        if let Some(started) = self.shared.registry.adopt(created.id(), created.clone()) {
-            self.spawn(created.id(), started);
-        }
+        self.shared.registry.adopt(created.id(), created.clone());
         Ok(created)
     }
 
@@ -233,25 +261,36 @@ impl Runtime {
                 })?
                 .map_err(Error::Rejected)?;
         span.record("action", action.type_tag());
-        let encoded = EncodedAction::<E>::new(&action, id)?;
-        let before = E::new(id);
-        let after = match persist::decide(&before, ctx, &action)? {
-            Some(decision) => {
-                // Nobody else knows this id yet, so its version cannot have moved; were it to,
-                // the write would report it rather than overwrite.
-                if !persist::write(&mut tx, ctx, &before, &encoded, &decision).await? {
-                    return Err(Error::Conflict {
-                        entity_type: E::TYPE,
-                        id,
-                        attempts: 1,
-                    });
-                }
-                decision.after
-            }
-            None => before,
+        let payload = persist::encode_action::<E>(&action, id)?;
+        let before = Arc::new(E::new(id));
+        let Some((decision, rows)) =
+            persist::decide(&before, &Arc::new(ctx.clone()), &action, &payload)?
+        else {
+            tx.commit().await.map_err(storage)?;
+            return Ok(before);
         };
+        let write = EntityWrite {
+            entity_type: E::TYPE,
+            entity_id: id,
+            expected_version: 0,
+            actions: vec![rows],
+        };
+        // Nobody else knows this id yet, so its version cannot have moved; were it to, the
+        // write would report it rather than overwrite.
+        let appended = tx
+            .append(&[&write])
+            .await
+            .map_err(|error| persist_error(error, E::TYPE, id))?;
+        if appended != [true] {
+            return Err(Error::Conflict {
+                entity_type: E::TYPE,
+                id,
+                attempts: 1,
+            });
+        }
+        decision.project(&mut tx.projection()).await?;
         tx.commit().await.map_err(storage)?;
-        Ok(Arc::new(after))
+        Ok(decision.after.clone())
     }
 
     /// The stored events of entity `id`, with the actions that caused them, oldest first. Empty
@@ -279,6 +318,7 @@ impl Runtime {
         self.shared.shutdown.cancel();
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
+        self.shared.committers_stop.cancel();
         self.shared.store.close().await;
     }
 
@@ -290,35 +330,29 @@ impl Runtime {
         }
     }
 
-    fn spawn<E: Entity>(&self, id: EntityId, started: Started<E>) {
-        self.shared
-            .tasks
-            .spawn(task::run(self.shared.clone(), id, started));
-    }
-
     async fn call<E: Entity>(
         &self,
         id: EntityId,
-        command: impl FnOnce(crate::registry::Reply<E>) -> Command<E>,
+        command: impl FnOnce(Reply<E>) -> Command<E>,
     ) -> Result<Arc<E>, Error<E::Error>> {
         self.open()?;
         let (reply, answer) = oneshot::channel();
-        if let Some(started) = self.shared.registry.dispatch(id, command(reply)) {
-            self.spawn(id, started);
-        }
+        self.shared
+            .registry
+            .dispatch(&self.shared, id, command(reply));
         answer.await.unwrap_or_else(|_| {
             Err(Error::Panicked {
                 entity_type: E::TYPE,
                 id,
-                during: "entity task",
-                message: "the entity task ended without answering".to_owned(),
+                during: "entity worker",
+                message: "the entity's worker ended without answering".to_owned(),
             })
         })
     }
 }
 
-/// A handle on one entity (the seed's pid). Calls through it reach the entity's live task,
-/// starting one when the entity is not in memory; it never goes stale.
+/// A handle on one entity (the seed's pid). Calls through it reach the live entity, loading it
+/// when it is not in memory; it never goes stale.
 pub struct EntityRef<E> {
     runtime: Runtime,
     id: EntityId,
@@ -357,9 +391,35 @@ impl<E: Entity> EntityRef<E> {
         action: impl Into<E::Action>,
     ) -> Result<Arc<E>, Error<E::Error>> {
         let action = action.into();
-        let ctx = ctx.clone();
+        let ctx = Arc::new(ctx.clone());
         self.runtime
             .call(self.id, |reply| Command::Act { ctx, action, reply })
             .await
+    }
+}
+
+/// Every `idle_timeout`, asks the entities nothing touched since the last round to leave; at
+/// shutdown, asks them all. Holds the runtime weakly, so a runtime dropped without `shutdown`
+/// is not kept alive by it.
+async fn sweep_idle(shared: Weak<Shared>) {
+    let Some((idle_timeout, shutdown)) = shared
+        .upgrade()
+        .map(|shared| (shared.config.idle_timeout, shared.shutdown.clone()))
+    else {
+        return;
+    };
+    loop {
+        let shutting_down = tokio::select! {
+            () = tokio::time::sleep(idle_timeout) => false,
+            () = shutdown.cancelled() => true,
+        };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shutting_down {
+            shared.registry.ask_to_leave(&shared, |_| true);
+            return;
+        }
+        shared.registry.ask_to_leave(&shared, |live| live.idle());
     }
 }

@@ -17,6 +17,9 @@ CREATE TABLE entities.entity_actions (
     id             BIGSERIAL PRIMARY KEY,
     entity_id      BIGINT      NOT NULL REFERENCES entities.entities (id),
     entity_type    TEXT        NOT NULL,
+    -- The entity's version after this action's last event: its events are the versions
+    -- after the previous action's, up to this one.
+    entity_version BIGINT      NOT NULL CHECK (entity_version >= 1),
     type           TEXT        NOT NULL,
     payload        JSONB       NOT NULL,
     created_by     TEXT        NOT NULL,
@@ -24,7 +27,7 @@ CREATE TABLE entities.entity_actions (
     correlation_id TEXT        NOT NULL,
     inserted_at    TIMESTAMPTZ NOT NULL DEFAULT now()
 );
-CREATE INDEX entity_actions_entity_id ON entities.entity_actions (entity_id);
+CREATE UNIQUE INDEX entity_actions_entity_version ON entities.entity_actions (entity_id, entity_version);
 
 CREATE TABLE entities.entity_events (
     id             BIGSERIAL PRIMARY KEY,

@@ -14,6 +14,7 @@ CREATE TABLE entity_actions (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
     entity_id      INTEGER NOT NULL REFERENCES entities (id),
     entity_type    TEXT    NOT NULL,
+    entity_version INTEGER NOT NULL CHECK (entity_version >= 1),
     type           TEXT    NOT NULL,
     payload        TEXT    NOT NULL CHECK (json_valid(payload)),
     created_by     TEXT    NOT NULL,
@@ -21,7 +22,7 @@ CREATE TABLE entity_actions (
     correlation_id TEXT    NOT NULL,
     inserted_at    TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
-CREATE INDEX entity_actions_entity_id ON entity_actions (entity_id);
+CREATE UNIQUE INDEX entity_actions_entity_version ON entity_actions (entity_id, entity_version);
 
 CREATE TABLE entity_events (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,

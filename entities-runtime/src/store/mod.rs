@@ -7,6 +7,7 @@ mod postgres;
 mod sqlite;
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
@@ -58,18 +59,43 @@ pub struct EventRecord {
     pub inserted_at: String,
 }
 
-/// Everything one action writes besides its projections.
-pub(crate) struct Append<'a> {
+/// The rows of one action: its own and its events'.
+#[derive(Debug)]
+pub(crate) struct ActionRows {
+    pub action_type: &'static str,
+    pub payload: String,
+    pub ctx: Arc<Context>,
+    pub event_types: Vec<&'static str>,
+    pub event_payloads: Vec<String>,
+}
+
+/// What one entity writes in a transaction: a chain of actions, each decided on the state the
+/// one before it left, checked against the version they were all decided from.
+#[derive(Debug)]
+pub(crate) struct EntityWrite {
     pub entity_type: &'static str,
     pub entity_id: EntityId,
-    /// The version the action was decided on; the write fails if the database has moved on.
+    /// The stored version the chain was decided from; the write fails if it moved on.
     pub expected_version: Version,
-    pub action_type: &'static str,
-    pub action_payload: &'a str,
-    /// (type tag, JSON payload) of each event, in order.
-    pub event_types: &'a [&'static str],
-    pub event_payloads: &'a [String],
-    pub ctx: &'a Context,
+    pub actions: Vec<ActionRows>,
+}
+
+impl EntityWrite {
+    /// The entity's version after each action of the chain.
+    pub fn versions_after(&self) -> impl Iterator<Item = Version> + '_ {
+        self.actions
+            .iter()
+            .scan(self.expected_version, |version, action| {
+                *version += action.event_types.len() as Version;
+                Some(*version)
+            })
+    }
+
+    pub fn new_version(&self) -> Version {
+        self.versions_after()
+            .last()
+            .unwrap_or(self.expected_version)
+    }
 }
 
 /// A history row as both backends return it: the columns of [`EventRecord`], payload as text.
@@ -226,12 +252,13 @@ impl StoreTx {
         }
     }
 
-    /// Checks and bumps the version, and writes the action row and its event rows. Returns
-    /// `false`, having written nothing, when the stored version is not the expected one.
-    pub async fn append(&mut self, append: &Append<'_>) -> Result<bool, sqlx::Error> {
+    /// For each write: checks and bumps the version, and writes its action rows and event rows.
+    /// Returns, per write, whether it was written; a write whose stored version moved on
+    /// writes nothing.
+    pub async fn append(&mut self, writes: &[&EntityWrite]) -> Result<Vec<bool>, sqlx::Error> {
         match self {
-            StoreTx::Postgres(tx) => postgres::append(tx, append).await,
-            StoreTx::Sqlite(tx) => sqlite::append(tx, append).await,
+            StoreTx::Postgres(tx) => postgres::append(tx, writes).await,
+            StoreTx::Sqlite(tx) => sqlite::append(tx, writes).await,
         }
     }
 
@@ -243,11 +270,55 @@ impl StoreTx {
         }
     }
 
+    /// Takes back an appended chain from `version` on: its later actions and events go, and the
+    /// entity's version returns to `version`. For a projection that failed after the append.
+    pub async fn truncate(
+        &mut self,
+        entity_id: EntityId,
+        version: Version,
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            StoreTx::Postgres(tx) => postgres::truncate(tx, entity_id, version).await,
+            StoreTx::Sqlite(tx) => sqlite::truncate(tx, entity_id, version).await,
+        }
+    }
+
+    /// Runs `project` inside a savepoint: when it fails, what it wrote is rolled back and the
+    /// rest of the transaction stands.
+    pub async fn isolated<T, F>(&mut self, project: F) -> Result<Result<(), T>, sqlx::Error>
+    where
+        F: for<'a, 'c> FnOnce(&'a mut Tx<'c>) -> futures::future::BoxFuture<'a, Result<(), T>>,
+    {
+        use sqlx::Connection;
+        match self {
+            StoreTx::Postgres(tx) => {
+                let mut savepoint = (**tx).begin().await?;
+                let result = project(&mut Tx::postgres_tx(&mut savepoint)).await;
+                finish_savepoint(savepoint, result).await
+            }
+            StoreTx::Sqlite(tx) => {
+                let mut savepoint = (**tx).begin().await?;
+                let result = project(&mut Tx::sqlite_tx(&mut savepoint)).await;
+                finish_savepoint(savepoint, result).await
+            }
+        }
+    }
+
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             StoreTx::Postgres(tx) => tx.commit().await,
             StoreTx::Sqlite(tx) => tx.commit().await,
         }
+    }
+}
+
+async fn finish_savepoint<DB: sqlx::Database, T>(
+    savepoint: sqlx::Transaction<'_, DB>,
+    result: Result<(), T>,
+) -> Result<Result<(), T>, sqlx::Error> {
+    match result {
+        Ok(()) => savepoint.commit().await.map(Ok),
+        Err(error) => savepoint.rollback().await.map(|()| Err(error)),
     }
 }
 

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
 
-use super::{Append, EntityRow, HistoryRow, StoredEvent};
+use super::{EntityRow, EntityWrite, HistoryRow, StoredEvent};
 use crate::entity::{EntityId, Version};
 
 pub(super) async fn entity_row(
@@ -79,47 +79,130 @@ pub(super) async fn insert_entity(
         .await
 }
 
-/// One statement, one round trip: the version check and bump, the action row and every event
-/// row. When the version check matches no row, `bumped` is empty, so nothing is inserted and
-/// the statement returns no row.
+/// One statement, one round trip, for every entity of a batch: the version checks and bumps,
+/// the action rows and the event rows. An entity whose version check fails is not in `bumped`,
+/// so none of its rows are inserted; the statement returns the ids of those that passed.
 const APPEND: &str = "\
 WITH bumped AS (
-    UPDATE entities.entities SET version = $3, updated_at = now()
-    WHERE id = $1 AND version = $2
-    RETURNING id
-), action AS (
+    UPDATE entities.entities AS e SET version = w.new_version, updated_at = now()
+    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS w(id, expected, new_version)
+    WHERE e.id = w.id AND e.version = w.expected
+    RETURNING e.id
+), actions AS (
     INSERT INTO entities.entity_actions
-        (entity_id, entity_type, type, payload, created_by, request_id, correlation_id)
-    SELECT id, $4, $5, $6::jsonb, $7, $8, $9 FROM bumped
-    RETURNING id
+        (entity_id, entity_type, entity_version, type, payload, created_by, request_id, correlation_id)
+    SELECT a.entity_id, a.entity_type, a.version, a.type, a.payload::jsonb, a.created_by, a.request_id, a.correlation_id
+    FROM unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+        AS a(entity_id, entity_type, version, type, payload, created_by, request_id, correlation_id)
+    WHERE a.entity_id IN (SELECT id FROM bumped)
+    RETURNING id, entity_id, entity_type, entity_version, created_by, request_id, correlation_id
 ), events AS (
     INSERT INTO entities.entity_events
         (entity_id, entity_type, entity_version, type, payload, action_id, created_by, request_id, correlation_id)
-    SELECT $1, $4, $2 + e.n, e.type, e.payload::jsonb, action.id, $7, $8, $9
-    FROM action, unnest($10::text[], $11::text[]) WITH ORDINALITY AS e(type, payload, n)
+    SELECT ev.entity_id, a.entity_type, ev.version, ev.type, ev.payload::jsonb, a.id, a.created_by, a.request_id, a.correlation_id
+    FROM unnest($12::bigint[], $13::bigint[], $14::bigint[], $15::text[], $16::text[])
+        AS ev(entity_id, action_version, version, type, payload)
+    JOIN actions a ON a.entity_id = ev.entity_id AND a.entity_version = ev.action_version
 )
-SELECT id FROM action";
+SELECT id FROM bumped";
+
+/// The batch's rows as the arrays `APPEND` binds, column by column.
+#[derive(Default)]
+struct Columns<'a> {
+    ids: Vec<EntityId>,
+    expected: Vec<Version>,
+    new_versions: Vec<Version>,
+    action_entity: Vec<EntityId>,
+    action_entity_type: Vec<&'static str>,
+    action_version: Vec<Version>,
+    action_type: Vec<&'static str>,
+    action_payload: Vec<&'a str>,
+    created_by: Vec<&'a str>,
+    request_id: Vec<&'a str>,
+    correlation_id: Vec<&'a str>,
+    event_entity: Vec<EntityId>,
+    event_action_version: Vec<Version>,
+    event_version: Vec<Version>,
+    event_type: Vec<&'static str>,
+    event_payload: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(writes: &[&'a EntityWrite]) -> Self {
+        let mut columns = Self::default();
+        for write in writes {
+            columns.ids.push(write.entity_id);
+            columns.expected.push(write.expected_version);
+            columns.new_versions.push(write.new_version());
+            let mut version = write.expected_version;
+            for (action, after) in write.actions.iter().zip(write.versions_after()) {
+                columns.action_entity.push(write.entity_id);
+                columns.action_entity_type.push(write.entity_type);
+                columns.action_version.push(after);
+                columns.action_type.push(action.action_type);
+                columns.action_payload.push(&action.payload);
+                columns.created_by.push(&action.ctx.user_id);
+                columns.request_id.push(&action.ctx.request_id);
+                columns.correlation_id.push(&action.ctx.correlation_id);
+                for (event_type, payload) in action.event_types.iter().zip(&action.event_payloads) {
+                    version += 1;
+                    columns.event_entity.push(write.entity_id);
+                    columns.event_action_version.push(after);
+                    columns.event_version.push(version);
+                    columns.event_type.push(event_type);
+                    columns.event_payload.push(payload);
+                }
+            }
+        }
+        columns
+    }
+}
 
 pub(super) async fn append(
     conn: &mut PgConnection,
-    append: &Append<'_>,
-) -> Result<bool, sqlx::Error> {
-    let new_version = append.expected_version + append.event_types.len() as Version;
-    let action_id: Option<i64> = sqlx::query_scalar(APPEND)
-        .bind(append.entity_id)
-        .bind(append.expected_version)
-        .bind(new_version)
-        .bind(append.entity_type)
-        .bind(append.action_type)
-        .bind(append.action_payload)
-        .bind(&append.ctx.user_id)
-        .bind(&append.ctx.request_id)
-        .bind(&append.ctx.correlation_id)
-        .bind(append.event_types)
-        .bind(append.event_payloads)
-        .fetch_optional(conn)
+    writes: &[&EntityWrite],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let columns = Columns::of(writes);
+    let bumped: Vec<EntityId> = sqlx::query_scalar(APPEND)
+        .bind(&columns.ids)
+        .bind(&columns.expected)
+        .bind(&columns.new_versions)
+        .bind(&columns.action_entity)
+        .bind(&columns.action_entity_type)
+        .bind(&columns.action_version)
+        .bind(&columns.action_type)
+        .bind(&columns.action_payload)
+        .bind(&columns.created_by)
+        .bind(&columns.request_id)
+        .bind(&columns.correlation_id)
+        .bind(&columns.event_entity)
+        .bind(&columns.event_action_version)
+        .bind(&columns.event_version)
+        .bind(&columns.event_type)
+        .bind(&columns.event_payload)
+        .fetch_all(conn)
         .await?;
-    Ok(action_id.is_some())
+    Ok(writes
+        .iter()
+        .map(|write| bumped.contains(&write.entity_id))
+        .collect())
+}
+
+pub(super) async fn truncate(
+    conn: &mut PgConnection,
+    entity_id: EntityId,
+    version: Version,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH events AS (DELETE FROM entities.entity_events WHERE entity_id = $1 AND entity_version > $2), \
+              actions AS (DELETE FROM entities.entity_actions WHERE entity_id = $1 AND entity_version > $2) \
+         UPDATE entities.entities SET version = $2 WHERE id = $1",
+    )
+    .bind(entity_id)
+    .bind(version)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 pub(super) async fn history(

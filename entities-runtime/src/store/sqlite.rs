@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
-use super::{Append, EntityRow, HistoryRow, StoredEvent};
+use super::{EntityRow, EntityWrite, HistoryRow, StoredEvent};
 use crate::entity::{EntityId, Version};
 
 pub(super) async fn entity_row(
@@ -78,62 +78,89 @@ pub(super) async fn insert_entity(
         .await
 }
 
-/// SQLite has no data-modifying CTEs, so the version check is its own statement; every
-/// statement here is an in-process call on a prepared statement, not a round trip.
+/// SQLite has no data-modifying CTEs, so each row is its own statement; every statement here
+/// is an in-process call on a prepared statement, not a round trip.
 pub(super) async fn append(
     conn: &mut SqliteConnection,
-    append: &Append<'_>,
-) -> Result<bool, sqlx::Error> {
-    let new_version = append.expected_version + append.event_types.len() as Version;
+    writes: &[&EntityWrite],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut appended = Vec::with_capacity(writes.len());
+    for write in writes {
+        appended.push(append_one(conn, write).await?);
+    }
+    Ok(appended)
+}
+
+async fn append_one(conn: &mut SqliteConnection, write: &EntityWrite) -> Result<bool, sqlx::Error> {
     let bumped = sqlx::query(
         "UPDATE entities SET version = $3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
          WHERE id = $1 AND version = $2",
     )
-    .bind(append.entity_id)
-    .bind(append.expected_version)
-    .bind(new_version)
+    .bind(write.entity_id)
+    .bind(write.expected_version)
+    .bind(write.new_version())
     .execute(&mut *conn)
     .await?;
     if bumped.rows_affected() != 1 {
         return Ok(false);
     }
-    let action_id: i64 = sqlx::query_scalar(
-        "INSERT INTO entity_actions (entity_id, entity_type, type, payload, created_by, request_id, correlation_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-    )
-    .bind(append.entity_id)
-    .bind(append.entity_type)
-    .bind(append.action_type)
-    .bind(append.action_payload)
-    .bind(&append.ctx.user_id)
-    .bind(&append.ctx.request_id)
-    .bind(&append.ctx.correlation_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    for (n, (event_type, payload)) in append
-        .event_types
-        .iter()
-        .zip(append.event_payloads)
-        .enumerate()
-    {
-        sqlx::query(
-            "INSERT INTO entity_events \
-             (entity_id, entity_type, entity_version, type, payload, action_id, created_by, request_id, correlation_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    let mut version = write.expected_version;
+    for (action, after) in write.actions.iter().zip(write.versions_after()) {
+        let action_id: i64 = sqlx::query_scalar(
+            "INSERT INTO entity_actions \
+             (entity_id, entity_type, entity_version, type, payload, created_by, request_id, correlation_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
-        .bind(append.entity_id)
-        .bind(append.entity_type)
-        .bind(append.expected_version + n as Version + 1)
-        .bind(*event_type)
-        .bind(payload)
-        .bind(action_id)
-        .bind(&append.ctx.user_id)
-        .bind(&append.ctx.request_id)
-        .bind(&append.ctx.correlation_id)
-        .execute(&mut *conn)
+        .bind(write.entity_id)
+        .bind(write.entity_type)
+        .bind(after)
+        .bind(action.action_type)
+        .bind(&action.payload)
+        .bind(&action.ctx.user_id)
+        .bind(&action.ctx.request_id)
+        .bind(&action.ctx.correlation_id)
+        .fetch_one(&mut *conn)
         .await?;
+        for (event_type, payload) in action.event_types.iter().zip(&action.event_payloads) {
+            version += 1;
+            sqlx::query(
+                "INSERT INTO entity_events \
+                 (entity_id, entity_type, entity_version, type, payload, action_id, created_by, request_id, correlation_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(write.entity_id)
+            .bind(write.entity_type)
+            .bind(version)
+            .bind(*event_type)
+            .bind(payload)
+            .bind(action_id)
+            .bind(&action.ctx.user_id)
+            .bind(&action.ctx.request_id)
+            .bind(&action.ctx.correlation_id)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     Ok(true)
+}
+
+pub(super) async fn truncate(
+    conn: &mut SqliteConnection,
+    entity_id: EntityId,
+    version: Version,
+) -> Result<(), sqlx::Error> {
+    for sql in [
+        "DELETE FROM entity_events WHERE entity_id = $1 AND entity_version > $2",
+        "DELETE FROM entity_actions WHERE entity_id = $1 AND entity_version > $2",
+        "UPDATE entities SET version = $2 WHERE id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(entity_id)
+            .bind(version)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 pub(super) async fn history(

@@ -1,0 +1,399 @@
+//! An entity's worker: runs while its inbox has work. It loads the entity, decides the queued
+//! actions one after the other as a chain, hands the chain to the committers, publishes each
+//! committed state, snapshots, and leaves memory when asked to (idle or shutdown).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::Instrument;
+
+use crate::commit::{Outcome, ProjectFn};
+use crate::context::Context;
+use crate::entity::{Entity, Tagged, Version};
+use crate::error::{Error, Failure};
+use crate::persist::{self, Decision};
+use crate::registry::{Command, Reply, Slot};
+use crate::replay;
+use crate::runtime::Shared;
+use crate::store::{ActionRows, EntityWrite};
+
+/// The most actions one chain decides and commits together.
+const MAX_CHAIN: usize = 64;
+
+/// Starts the worker of `slot`, whose inbox has work.
+pub(crate) fn start<E: Entity>(shared: &Arc<Shared>, slot: Arc<Slot<E>>) {
+    shared.tasks.spawn(run(shared.clone(), slot));
+}
+
+async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
+    let mut worker = Worker { shared, slot };
+    loop {
+        let commands = worker.slot.next_commands(MAX_CHAIN);
+        if commands.is_empty() {
+            return;
+        }
+        if worker.slot.state.load().is_none()
+            && let Err(failure) = worker.load().await
+        {
+            worker.fail(commands, failure);
+            if worker.shared.registry.leave(&*worker.slot) {
+                return;
+            }
+            continue;
+        }
+        let mut actions = Vec::new();
+        let mut leave = false;
+        for command in commands {
+            match command {
+                Command::Get(reply) => {
+                    let _ = reply.send(Ok(worker.state()));
+                }
+                Command::Act { ctx, action, reply } => {
+                    actions.push(Queued::new(ctx, action, reply))
+                }
+                Command::Leave => leave = true,
+            }
+        }
+        if !actions.is_empty() {
+            worker.act(actions).await;
+        }
+        if leave || worker.shared.shutdown.is_cancelled() {
+            worker.snapshot_if_changed().await;
+            if worker.shared.registry.leave(&*worker.slot) {
+                tracing::debug!(
+                    entity_type = E::TYPE,
+                    entity_id = worker.slot.id,
+                    "entity left memory"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// A queued action and its caller.
+struct Queued<E: Entity> {
+    ctx: Arc<Context>,
+    action: E::Action,
+    reply: Reply<E>,
+    /// Its payload, encoded once however often it is decided.
+    payload: String,
+    conflicts: u32,
+    span: tracing::Span,
+}
+
+impl<E: Entity> Queued<E> {
+    fn new(ctx: Arc<Context>, action: E::Action, reply: Reply<E>) -> Self {
+        let span = tracing::info_span!(
+            "action",
+            entity_type = E::TYPE,
+            entity_id = tracing::field::Empty,
+            action = action.type_tag(),
+            version = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        Self {
+            ctx,
+            action,
+            reply,
+            payload: String::new(),
+            conflicts: 0,
+            span,
+        }
+    }
+
+    fn answer(self, result: Result<Arc<E>, Error<E::Error>>) {
+        if let Ok(state) = &result {
+            self.span.record("version", state.version());
+        }
+        self.span.record("outcome", outcome(&result));
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Actions decided one after the other, each on the state the one before it left.
+struct Chain<E: Entity> {
+    /// In order, each with the index of its decision (`None`: it decided no events).
+    items: Vec<(Queued<E>, Option<usize>)>,
+    decisions: Vec<Arc<Decision<E>>>,
+    /// The rows of each decision, for the committer.
+    rows: Vec<ActionRows>,
+}
+
+struct Worker<E: Entity> {
+    shared: Arc<Shared>,
+    slot: Arc<Slot<E>>,
+}
+
+impl<E: Entity> Worker<E> {
+    fn state(&self) -> Arc<E> {
+        self.slot
+            .state
+            .load_full()
+            .unwrap_or_else(|| unreachable!("the worker loads the entity before serving it"))
+    }
+
+    fn publish(&self, state: Arc<E>) {
+        self.slot.state.store(Some(state));
+    }
+
+    async fn load(&self) -> Result<(), Failure> {
+        let loaded = replay::load::<E>(&self.shared.store, self.slot.id).await?;
+        self.slot
+            .snapshot_version
+            .store(loaded.snapshot_version, Ordering::Relaxed);
+        self.slot.stale.store(false, Ordering::Relaxed);
+        self.publish(Arc::new(loaded.state));
+        Ok(())
+    }
+
+    /// A load failed: every caller of these commands gets the failure.
+    fn fail(&self, commands: Vec<Command<E>>, failure: Failure) {
+        for command in commands {
+            if let Command::Get(reply) | Command::Act { reply, .. } = command {
+                let _ = reply.send(Err(failure.clone().into_error(E::TYPE, self.slot.id)));
+            }
+        }
+    }
+
+    /// Decides `queued` as chains and commits them, until each is answered: committed, refused,
+    /// or given up after `max_attempts` version conflicts.
+    async fn act(&mut self, queued: Vec<Queued<E>>) {
+        let id = self.slot.id;
+        let mut encoded = Vec::with_capacity(queued.len());
+        for mut item in queued {
+            item.span.record("entity_id", id);
+            match persist::encode_action::<E>(&item.action, id) {
+                Ok(payload) => {
+                    item.payload = payload;
+                    encoded.push(item);
+                }
+                Err(error) => item.answer(Err(error)),
+            }
+        }
+        let mut queued = encoded;
+        let mut panicked = false;
+        while !queued.is_empty() {
+            if self.slot.stale.load(Ordering::Relaxed)
+                && let Err(failure) = self.catch_up().await
+            {
+                for item in queued.drain(..) {
+                    item.answer(Err(failure.clone().into_error(E::TYPE, id)));
+                }
+                break;
+            }
+            let mut chain = self.decide_chain(std::mem::take(&mut queued), &mut panicked);
+            if chain.decisions.is_empty() {
+                // Only actions that decided no events: each is answered with the state as it is.
+                for (item, _) in chain.items {
+                    item.answer(Ok(self.state()));
+                }
+                continue;
+            }
+            let outcomes = self
+                .commit(&chain.decisions, std::mem::take(&mut chain.rows))
+                .await;
+            queued = self.settle(chain, outcomes);
+        }
+        if panicked {
+            // User code panicked: reload from the database rather than trust anything in memory.
+            if self.load().await.is_err() {
+                self.slot.stale.store(true, Ordering::Relaxed);
+            }
+        } else if self
+            .shared
+            .config
+            .snapshot_due(self.state().version() - self.slot.snapshot_version())
+        {
+            self.snapshot_if_changed().await;
+        }
+    }
+
+    /// Decides each action on the state the one before it left. Refusals are answered at once;
+    /// the rest form the chain.
+    fn decide_chain(&self, queued: Vec<Queued<E>>, panicked: &mut bool) -> Chain<E> {
+        let mut state = self.state();
+        let mut chain = Chain {
+            items: Vec::with_capacity(queued.len()),
+            decisions: Vec::new(),
+            rows: Vec::new(),
+        };
+        for item in queued {
+            // The version it was decided on; a commit records the version it led to.
+            item.span.record("version", state.version());
+            let decided = {
+                let _entered = item.span.enter();
+                persist::decide(&state, &item.ctx, &item.action, &item.payload)
+            };
+            match decided {
+                Ok(Some((decision, rows))) => {
+                    state = decision.after.clone();
+                    chain.items.push((item, Some(chain.decisions.len())));
+                    chain.decisions.push(Arc::new(decision));
+                    chain.rows.push(rows);
+                }
+                Ok(None) => chain.items.push((item, None)),
+                Err(error) => {
+                    *panicked |= matches!(error, Error::Panicked { .. });
+                    item.answer(Err(error));
+                }
+            }
+        }
+        chain
+    }
+
+    async fn commit(&self, decisions: &[Arc<Decision<E>>], rows: Vec<ActionRows>) -> Vec<Outcome> {
+        let write = EntityWrite {
+            entity_type: E::TYPE,
+            entity_id: self.slot.id,
+            expected_version: decisions[0].before.version(),
+            actions: rows,
+        };
+        let projections = decisions.iter().map(projection).collect();
+        self.shared
+            .committer
+            .commit(write, projections)
+            .instrument(tracing::debug_span!("commit", entity_id = self.slot.id))
+            .await
+    }
+
+    /// Publishes each committed state and answers its caller, in chain order; returns the
+    /// actions to decide again.
+    fn settle(&mut self, chain: Chain<E>, outcomes: Vec<Outcome>) -> Vec<Queued<E>> {
+        let Chain {
+            items, decisions, ..
+        } = chain;
+        let mut outcomes: Vec<Option<Outcome>> = outcomes.into_iter().map(Some).collect();
+        let mut committed: Option<Arc<E>> = None;
+        let mut again = Vec::new();
+        let mut broken = false;
+        for (mut item, decision) in items {
+            let Some(index) = decision else {
+                // No events: its state is the one the chain had reached, if that stands.
+                if broken {
+                    again.push(item);
+                } else {
+                    let state = committed.clone().unwrap_or_else(|| self.state());
+                    item.answer(Ok(state));
+                }
+                continue;
+            };
+            match outcomes[index].take() {
+                Some(Outcome::Committed) => {
+                    // Published before the caller hears of it: its next `get` sees its write.
+                    let after = decisions[index].after.clone();
+                    self.publish(after.clone());
+                    committed = Some(after.clone());
+                    item.answer(Ok(after));
+                }
+                Some(Outcome::Conflict) => {
+                    broken = true;
+                    self.slot.stale.store(true, Ordering::Relaxed);
+                    item.conflicts += 1;
+                    if item.conflicts >= self.shared.config.max_attempts {
+                        let attempts = item.conflicts;
+                        item.answer(Err(Error::Conflict {
+                            entity_type: E::TYPE,
+                            id: self.slot.id,
+                            attempts,
+                        }));
+                    } else {
+                        tracing::debug!(parent: &item.span, attempt = item.conflicts, "version conflict; catching up");
+                        again.push(item);
+                    }
+                }
+                Some(Outcome::Retry) => {
+                    broken = true;
+                    again.push(item);
+                }
+                Some(Outcome::Refused(error)) => {
+                    broken = true;
+                    let error = *error.downcast::<Error<E::Error>>().unwrap_or_else(|_| {
+                        unreachable!("a projection refuses with its entity's error")
+                    });
+                    item.answer(Err(error));
+                }
+                Some(Outcome::Storage {
+                    error,
+                    maybe_committed,
+                }) => {
+                    broken = true;
+                    if maybe_committed {
+                        self.slot.stale.store(true, Ordering::Relaxed);
+                    }
+                    item.answer(Err(Error::Storage(error)));
+                }
+                None => unreachable!("each decision has one outcome"),
+            }
+        }
+        again
+    }
+
+    /// Applies the events other writers stored since the published version, and publishes them.
+    async fn catch_up(&self) -> Result<(), Failure> {
+        let mut state = (*self.state()).clone();
+        replay::catch_up(&self.shared.store, self.slot.id, &mut state).await?;
+        self.publish(Arc::new(state));
+        self.slot.stale.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn snapshot_if_changed(&self) {
+        let Some(state) = self.slot.state.load_full() else {
+            return;
+        };
+        let version: Version = state.version();
+        if version <= self.slot.snapshot_version() || self.slot.stale.load(Ordering::Relaxed) {
+            return;
+        }
+        let saved = match serde_json::to_string(&*state) {
+            Ok(snapshot) => {
+                self.shared
+                    .store
+                    .save_snapshot(self.slot.id, version, &snapshot)
+                    .await
+            }
+            Err(error) => {
+                tracing::warn!(entity_type = E::TYPE, entity_id = self.slot.id, %error, "state does not serialize; no snapshot");
+                return;
+            }
+        };
+        match saved {
+            Ok(_) => self.slot.snapshot_version.store(version, Ordering::Relaxed),
+            Err(error) => {
+                tracing::warn!(entity_type = E::TYPE, entity_id = self.slot.id, %error, "snapshot not saved")
+            }
+        }
+    }
+}
+
+/// The projections of one decided action, for the committer to run in its transaction.
+fn projection<E: Entity>(decision: &Arc<Decision<E>>) -> Option<ProjectFn> {
+    if !decision.is_projected() {
+        return None;
+    }
+    let decision = decision.clone();
+    Some(Box::new(move |tx| {
+        Box::pin(async move {
+            decision
+                .project(tx)
+                .await
+                .map_err(|error| Box::new(error) as Box<dyn std::any::Any + Send>)
+        })
+    }))
+}
+
+pub(crate) fn outcome<E, D>(result: &Result<E, Error<D>>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(Error::Rejected(_)) => "rejected",
+        Err(Error::NotFound { .. }) => "not_found",
+        Err(Error::Conflict { .. }) => "conflict",
+        Err(Error::Constraint { .. }) => "constraint",
+        Err(Error::Corrupt { .. }) => "corrupt",
+        Err(Error::Payload { .. }) => "payload",
+        Err(Error::Storage(_)) => "storage",
+        Err(Error::Panicked { .. }) => "panicked",
+        Err(Error::ShuttingDown) => "shutting_down",
+    }
+}
