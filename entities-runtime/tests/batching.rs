@@ -1,0 +1,125 @@
+//! Group commit: what is ready together commits in one transaction, and each action stays
+//! isolated: one action's failure neither fails nor holds back its neighbours.
+
+mod support;
+
+use entities_runtime::testing::TestDatabase;
+use entities_runtime::{Backend, Error, Runtime};
+use futures::future::join_all;
+use support::*;
+
+on_both_backends!(
+    actions_of_many_entities_commit_together_and_one_failure_spares_the_rest,
+    actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain_spares_the_rest,
+);
+
+/// Occupies the only committer with a slow projection, so what is sent meanwhile piles up
+/// into the next batch.
+async fn hold_the_committer(runtime: &Runtime) -> tokio::task::JoinHandle<()> {
+    let blocker = runtime.entity::<Counter>(new_counter(runtime, "blocker").await.id);
+    let handle = tokio::spawn(async move {
+        blocker.send_action(&ctx(), Rename { name: SLOW_PROJECTION.into() }).await.expect("slow rename");
+    });
+    tokio::time::sleep(SLOW_PROJECTION_TIME / 8).await;
+    handle
+}
+
+/// How many transactions wrote the events of `ids` at `version` (Postgres records each
+/// event's transaction; SQLite does not, so there it is not checked).
+async fn transactions(runtime: &Runtime, ids: &[i64], version: i64) -> Option<i64> {
+    if runtime.backend() != Backend::Postgres {
+        return None;
+    }
+    let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+    scalar(
+        runtime,
+        &format!(
+            "SELECT count(DISTINCT transaction_id) FROM entities.entity_events \
+             WHERE entity_id IN ({ids}) AND entity_version = {version}"
+        ),
+    )
+    .await
+}
+
+async fn actions_of_many_entities_commit_together_and_one_failure_spares_the_rest(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    new_counter(&runtime, "taken").await;
+    let mut ids = Vec::new();
+    for n in 0..8 {
+        ids.push(new_counter(&runtime, &format!("neighbour {n}")).await.id);
+    }
+    let unlucky = runtime.entity::<Counter>(new_counter(&runtime, "unlucky").await.id);
+    let unlucky_before = stored(&runtime, unlucky.id()).await;
+
+    let blocker = hold_the_committer(&runtime).await;
+    let adds = join_all(ids.iter().map(|&id| {
+        let entity = runtime.entity::<Counter>(id);
+        async move { entity.send_action(&ctx(), Add { amount: id }).await }
+    }));
+    let clash_ctx = ctx();
+    let clash = unlucky.send_action(&clash_ctx, Rename { name: "taken".into() });
+    let (adds, clash) = tokio::join!(adds, clash);
+    blocker.await.unwrap();
+
+    assert!(matches!(clash, Err(Error::Constraint { .. })), "{clash:?}");
+    assert_eq!(stored(&runtime, unlucky.id()).await, unlucky_before, "the failed action left nothing");
+    for (id, added) in ids.iter().zip(adds) {
+        assert_eq!(added.expect("neighbours commit").total, *id);
+        assert_eq!(read_model(&runtime, *id).await.map(|row| row.1), Some(*id));
+    }
+    if let Some(transactions) = transactions(&runtime, &ids, 2).await {
+        assert_eq!(transactions, 1, "the eight neighbours committed in one transaction");
+    }
+    runtime.shutdown().await;
+}
+
+async fn actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain_spares_the_rest(
+    backend: Backend,
+) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    new_counter(&runtime, "taken").await;
+    let counter = runtime.entity::<Counter>(new_counter(&runtime, "chained").await.id);
+
+    let blocker = hold_the_committer(&runtime).await;
+    // The first waits behind the blocker; the rest queue behind it and are decided as one chain.
+    let actions: [CounterAction; 5] = [
+        Add { amount: 1 }.into(),
+        Add { amount: 2 }.into(),
+        Rename { name: "taken".into() }.into(),
+        Add { amount: 3 }.into(),
+        Add { amount: 4 }.into(),
+    ];
+    let ctx = ctx();
+    // Polled in order, so queued in order.
+    let results = join_all(actions.map(|action| counter.send_action(&ctx, action))).await;
+    blocker.await.unwrap();
+
+    let versions: Vec<_> = results.iter().map(|result| result.as_ref().map(|state| state.version)).collect();
+    assert!(matches!(results[2], Err(Error::Constraint { .. })), "{:?}", results[2]);
+    assert_eq!(
+        [&versions[0], &versions[1], &versions[3], &versions[4]].map(|v| *v.as_ref().unwrap()),
+        [2, 3, 4, 5],
+        "the actions after the failure were decided again and committed"
+    );
+    let state = counter.get().await.unwrap();
+    assert_eq!((state.total, state.adds.clone(), state.name.clone()), (10, vec![1, 2, 3, 4], "chained".into()));
+    let stored = stored(&runtime, counter.id()).await;
+    assert_eq!(stored.event_versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(stored.read_model, Some(("chained".into(), 10, 5)));
+    assert_eq!(cold_load(&db, counter.id()).await, *state);
+    if backend == Backend::Postgres {
+        let chain = scalar(
+            &runtime,
+            &format!(
+                "SELECT count(DISTINCT transaction_id) FROM entities.entity_events \
+                 WHERE entity_id = {} AND entity_version IN (4, 5)",
+                counter.id()
+            ),
+        )
+        .await;
+        assert_eq!(chain, Some(1), "the two actions decided again after the failure committed as one chain");
+    }
+    runtime.shutdown().await;
+}
