@@ -197,6 +197,7 @@ async fn write_batch(
         Ok(appended) => appended,
         Err(error) => return all_failed(writes, error, false),
     };
+    let alone = writes.len() == 1 && writes[0].actions.len() == 1;
     let mut outcomes = Vec::with_capacity(writes.len());
     for ((write, appended), projections) in writes.iter().zip(appended).zip(projections) {
         if !appended {
@@ -215,6 +216,12 @@ async fn write_batch(
             }
             let refused = match projection {
                 None => None,
+                // Alone in its transaction, an action needs no savepoint: its failure rolls back
+                // the whole transaction, which holds nothing else. Two round trips saved.
+                Some(project) if alone => match project(&mut tx.projection()).await {
+                    Ok(()) => None,
+                    Err(refusal) => return vec![vec![Outcome::Refused(refusal)]],
+                },
                 Some(project) => match tx.isolated(project).await {
                     Ok(Ok(())) => None,
                     Ok(Err(refusal)) => Some(refusal),
