@@ -18,7 +18,15 @@ on_both_backends!(
 async fn hold_the_committer(runtime: &Runtime) -> tokio::task::JoinHandle<()> {
     let blocker = runtime.entity::<Counter>(new_counter(runtime, "blocker").await.id);
     let handle = tokio::spawn(async move {
-        blocker.send_action(&ctx(), Rename { name: SLOW_PROJECTION.into() }).await.expect("slow rename");
+        blocker
+            .send_action(
+                &ctx(),
+                Rename {
+                    name: SLOW_PROJECTION.into(),
+                },
+            )
+            .await
+            .expect("slow rename");
     });
     tokio::time::sleep(SLOW_PROJECTION_TIME / 8).await;
     handle
@@ -30,7 +38,11 @@ async fn transactions(runtime: &Runtime, ids: &[i64], version: i64) -> Option<i6
     if runtime.backend() != Backend::Postgres {
         return None;
     }
-    let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+    let ids = ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     scalar(
         runtime,
         &format!(
@@ -41,7 +53,9 @@ async fn transactions(runtime: &Runtime, ids: &[i64], version: i64) -> Option<i6
     .await
 }
 
-async fn actions_of_many_entities_commit_together_and_one_failure_spares_the_rest(backend: Backend) {
+async fn actions_of_many_entities_commit_together_and_one_failure_spares_the_rest(
+    backend: Backend,
+) {
     let db = TestDatabase::new(backend).await;
     let runtime = runtime_with(&db, |b| b.committers(1)).await;
     new_counter(&runtime, "taken").await;
@@ -58,18 +72,30 @@ async fn actions_of_many_entities_commit_together_and_one_failure_spares_the_res
         async move { entity.send_action(&ctx(), Add { amount: id }).await }
     }));
     let clash_ctx = ctx();
-    let clash = unlucky.send_action(&clash_ctx, Rename { name: "taken".into() });
+    let clash = unlucky.send_action(
+        &clash_ctx,
+        Rename {
+            name: "taken".into(),
+        },
+    );
     let (adds, clash) = tokio::join!(adds, clash);
     blocker.await.unwrap();
 
     assert!(matches!(clash, Err(Error::Constraint { .. })), "{clash:?}");
-    assert_eq!(stored(&runtime, unlucky.id()).await, unlucky_before, "the failed action left nothing");
+    assert_eq!(
+        stored(&runtime, unlucky.id()).await,
+        unlucky_before,
+        "the failed action left nothing"
+    );
     for (id, added) in ids.iter().zip(adds) {
         assert_eq!(added.expect("neighbours commit").total, *id);
         assert_eq!(read_model(&runtime, *id).await.map(|row| row.1), Some(*id));
     }
     if let Some(transactions) = transactions(&runtime, &ids, 2).await {
-        assert_eq!(transactions, 1, "the eight neighbours committed in one transaction");
+        assert_eq!(
+            transactions, 1,
+            "the eight neighbours committed in one transaction"
+        );
     }
     runtime.shutdown().await;
 }
@@ -87,7 +113,10 @@ async fn actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain
     let actions: [CounterAction; 5] = [
         Add { amount: 1 }.into(),
         Add { amount: 2 }.into(),
-        Rename { name: "taken".into() }.into(),
+        Rename {
+            name: "taken".into(),
+        }
+        .into(),
         Add { amount: 3 }.into(),
         Add { amount: 4 }.into(),
     ];
@@ -96,15 +125,25 @@ async fn actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain
     let results = join_all(actions.map(|action| counter.send_action(&ctx, action))).await;
     blocker.await.unwrap();
 
-    let versions: Vec<_> = results.iter().map(|result| result.as_ref().map(|state| state.version)).collect();
-    assert!(matches!(results[2], Err(Error::Constraint { .. })), "{:?}", results[2]);
+    let versions: Vec<_> = results
+        .iter()
+        .map(|result| result.as_ref().map(|state| state.version))
+        .collect();
+    assert!(
+        matches!(results[2], Err(Error::Constraint { .. })),
+        "{:?}",
+        results[2]
+    );
     assert_eq!(
         [&versions[0], &versions[1], &versions[3], &versions[4]].map(|v| *v.as_ref().unwrap()),
         [2, 3, 4, 5],
         "the actions after the failure were decided again and committed"
     );
     let state = counter.get().await.unwrap();
-    assert_eq!((state.total, state.adds.clone(), state.name.clone()), (10, vec![1, 2, 3, 4], "chained".into()));
+    assert_eq!(
+        (state.total, state.adds.clone(), state.name.clone()),
+        (10, vec![1, 2, 3, 4], "chained".into())
+    );
     let stored = stored(&runtime, counter.id()).await;
     assert_eq!(stored.event_versions, vec![1, 2, 3, 4, 5]);
     assert_eq!(stored.read_model, Some(("chained".into(), 10, 5)));
@@ -119,7 +158,11 @@ async fn actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain
             ),
         )
         .await;
-        assert_eq!(chain, Some(1), "the two actions decided again after the failure committed as one chain");
+        assert_eq!(
+            chain,
+            Some(1),
+            "the two actions decided again after the failure committed as one chain"
+        );
     }
     runtime.shutdown().await;
 }

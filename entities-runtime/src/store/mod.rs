@@ -285,22 +285,28 @@ impl StoreTx {
 
     /// Runs `project` inside a savepoint: when it fails, what it wrote is rolled back and the
     /// rest of the transaction stands.
+    ///
+    /// The savepoint is not released on success: the next action's `SAVEPOINT` of the same name
+    /// stacks on it (both backends keep the older one) and `COMMIT` releases them all, which
+    /// saves a round trip per action.
     pub async fn isolated<T, F>(&mut self, project: F) -> Result<Result<(), T>, sqlx::Error>
     where
         F: for<'a, 'c> FnOnce(&'a mut Tx<'c>) -> futures::future::BoxFuture<'a, Result<(), T>>,
     {
-        use sqlx::Connection;
+        self.raw("SAVEPOINT entities_action").await?;
+        match project(&mut self.projection()).await {
+            Ok(()) => Ok(Ok(())),
+            Err(refusal) => {
+                self.raw("ROLLBACK TO SAVEPOINT entities_action").await?;
+                Ok(Err(refusal))
+            }
+        }
+    }
+
+    async fn raw(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
         match self {
-            StoreTx::Postgres(tx) => {
-                let mut savepoint = (**tx).begin().await?;
-                let result = project(&mut Tx::postgres_tx(&mut savepoint)).await;
-                finish_savepoint(savepoint, result).await
-            }
-            StoreTx::Sqlite(tx) => {
-                let mut savepoint = (**tx).begin().await?;
-                let result = project(&mut Tx::sqlite_tx(&mut savepoint)).await;
-                finish_savepoint(savepoint, result).await
-            }
+            StoreTx::Postgres(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
+            StoreTx::Sqlite(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
         }
     }
 
@@ -309,16 +315,6 @@ impl StoreTx {
             StoreTx::Postgres(tx) => tx.commit().await,
             StoreTx::Sqlite(tx) => tx.commit().await,
         }
-    }
-}
-
-async fn finish_savepoint<DB: sqlx::Database, T>(
-    savepoint: sqlx::Transaction<'_, DB>,
-    result: Result<(), T>,
-) -> Result<Result<(), T>, sqlx::Error> {
-    match result {
-        Ok(()) => savepoint.commit().await.map(Ok),
-        Err(error) => savepoint.rollback().await.map(|()| Err(error)),
     }
 }
 
