@@ -19,6 +19,23 @@ use crate::context::Context;
 use crate::entity::{EntityId, Version};
 use crate::projection::{Backend, Tx};
 
+/// Runs `$body` on whichever pool `$store` holds, with `$sql` bound to that backend's version
+/// of a query: the queries both backends share are written once.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident, $sql:ident = $name:ident => $body:expr) => {
+        match $store {
+            Store::Postgres($pool) => {
+                let $sql = postgres::$name;
+                $body
+            }
+            Store::Sqlite($pool) => {
+                let $sql = sqlite::$name;
+                $body
+            }
+        }
+    };
+}
+
 /// A connection pool to the database the runtime stores in.
 #[derive(Clone, Debug)]
 pub(crate) enum Store {
@@ -173,10 +190,17 @@ impl Store {
     }
 
     pub async fn entity_row(&self, id: EntityId) -> Result<Option<EntityRow>, sqlx::Error> {
-        match self {
-            Store::Postgres(pool) => postgres::entity_row(pool, id).await,
-            Store::Sqlite(pool) => sqlite::entity_row(pool, id).await,
-        }
+        let row: Option<(String, Version, Option<String>, Option<Version>)> = on_pool!(self, pool, sql = ENTITY_ROW => {
+            sqlx::query_as(sql).bind(id).fetch_optional(pool).await?
+        });
+        Ok(row.map(
+            |(entity_type, version, snapshot, snapshot_version)| EntityRow {
+                entity_type,
+                version,
+                snapshot,
+                snapshot_version,
+            },
+        ))
     }
 
     /// The events of `id` after `version`, in order.
@@ -185,10 +209,17 @@ impl Store {
         id: EntityId,
         version: Version,
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        match self {
-            Store::Postgres(pool) => postgres::events_after(pool, id, version).await,
-            Store::Sqlite(pool) => sqlite::events_after(pool, id, version).await,
-        }
+        let rows: Vec<(Version, String, String)> = on_pool!(self, pool, sql = EVENTS_AFTER => {
+            sqlx::query_as(sql).bind(id).bind(version).fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(version, event_type, payload)| StoredEvent {
+                version,
+                event_type,
+                payload,
+            })
+            .collect())
     }
 
     /// The events of entity `id` of type `entity_type` with their actions, oldest first.
@@ -197,10 +228,9 @@ impl Store {
         entity_type: &str,
         id: EntityId,
     ) -> Result<Vec<EventRecord>, sqlx::Error> {
-        let rows = match self {
-            Store::Postgres(pool) => postgres::history(pool, entity_type, id).await?,
-            Store::Sqlite(pool) => sqlite::history(pool, entity_type, id).await?,
-        };
+        let rows: Vec<HistoryRow> = on_pool!(self, pool, sql = HISTORY => {
+            sqlx::query_as(sql).bind(id).bind(entity_type).fetch_all(pool).await?
+        });
         rows.into_iter()
             .map(|row| {
                 let payload = serde_json::from_str(&row.2)
@@ -220,18 +250,19 @@ impl Store {
             .collect()
     }
 
-    /// Stores `snapshot` as the state at `version`, unless a snapshot as new or newer is there
-    /// already. Returns whether it was written.
+    /// Stores `snapshot` as the state at `version`, unless a newer snapshot is there already
+    /// (one of the same version is rewritten: it may be one that no longer decodes). Returns
+    /// whether it was written.
     pub async fn save_snapshot(
         &self,
         id: EntityId,
         version: Version,
         snapshot: &str,
     ) -> Result<bool, sqlx::Error> {
-        match self {
-            Store::Postgres(pool) => postgres::save_snapshot(pool, id, version, snapshot).await,
-            Store::Sqlite(pool) => sqlite::save_snapshot(pool, id, version, snapshot).await,
-        }
+        let done = on_pool!(self, pool, sql = SAVE_SNAPSHOT => {
+            sqlx::query(sql).bind(id).bind(version).bind(snapshot).execute(pool).await?.rows_affected()
+        });
+        Ok(done == 1)
     }
 
     /// Closes every connection of the pool.
@@ -247,8 +278,18 @@ impl StoreTx {
     /// Inserts the `entities` row of a new entity at version 0 and returns its id.
     pub async fn insert_entity(&mut self, entity_type: &str) -> Result<EntityId, sqlx::Error> {
         match self {
-            StoreTx::Postgres(tx) => postgres::insert_entity(tx, entity_type).await,
-            StoreTx::Sqlite(tx) => sqlite::insert_entity(tx, entity_type).await,
+            StoreTx::Postgres(tx) => {
+                sqlx::query_scalar(postgres::INSERT_ENTITY)
+                    .bind(entity_type)
+                    .fetch_one(&mut **tx)
+                    .await
+            }
+            StoreTx::Sqlite(tx) => {
+                sqlx::query_scalar(sqlite::INSERT_ENTITY)
+                    .bind(entity_type)
+                    .fetch_one(&mut **tx)
+                    .await
+            }
         }
     }
 

@@ -1,83 +1,27 @@
 //! The Postgres SQL of the store (schema `entities`).
 
-use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::postgres::PgConnection;
 
-use super::{EntityRow, EntityWrite, HistoryRow, StoredEvent};
+use super::EntityWrite;
 use crate::entity::{EntityId, Version};
 
-pub(super) async fn entity_row(
-    pool: &PgPool,
-    id: EntityId,
-) -> Result<Option<EntityRow>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT type, version, snapshot::text, snapshot_version FROM entities.entities WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    row.map(|row| {
-        Ok(EntityRow {
-            entity_type: row.try_get(0)?,
-            version: row.try_get(1)?,
-            snapshot: row.try_get(2)?,
-            snapshot_version: row.try_get(3)?,
-        })
-    })
-    .transpose()
-}
+pub(super) const ENTITY_ROW: &str =
+    "SELECT type, version, snapshot::text, snapshot_version FROM entities.entities WHERE id = $1";
 
-pub(super) async fn events_after(
-    pool: &PgPool,
-    id: EntityId,
-    version: Version,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT entity_version, type, payload::text FROM entities.entity_events \
-         WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version",
-    )
-    .bind(id)
-    .bind(version)
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(StoredEvent {
-                version: row.try_get(0)?,
-                event_type: row.try_get(1)?,
-                payload: row.try_get(2)?,
-            })
-        })
-        .collect()
-}
+pub(super) const EVENTS_AFTER: &str = "SELECT entity_version, type, payload::text FROM entities.entity_events \
+     WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version";
 
-pub(super) async fn save_snapshot(
-    pool: &PgPool,
-    id: EntityId,
-    version: Version,
-    snapshot: &str,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE entities.entities SET snapshot = $3::jsonb, snapshot_version = $2 \
-         WHERE id = $1 AND version >= $2 AND (snapshot_version IS NULL OR snapshot_version < $2)",
-    )
-    .bind(id)
-    .bind(version)
-    .bind(snapshot)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
+pub(super) const SAVE_SNAPSHOT: &str = "UPDATE entities.entities SET snapshot = $3::jsonb, snapshot_version = $2 \
+     WHERE id = $1 AND version >= $2 AND (snapshot_version IS NULL OR snapshot_version <= $2)";
 
-pub(super) async fn insert_entity(
-    conn: &mut PgConnection,
-    entity_type: &str,
-) -> Result<EntityId, sqlx::Error> {
-    sqlx::query_scalar("INSERT INTO entities.entities (type, version) VALUES ($1, 0) RETURNING id")
-        .bind(entity_type)
-        .fetch_one(conn)
-        .await
-}
+pub(super) const INSERT_ENTITY: &str =
+    "INSERT INTO entities.entities (type, version) VALUES ($1, 0) RETURNING id";
+
+pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload::text, e.action_id, a.type, e.created_by, \
+            e.request_id, e.correlation_id, \
+            to_char(e.inserted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+     FROM entities.entity_events e JOIN entities.entity_actions a ON a.id = e.action_id \
+     WHERE e.entity_id = $1 AND e.entity_type = $2 ORDER BY e.entity_version";
 
 /// One statement, one round trip, for every entity of a batch: the version checks and bumps,
 /// the action rows and the event rows. An entity whose version check fails is not in `bumped`,
@@ -203,22 +147,4 @@ pub(super) async fn truncate(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-pub(super) async fn history(
-    pool: &PgPool,
-    entity_type: &str,
-    id: EntityId,
-) -> Result<Vec<HistoryRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT e.entity_version, e.type, e.payload::text, e.action_id, a.type, e.created_by, \
-                e.request_id, e.correlation_id, \
-                to_char(e.inserted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
-         FROM entities.entity_events e JOIN entities.entity_actions a ON a.id = e.action_id \
-         WHERE e.entity_id = $1 AND e.entity_type = $2 ORDER BY e.entity_version",
-    )
-    .bind(id)
-    .bind(entity_type)
-    .fetch_all(pool)
-    .await
 }
