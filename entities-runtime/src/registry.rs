@@ -108,6 +108,15 @@ impl<E: Entity> Slot<E> {
     }
 }
 
+impl<E: Entity> Slot<E> {
+    /// Empties the inbox and marks no worker running, returning what was queued.
+    pub fn abandon(&self) -> VecDeque<Command<E>> {
+        let mut inbox = self.inbox();
+        inbox.working = false;
+        std::mem::take(&mut inbox.commands)
+    }
+}
+
 /// A live entity of any type, as the idle sweep and shutdown see it.
 pub(crate) trait Live: Any + Send + Sync {
     /// Clears the touched flag; `true` if nothing touched the entity since the last sweep.

@@ -26,6 +26,10 @@ pub(crate) fn start<E: Entity>(shared: &Arc<Shared>, slot: Arc<Slot<E>>) {
 }
 
 async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
+    let _guard = AbandonOnPanic {
+        shared: shared.clone(),
+        slot: slot.clone(),
+    };
     let mut worker = Worker { shared, slot };
     loop {
         let commands = worker.slot.next_commands(MAX_CHAIN);
@@ -67,6 +71,23 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
                 );
                 return;
             }
+        }
+    }
+}
+
+/// User code cannot panic a worker (its panics are caught and answered); a panic of the
+/// runtime's own would leave the entity marked as worked on for ever. Instead its waiting
+/// callers are told (their reply channels close) and it leaves memory, to be loaded afresh.
+struct AbandonOnPanic<E: Entity> {
+    shared: Arc<Shared>,
+    slot: Arc<Slot<E>>,
+}
+
+impl<E: Entity> Drop for AbandonOnPanic<E> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            drop(self.slot.abandon());
+            self.shared.registry.leave(&*self.slot);
         }
     }
 }
