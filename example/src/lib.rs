@@ -1,6 +1,7 @@
 //! The ShoppingList of the original library, on `entities`: one module per feature, and the
 //! read model its projections keep.
 
+pub mod api;
 pub mod read_model;
 pub mod shopping_list;
 

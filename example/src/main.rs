@@ -1,88 +1,110 @@
-//! A scripted walkthrough of the ShoppingList on the embedded SQLite default: create, rename,
-//! add and change items, meet the domain's refusals, then print the entity, its events and the
-//! read model. `DATABASE_URL` points it elsewhere (`postgres://...` or `sqlite:...`).
+//! The ShoppingList GraphQL server: `cargo run -p example`, then open
+//! <http://127.0.0.1:4000/graphiql>. With no set-up it stores in an embedded SQLite file;
+//! `DATABASE_URL=postgres://...` puts it on Postgres. `--help` lists the settings.
 
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use entities_runtime::{Context, Error, Runtime};
-use example::shopping_list::{AddItem, ChangeQuantity, SetName};
-use example::{MIGRATIONS, ShoppingList, read_model};
+use clap::Parser;
+use entities_runtime::Runtime;
+use example::{MIGRATIONS, api};
 
-const DEFAULT_DATABASE: &str = "sqlite://shopping_list.db";
+/// Serves the ShoppingList over GraphQL (POST /api) with a GraphiQL page (GET /graphiql).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 4000)]
+    port: u16,
+    /// Database: `sqlite://FILE` (created if missing) or `postgres://...`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://shopping_list.db"
+    )]
+    database_url: String,
+    /// Seconds a shopping list stays in memory after its last use.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value_t = 60)]
+    idle_timeout: u64,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    match walkthrough().await {
+    match serve(Settings::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            tracing::error!("{error}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn walkthrough() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE.to_owned());
-    println!("database: {url}");
-    let runtime = Runtime::builder(&url).migrations(MIGRATIONS).build().await?;
-    let ctx = Context::new("walkthrough");
-
-    // Names are unique across lists, so each run picks its own.
-    let name = format!("Groceries {}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-    let list = runtime.create::<ShoppingList>(&ctx, name.clone()).await?;
-    println!("created `{}` as list {} at version {}", list.name, list.id, list.version);
-
-    let entity = runtime.entity::<ShoppingList>(list.id);
-    let renamed = entity.send_action(&ctx, SetName { name: format!("{name} (weekly)") }).await?;
-    println!("renamed to `{}`: version {}", renamed.name, renamed.version);
-
-    let milk = AddItem::new("milk", 2);
-    let milk_id = milk.id.clone();
-    entity.send_action(&ctx, milk).await?;
-    entity.send_action(&ctx, AddItem::new("bread", 1)).await?;
-    let changed = entity
-        .send_action(&ctx, ChangeQuantity { item_id: milk_id, quantity: 3 })
+async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = Runtime::builder(&settings.database_url)
+        .migrations(MIGRATIONS)
+        .idle_timeout(Duration::from_secs(settings.idle_timeout))
+        .build()
         .await?;
-    println!("added milk and bread, then 3 milk: version {}", changed.version);
-
-    println!("\nwhat the domain refuses (nothing is stored):");
-    let taken = runtime.create::<ShoppingList>(&ctx, renamed.name.clone()).await;
-    println!("  a second list named `{}`: {}", renamed.name, describe(taken));
-    let zero = entity.send_action(&ctx, AddItem::new("eggs", 0)).await;
-    println!("  0 eggs: {}", describe(zero));
-    let missing = runtime.entity::<ShoppingList>(i64::MAX).get().await;
-    println!("  list {}: {}", i64::MAX, describe(missing));
-
-    let state = entity.get().await?;
-    println!("\nthe entity, from memory:\n{}", serde_json::to_string_pretty(&*state)?);
-
-    println!("\nits events:");
-    for event in runtime.history::<ShoppingList>(list.id).await? {
-        println!(
-            "  v{} {} {} (action {} #{}, by {})",
-            event.version, event.event_type, event.payload, event.action_type, event.action_id, event.created_by
-        );
-    }
-
-    println!("\nthe read model:");
-    for row in read_model::lists(&runtime, 5, 0).await? {
-        println!("  list {} `{}`", row.id, row.name);
-    }
-    for item in read_model::items(&runtime, list.id).await? {
-        println!("  item {} x{} ({})", item.name, item.quantity, item.id);
-    }
+    let address = SocketAddr::new(settings.bind, settings.port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("cannot listen on {address}: {error}"))?;
+    let address = listener.local_addr()?;
+    tracing::info!(
+        "listening on http://{address}/api with database {}; GraphiQL at http://{address}/graphiql",
+        redacted(&settings.database_url)
+    );
+    axum::serve(listener, api::router(runtime.clone()))
+        .with_graceful_shutdown(async {
+            // No Ctrl-C handler (no terminal, say): run until killed.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tracing::info!("shutting down: finishing requests, snapshotting live lists");
+        })
+        .await?;
     runtime.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }
 
-fn describe<T>(result: Result<T, Error<example::ShoppingListError>>) -> String {
-    match result {
-        Ok(_) => "accepted?!".to_owned(),
-        Err(error) => format!("refused: {error}"),
+/// The database URL without its password, for the log.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if scheme + 3 < at => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_stay_out_of_the_log() {
+        assert_eq!(
+            redacted("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redacted("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redacted("sqlite://shopping_list.db"),
+            "sqlite://shopping_list.db"
+        );
     }
 }

@@ -26,14 +26,21 @@ pub struct ListRow {
 }
 
 /// A page of the lists, ordered by id.
-pub async fn lists(runtime: &Runtime, limit: i64, offset: i64) -> Result<Vec<ListRow>, sqlx::Error> {
+pub async fn lists(
+    runtime: &Runtime,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<ListRow>, sqlx::Error> {
     let rows: Vec<(EntityId, String)> = fetch_all!(
         runtime,
         "SELECT id, name FROM shopping_lists ORDER BY id LIMIT $1 OFFSET $2",
         limit,
         offset
     )?;
-    Ok(rows.into_iter().map(|(id, name)| ListRow { id, name }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, name)| ListRow { id, name })
+        .collect())
 }
 
 /// The items of a list, in the order they were added.

@@ -32,7 +32,11 @@ pub struct ItemAdded {
 }
 
 impl Handle<AddItem> for ShoppingList {
-    fn handle(&self, _ctx: &Context, action: &AddItem) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+    fn handle(
+        &self,
+        _ctx: &Context,
+        action: &AddItem,
+    ) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
         if self.item(&action.id).is_ok() {
             return Err(ShoppingListError::ItemExists(action.id.clone()));
         }

@@ -18,7 +18,11 @@ pub struct QuantityChanged {
 }
 
 impl Handle<ChangeQuantity> for ShoppingList {
-    fn handle(&self, _ctx: &Context, action: &ChangeQuantity) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+    fn handle(
+        &self,
+        _ctx: &Context,
+        action: &ChangeQuantity,
+    ) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
         let item = self.item(&action.item_id)?;
         let quantity = valid_quantity(action.quantity)?;
         if item.quantity == quantity {

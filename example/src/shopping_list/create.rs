@@ -1,6 +1,8 @@
 //! Creating a list (the seed's CreateShoppingList): rejected if the list exists.
 
-use entities_runtime::{Action, Apply, Context, EntityId, Event, Handle, Project, ProjectionError, Tx};
+use entities_runtime::{
+    Action, Apply, Context, EntityId, Event, Handle, Project, ProjectionError, Tx,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{ShoppingList, ShoppingListError, ShoppingListEvent, name_taken, valid_name};
@@ -18,12 +20,22 @@ pub struct ShoppingListCreated {
 }
 
 impl Handle<CreateShoppingList> for ShoppingList {
-    fn handle(&self, _ctx: &Context, action: &CreateShoppingList) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+    fn handle(
+        &self,
+        _ctx: &Context,
+        action: &CreateShoppingList,
+    ) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
         if self.version > 0 {
             return Err(ShoppingListError::AlreadyExists(self.id));
         }
         let name = valid_name(&action.name)?;
-        Ok(vec![ShoppingListCreated { id: action.id, name }.into()])
+        Ok(vec![
+            ShoppingListCreated {
+                id: action.id,
+                name,
+            }
+            .into(),
+        ])
     }
 }
 

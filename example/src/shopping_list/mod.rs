@@ -12,7 +12,9 @@ pub use create::{CreateShoppingList, ShoppingListCreated};
 pub use remove_item::{ItemRemoved, RemoveItem};
 pub use set_name::{NameChanged, SetName};
 
-use entities_runtime::{Context, Create, EntityId, ProjectionError, Version, entity, is_unique_violation, sqlx};
+use entities_runtime::{
+    Context, Create, EntityId, ProjectionError, Version, entity, is_unique_violation, sqlx,
+};
 use serde::{Deserialize, Serialize};
 
 #[entity(
@@ -58,7 +60,11 @@ impl Create for ShoppingList {
     /// The new list's name.
     type Args = String;
 
-    fn create(_ctx: &Context, id: EntityId, name: String) -> Result<ShoppingListAction, ShoppingListError> {
+    fn create(
+        _ctx: &Context,
+        id: EntityId,
+        name: String,
+    ) -> Result<ShoppingListAction, ShoppingListError> {
         Ok(CreateShoppingList { id, name }.into())
     }
 }

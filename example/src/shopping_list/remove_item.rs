@@ -16,9 +16,18 @@ pub struct ItemRemoved {
 }
 
 impl Handle<RemoveItem> for ShoppingList {
-    fn handle(&self, _ctx: &Context, action: &RemoveItem) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+    fn handle(
+        &self,
+        _ctx: &Context,
+        action: &RemoveItem,
+    ) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
         self.item(&action.item_id)?;
-        Ok(vec![ItemRemoved { item_id: action.item_id.clone() }.into()])
+        Ok(vec![
+            ItemRemoved {
+                item_id: action.item_id.clone(),
+            }
+            .into(),
+        ])
     }
 }
 

@@ -16,7 +16,11 @@ pub struct NameChanged {
 }
 
 impl Handle<SetName> for ShoppingList {
-    fn handle(&self, _ctx: &Context, action: &SetName) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+    fn handle(
+        &self,
+        _ctx: &Context,
+        action: &SetName,
+    ) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
         let name = valid_name(&action.name)?;
         if name == self.name {
             return Ok(vec![]);

@@ -1,0 +1,281 @@
+//! The GraphQL schema: the original's queries and mutations, field for field, and the additions
+//! (`shoppingLists`, `shoppingListHistory`, `removeItem`, `changeItemQuantity`).
+
+use std::sync::Arc;
+
+use async_graphql::{
+    ComplexObject, Context, EmptySubscription, Json, Object, Result, Schema, SimpleObject,
+};
+use entities_runtime::{Context as Call, EntityId, EventRecord, Runtime, Version};
+
+use super::error::{Code, api_error, coded};
+use super::{COMPLEXITY_LIMIT, DEPTH_LIMIT, PAGE_LIMIT};
+use crate::read_model;
+use crate::shopping_list::{AddItem, ChangeQuantity, Item, RemoveItem, SetName};
+use crate::{ShoppingList, ShoppingListError};
+
+/// The API's schema; its data is the [`Runtime`].
+pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// The schema over `runtime`, with the depth and complexity limits.
+pub fn schema(runtime: Runtime) -> ApiSchema {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .data(runtime)
+        .limit_depth(DEPTH_LIMIT)
+        .limit_complexity(COMPLEXITY_LIMIT)
+        .finish()
+}
+
+/// A shopping list: the original's `ShoppingList`.
+///
+/// Ids and versions are `Int` as in the original, carried as 64-bit integers like the entity ids
+/// they are (the original's Absinthe did the same).
+#[derive(SimpleObject)]
+#[graphql(name = "ShoppingList", complex)]
+pub struct ShoppingListObject {
+    id: EntityId,
+    name: String,
+    version: Version,
+    #[graphql(skip)]
+    list: Arc<ShoppingList>,
+}
+
+#[ComplexObject]
+impl ShoppingListObject {
+    /// The items, in the order they were added. (Nullable list of nullable items, as in the
+    /// original.)
+    async fn items(&self) -> Option<Vec<Option<ShoppingListItem>>> {
+        Some(
+            self.list
+                .items
+                .iter()
+                .map(|item| Some(ShoppingListItem::from(item)))
+                .collect(),
+        )
+    }
+}
+
+impl From<Arc<ShoppingList>> for ShoppingListObject {
+    fn from(list: Arc<ShoppingList>) -> Self {
+        Self {
+            id: list.id,
+            name: list.name.clone(),
+            version: list.version,
+            list,
+        }
+    }
+}
+
+/// An item on a list: the original's `ShoppingListItem`.
+#[derive(SimpleObject)]
+pub struct ShoppingListItem {
+    /// A UUID.
+    id: String,
+    name: String,
+    quantity: i32,
+}
+
+impl From<&Item> for ShoppingListItem {
+    fn from(item: &Item) -> Self {
+        Self {
+            id: item.id.clone(),
+            name: item.name.clone(),
+            quantity: item.quantity,
+        }
+    }
+}
+
+/// One stored event of a list, with who caused it, by which action, in which request.
+#[derive(SimpleObject)]
+pub struct ShoppingListEvent {
+    /// The event's type tag, e.g. `ItemAdded`.
+    #[graphql(name = "type")]
+    event_type: String,
+    /// The event as stored.
+    payload: Json<serde_json::Value>,
+    /// The list's version after this event (the first event gives 1).
+    version: Version,
+    /// The user id of the request that caused it (the `x-user-id` header).
+    created_by: String,
+    /// The id of the action that caused it; the events of one action share it.
+    action_id: i64,
+    /// The action's type tag, e.g. `AddItem`.
+    action_type: String,
+    /// The `x-request-id` of the request that caused it.
+    request_id: String,
+    correlation_id: String,
+    /// When it was stored: RFC 3339, UTC.
+    inserted_at: String,
+}
+
+impl From<EventRecord> for ShoppingListEvent {
+    fn from(record: EventRecord) -> Self {
+        Self {
+            event_type: record.event_type,
+            payload: Json(record.payload),
+            version: record.version,
+            created_by: record.created_by,
+            action_id: record.action_id,
+            action_type: record.action_type,
+            request_id: record.request_id,
+            correlation_id: record.correlation_id,
+            inserted_at: record.inserted_at,
+        }
+    }
+}
+
+/// The runtime, and the request's context (user, request id) that every write stores.
+fn parts<'a>(ctx: &Context<'a>) -> Result<(&'a Runtime, &'a Call)> {
+    Ok((ctx.data::<Runtime>()?, ctx.data::<Call>()?))
+}
+
+type Outcome = std::result::Result<Arc<ShoppingList>, entities_runtime::Error<ShoppingListError>>;
+
+/// The list the API answers with, or the coded error.
+fn list(outcome: Outcome, call: &Call) -> Result<Option<ShoppingListObject>> {
+    outcome
+        .map(|list| Some(list.into()))
+        .map_err(|error| api_error(error, call))
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The list with this id; a `NOT_FOUND` error when there is none.
+    async fn shopping_list(
+        &self,
+        ctx: &Context<'_>,
+        id: EntityId,
+    ) -> Result<Option<ShoppingListObject>> {
+        let (runtime, call) = parts(ctx)?;
+        list(runtime.entity::<ShoppingList>(id).get().await, call)
+    }
+
+    /// A page of the lists, by id, from the read model. `limit` is 0 to 100, `offset` 0 or more.
+    #[graphql(complexity = "(limit.clamp(0, PAGE_LIMIT) as usize) * child_complexity + 1")]
+    async fn shopping_lists(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] limit: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<Vec<ShoppingListObject>> {
+        let (runtime, call) = parts(ctx)?;
+        if !(0..=PAGE_LIMIT).contains(&limit) {
+            return Err(coded(
+                Code::Validation,
+                format!("`limit` must be between 0 and {PAGE_LIMIT}, not {limit}"),
+            ));
+        }
+        if offset < 0 {
+            return Err(coded(
+                Code::Validation,
+                format!("`offset` must not be negative, not {offset}"),
+            ));
+        }
+        let rows = read_model::lists(runtime, limit.into(), offset.into())
+            .await
+            .map_err(|error| api_error(entities_runtime::Error::Storage(Arc::new(error)), call))?;
+        let lists = futures::future::try_join_all(rows.iter().map(|row| {
+            let entity = runtime.entity::<ShoppingList>(row.id);
+            async move { entity.get().await }
+        }))
+        .await
+        .map_err(|error| api_error(error, call))?;
+        Ok(lists.into_iter().map(ShoppingListObject::from).collect())
+    }
+
+    /// The stored events of a list, oldest first, each with the action and request that caused
+    /// it; a `NOT_FOUND` error when there is no such list.
+    async fn shopping_list_history(
+        &self,
+        ctx: &Context<'_>,
+        id: EntityId,
+    ) -> Result<Vec<ShoppingListEvent>> {
+        let (runtime, call) = parts(ctx)?;
+        let history = runtime
+            .history::<ShoppingList>(id)
+            .await
+            .map_err(|error| api_error(error, call))?;
+        if history.is_empty() {
+            // A list has at least the event that created it.
+            return Err(api_error(
+                entities_runtime::Error::NotFound {
+                    entity_type: <ShoppingList as entities_runtime::Entity>::TYPE,
+                    id,
+                },
+                call,
+            ));
+        }
+        Ok(history.into_iter().map(ShoppingListEvent::from).collect())
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Creates a list: version 1. Names are unique across lists (`NAME_TAKEN`) and not blank.
+    async fn create_shopping_list(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> Result<Option<ShoppingListObject>> {
+        let (runtime, call) = parts(ctx)?;
+        list(runtime.create::<ShoppingList>(call, name).await, call)
+    }
+
+    /// Renames a list. The same name again changes nothing (and keeps the version).
+    async fn change_shopping_list_name(
+        &self,
+        ctx: &Context<'_>,
+        shopping_list_id: EntityId,
+        name: String,
+    ) -> Result<Option<ShoppingListObject>> {
+        let (runtime, call) = parts(ctx)?;
+        let entity = runtime.entity::<ShoppingList>(shopping_list_id);
+        list(entity.send_action(call, SetName { name }).await, call)
+    }
+
+    /// Adds an item with a new UUID; the quantity must be above 0.
+    async fn add_item(
+        &self,
+        ctx: &Context<'_>,
+        shopping_list_id: EntityId,
+        name: String,
+        quantity: i32,
+    ) -> Result<Option<ShoppingListObject>> {
+        let (runtime, call) = parts(ctx)?;
+        let entity = runtime.entity::<ShoppingList>(shopping_list_id);
+        list(
+            entity.send_action(call, AddItem::new(name, quantity)).await,
+            call,
+        )
+    }
+
+    /// Removes an item; `NOT_FOUND` when it is not on the list.
+    async fn remove_item(
+        &self,
+        ctx: &Context<'_>,
+        shopping_list_id: EntityId,
+        item_id: String,
+    ) -> Result<Option<ShoppingListObject>> {
+        let (runtime, call) = parts(ctx)?;
+        let entity = runtime.entity::<ShoppingList>(shopping_list_id);
+        list(entity.send_action(call, RemoveItem { item_id }).await, call)
+    }
+
+    /// Sets an item's quantity (above 0); `NOT_FOUND` when the item is not on the list.
+    async fn change_item_quantity(
+        &self,
+        ctx: &Context<'_>,
+        shopping_list_id: EntityId,
+        item_id: String,
+        quantity: i32,
+    ) -> Result<Option<ShoppingListObject>> {
+        let (runtime, call) = parts(ctx)?;
+        let entity = runtime.entity::<ShoppingList>(shopping_list_id);
+        let action = ChangeQuantity { item_id, quantity };
+        list(entity.send_action(call, action).await, call)
+    }
+}

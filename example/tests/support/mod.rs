@@ -1,0 +1,120 @@
+//! A real server for the HTTP tests: the app on 127.0.0.1 and a free port, over a real database.
+#![allow(dead_code, reason = "each test file uses its own part of the support")]
+
+use entities_runtime::testing::TestDatabase;
+use entities_runtime::{Backend, Runtime};
+use example::{MIGRATIONS, api};
+use serde_json::{Value, json};
+
+pub struct Server {
+    pub base: String,
+    pub runtime: Runtime,
+    pub client: reqwest::Client,
+    _db: TestDatabase,
+}
+
+impl Server {
+    pub async fn start(backend: Backend) -> Self {
+        let db = TestDatabase::new(backend).await;
+        let runtime = Runtime::builder(&db.url)
+            .migrations(MIGRATIONS)
+            .build()
+            .await
+            .expect("runtime");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let base = format!("http://{}", listener.local_addr().expect("bound"));
+        let app = api::router(runtime.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            base,
+            runtime,
+            client: reqwest::Client::new(),
+            _db: db,
+        }
+    }
+
+    /// POSTs `body` as is to /api.
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/api", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("the server answers")
+    }
+
+    /// Runs a GraphQL query; returns the HTTP status and the JSON body.
+    pub async fn graphql(&self, query: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let response = self
+            .post_raw(json!({ "query": query }).to_string(), headers)
+            .await;
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON body"))
+    }
+
+    /// The `extensions.code` of the first error, and its message.
+    pub async fn error_code(&self, query: &str) -> (String, String) {
+        self.error_code_of_body(&json!({ "query": query }).to_string())
+            .await
+    }
+
+    /// The `extensions.code` and message of the first error in the answer to `body`.
+    pub async fn error_code_of_body(&self, body: &str) -> (String, String) {
+        let response = self.post_raw(body.to_owned(), &[]).await;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("a JSON body");
+        assert_eq!(status, 200, "GraphQL errors are not HTTP errors: {body}");
+        let error = &body["errors"][0];
+        (
+            error["extensions"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            error["message"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// How many events the database holds, over every list.
+    pub async fn events(&self) -> i64 {
+        let sql = match self.runtime.backend() {
+            Backend::Postgres => "SELECT count(*) FROM entities.entity_events",
+            Backend::Sqlite => "SELECT count(*) FROM entity_events",
+        };
+        match self.runtime.backend() {
+            Backend::Postgres => entities_runtime::sqlx::query_scalar(sql)
+                .fetch_one(self.runtime.postgres_pool().unwrap())
+                .await
+                .unwrap(),
+            Backend::Sqlite => entities_runtime::sqlx::query_scalar(sql)
+                .fetch_one(self.runtime.sqlite_pool().unwrap())
+                .await
+                .unwrap(),
+        }
+    }
+}
+
+/// Runs each named `async fn(Backend)` on SQLite and on Postgres.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(entities_runtime::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(entities_runtime::Backend::Postgres).await
+            }
+        }
+    )*};
+}
