@@ -1,74 +1,150 @@
-//! How the API reports failures: every error carries `extensions.code` and a message a person
-//! understands; internal details go to the log, not to the client.
+//! The API's error codes (`extensions.code`) and how each failure maps to one.
 
-use async_graphql::{ErrorExtensions, Response};
+use std::sync::Arc;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation,
+};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{ErrorExtensions, ServerError, ServerResult, ValidationResult, Variables};
 use entities_runtime::{Context, Error};
 
+use super::{COMPLEXITY_LIMIT, DEPTH_LIMIT};
 use crate::ShoppingListError;
 
-/// The `extensions.code` of an API error.
+/// The `extensions.code` of every error the API returns.
+///
+/// The domain's codes come with HTTP 200 and `data` (the failed field is `null`); the request
+/// codes (`BAD_REQUEST`, `GRAPHQL_*`, `QUERY_TOO_*`) mean nothing ran: HTTP 4xx, no `data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
-    /// No such list, or no such item on it.
+    /// No list with that id, or no item with that id on the list.
     NotFound,
-    /// Another list has the name.
+    /// Another list has that name.
     NameTaken,
-    /// The input breaks a rule: a blank name, a quantity below 1, a query too deep or too complex.
+    /// The domain refused the input: a blank name, a quantity not above 0, a page out of bounds.
     Validation,
-    /// Other writers kept changing the list; retrying the request is safe.
+    /// Other writers kept changing the list; trying again may succeed.
     Conflict,
-    /// The request never reached GraphQL: malformed JSON, a body over the limit, a bad header.
-    BadRequest,
-    /// Our fault; the message names the request id to look for in the log.
+    /// The server failed (the database, a bug); logged with the request id, never detailed.
     Internal,
+    /// The HTTP request is not a GraphQL request: not JSON, too large, a batch, a bad header.
+    BadRequest,
+    /// The query does not parse.
+    ParseFailed,
+    /// The query does not fit the schema: an unknown field, a missing or mistyped argument, an
+    /// `Int` out of range.
+    ValidationFailed,
+    /// The query is nested deeper than [`DEPTH_LIMIT`].
+    TooDeep,
+    /// The query is costlier than [`COMPLEXITY_LIMIT`].
+    TooComplex,
 }
 
 impl Code {
-    pub fn as_str(self) -> &'static str {
+    pub const ALL: [Code; 10] = [
+        Code::NotFound,
+        Code::NameTaken,
+        Code::Validation,
+        Code::Conflict,
+        Code::Internal,
+        Code::BadRequest,
+        Code::ParseFailed,
+        Code::ValidationFailed,
+        Code::TooDeep,
+        Code::TooComplex,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             Code::NotFound => "NOT_FOUND",
             Code::NameTaken => "NAME_TAKEN",
             Code::Validation => "VALIDATION",
             Code::Conflict => "CONFLICT",
-            Code::BadRequest => "BAD_REQUEST",
             Code::Internal => "INTERNAL",
+            Code::BadRequest => "BAD_REQUEST",
+            Code::ParseFailed => "GRAPHQL_PARSE_FAILED",
+            Code::ValidationFailed => "GRAPHQL_VALIDATION_FAILED",
+            Code::TooDeep => "QUERY_TOO_DEEP",
+            Code::TooComplex => "QUERY_TOO_COMPLEX",
         }
+    }
+
+    pub fn from_str(code: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
+    /// Whether the code stops a request before anything runs (an HTTP 4xx).
+    pub const fn is_request_error(self) -> bool {
+        matches!(
+            self,
+            Code::BadRequest
+                | Code::ParseFailed
+                | Code::ValidationFailed
+                | Code::TooDeep
+                | Code::TooComplex
+        )
     }
 }
 
-/// A GraphQL error with its code.
-pub fn coded(code: Code, message: impl Into<String>) -> async_graphql::Error {
-    async_graphql::Error::new(message)
-        .extend_with(|_, extensions| extensions.set("code", code.as_str()))
+/// An error with `message` and `extensions.code`.
+pub(crate) fn coded(code: Code, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message).extend_with(|_, extensions| extensions.set("code", code.as_str()))
 }
 
-/// The API's answer to a runtime error.
-pub fn api_error(error: Error<ShoppingListError>, call: &Context) -> async_graphql::Error {
-    use ShoppingListError::*;
+/// The code of an error, if it has one.
+pub(crate) fn code_of(error: &ServerError) -> Option<Code> {
+    match error.extensions.as_ref()?.get("code")? {
+        async_graphql::Value::String(code) => Code::from_str(code),
+        _ => None,
+    }
+}
+
+pub(crate) fn set_code(error: &mut ServerError, code: Code) {
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code.as_str());
+}
+
+/// A failed call to a list, as the API reports it.
+///
+/// `ItemNotFound` is `NOT_FOUND` like an unknown list: in both, the caller named something that
+/// is not there. The other refusals are `VALIDATION` (the create-only ones, `AlreadyExists` and
+/// `ItemExists`, cannot arise through this API: ids are the server's). Whatever is not the
+/// caller's doing is `INTERNAL`: logged with the request id, which the message quotes, and never
+/// described to the client.
+pub(crate) fn api_error(error: Error<ShoppingListError>, call: &Context) -> async_graphql::Error {
     match error {
-        Error::Rejected(rejection) => {
-            let code = match rejection {
-                NameTaken(_) => Code::NameTaken,
-                ItemNotFound(_) => Code::NotFound,
-                AlreadyExists(_) | BlankName | QuantityNotPositive(_) | ItemExists(_) => {
-                    Code::Validation
-                }
+        Error::Rejected(refusal) => {
+            let code = match refusal {
+                ShoppingListError::NameTaken(_) => Code::NameTaken,
+                ShoppingListError::ItemNotFound(_) => Code::NotFound,
+                ShoppingListError::AlreadyExists(_)
+                | ShoppingListError::BlankName
+                | ShoppingListError::QuantityNotPositive(_)
+                | ShoppingListError::ItemExists(_) => Code::Validation,
             };
-            coded(code, rejection.to_string())
+            coded(code, refusal.to_string())
         }
-        Error::NotFound { id, .. } => {
-            coded(Code::NotFound, format!("there is no shopping list {id}"))
+        Error::NotFound { id, .. } => coded(Code::NotFound, format!("no shopping list with id {id}")),
+        Error::Conflict { id, attempts, .. } => {
+            tracing::warn!(request_id = %call.request_id, list = id, attempts, "version conflict");
+            coded(
+                Code::Conflict,
+                format!("shopping list {id} kept changing while this request ran; try again"),
+            )
         }
-        Error::Conflict { .. } => coded(
-            Code::Conflict,
-            "the list kept changing under this request; it changed nothing, and may be retried",
+        Error::ShuttingDown => coded(
+            Code::Internal,
+            "the server is shutting down; try again when it is back",
         ),
         error => {
-            tracing::error!(request_id = %call.request_id, %error, "request failed");
+            tracing::error!(request_id = %call.request_id, user = %call.user_id, %error, "request failed");
             coded(
                 Code::Internal,
                 format!(
-                    "internal error; it is logged under request id {}",
+                    "internal error: the server logged it under request id {}",
                     call.request_id
                 ),
             )
@@ -76,14 +152,66 @@ pub fn api_error(error: Error<ShoppingListError>, call: &Context) -> async_graph
     }
 }
 
-/// Gives every error of `response` a code: those async-graphql raises itself (a query that does
-/// not parse, names an unknown field, or is too deep or too complex) have none.
-pub fn with_codes(mut response: Response) -> Response {
-    for error in &mut response.errors {
-        let extensions = error.extensions.get_or_insert_with(Default::default);
-        if extensions.get("code").is_none() {
-            extensions.set("code", Code::Validation.as_str());
-        }
+/// Gives the errors of the parse and validation stages their codes and plain messages.
+pub(crate) struct RequestErrorCodes;
+
+impl ExtensionFactory for RequestErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(RequestErrorCodes)
     }
-    response
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for RequestErrorCodes {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        next.run(ctx, query, variables).await.map_err(|mut error| {
+            // The parser's own guard against deep nesting, before the depth limit is checked.
+            let code = if error.message.starts_with("The recursion depth") {
+                Code::TooDeep
+            } else {
+                Code::ParseFailed
+            };
+            set_code(&mut error, code);
+            error
+        })
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|mut error| {
+                    // async-graphql reports its limits by these messages (pinned by the tests).
+                    let code = match error.message.as_str() {
+                        "Query is nested too deep." => {
+                            error.message = format!(
+                                "the query is nested too deep: at most {DEPTH_LIMIT} levels of fields"
+                            );
+                            Code::TooDeep
+                        }
+                        "Query is too complex." => {
+                            error.message = format!(
+                                "the query is too complex: it selects more than {COMPLEXITY_LIMIT} fields \
+                                 (a page of lists counts its fields once per list)"
+                            );
+                            Code::TooComplex
+                        }
+                        _ => Code::ValidationFailed,
+                    };
+                    set_code(&mut error, code);
+                    error
+                })
+                .collect()
+        })
+    }
 }

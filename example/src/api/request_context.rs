@@ -1,0 +1,119 @@
+//! Who asks and which request it is: `x-user-id` and `x-request-id`, read into the
+//! [`Context`] that every write stores, and echoed on the response.
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use entities_runtime::Context;
+use tracing::Instrument;
+
+use super::error::Code;
+use super::http::error_response;
+
+/// The caller's user id, stored as `created_by`. Absent (or empty): `anonymous`.
+pub const USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+/// The request's id, stored with its action and events. Absent (or empty): a new UUID.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest user id or request id accepted, in bytes.
+pub const MAX_ID_LEN: usize = 200;
+
+/// Puts the request's [`Context`] in its extensions and echoes both ids on the response; a
+/// header that is not printable ASCII or is too long is a `BAD_REQUEST`.
+pub async fn middleware(mut request: Request, next: Next) -> Response {
+    let ctx = match context(request.headers()) {
+        Ok(ctx) => ctx,
+        Err(message) => {
+            let mut response = error_response(StatusCode::BAD_REQUEST, Code::BadRequest, message);
+            // Still a request id to quote, as on every response.
+            let fresh = Context::default();
+            if let Ok(value) = HeaderValue::from_str(&fresh.request_id) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
+            return response;
+        }
+    };
+    request.extensions_mut().insert(ctx.clone());
+    let span = tracing::info_span!("request", request_id = %ctx.request_id, user = %ctx.user_id);
+    let mut response = next.run(request).instrument(span).await;
+    // Both ids passed `header_value`, so they are valid header values.
+    for (name, value) in [(USER_ID, &ctx.user_id), (REQUEST_ID, &ctx.request_id)] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+fn context(headers: &HeaderMap) -> Result<Context, String> {
+    let user = header_value(headers, &USER_ID)?.unwrap_or(Context::ANONYMOUS);
+    let ctx = Context::new(user);
+    Ok(match header_value(headers, &REQUEST_ID)? {
+        Some(request_id) => ctx.with_request_id(request_id),
+        None => ctx,
+    })
+}
+
+/// The header's value, trimmed; `None` when absent or empty.
+fn header_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, String> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(format!("the header `{name}` is given more than once"));
+    }
+    let value = value
+        .to_str()
+        .ok()
+        .filter(|value| value.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+        .ok_or_else(|| format!("the header `{name}` must be printable ASCII"))?
+        .trim();
+    if value.len() > MAX_ID_LEN {
+        return Err(format!(
+            "the header `{name}` is longer than {MAX_ID_LEN} characters"
+        ));
+    }
+    Ok((!value.is_empty()).then_some(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&HeaderName, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append((*name).clone(), HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn absent_or_empty_headers_give_anonymous_and_a_fresh_request_id() {
+        for map in [headers(&[]), headers(&[(&USER_ID, " "), (&REQUEST_ID, "")])] {
+            let ctx = context(&map).unwrap();
+            assert_eq!(ctx.user_id, Context::ANONYMOUS);
+            assert!(uuid::Uuid::parse_str(&ctx.request_id).is_ok());
+        }
+    }
+
+    #[test]
+    fn given_ids_are_kept_trimmed() {
+        let ctx = context(&headers(&[(&USER_ID, " alice "), (&REQUEST_ID, "req-1")])).unwrap();
+        assert_eq!((ctx.user_id.as_str(), ctx.request_id.as_str()), ("alice", "req-1"));
+        assert_eq!(ctx.correlation_id, "req-1");
+    }
+
+    #[test]
+    fn long_repeated_or_unprintable_ids_are_refused() {
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        assert!(context(&headers(&[(&USER_ID, &long)])).is_err());
+        assert!(context(&headers(&[(&USER_ID, "a"), (&USER_ID, "b")])).is_err());
+        let mut map = HeaderMap::new();
+        map.insert(USER_ID, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        assert!(context(&map).is_err());
+        assert!(context(&headers(&[(&REQUEST_ID, "a\tb")])).is_err());
+    }
+}
