@@ -24,19 +24,23 @@ struct Settings {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "sqlite://shopping_list.db"
+        default_value = "sqlite://shopping_list.db",
+        // It may hold a password: `--help` must not print it.
+        hide_env_values = true
     )]
     database_url: String,
     /// Seconds a shopping list stays in memory after its last use.
-    #[arg(long, env = "IDLE_TIMEOUT", default_value_t = 60)]
+    #[arg(long, env = "IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // sqlx reports Postgres's notices ("schema ... already exists, skipping") at info.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .init();
     match serve(Settings::parse()).await {

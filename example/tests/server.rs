@@ -42,6 +42,7 @@ async fn the_server_logs_where_it_listens_and_shuts_down_gracefully_on_ctrl_c() 
     let client = reqwest::Client::new();
     let created: serde_json::Value = client
         .post(format!("http://{address}/api"))
+        .header("content-type", "application/json")
         .body(json!({ "query": r#"mutation { createShoppingList(name: "before ctrl-c") { id version } }"# }).to_string())
         .send()
         .await
@@ -91,4 +92,31 @@ async fn the_server_logs_where_it_listens_and_shuts_down_gracefully_on_ctrl_c() 
             .expect("the row");
     assert_eq!(snapshot, Some(1));
     runtime.shutdown().await;
+}
+
+#[test]
+fn help_lists_every_setting_with_its_environment_variable() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_example"))
+        .arg("--help")
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (flag, env, default) in [
+        ("--bind", "BIND", "127.0.0.1"),
+        ("--port", "PORT", "4000"),
+        (
+            "--database-url",
+            "DATABASE_URL",
+            "sqlite://shopping_list.db",
+        ),
+        ("--idle-timeout", "IDLE_TIMEOUT", "60"),
+    ] {
+        assert!(help.contains(flag), "{flag} in:\n{help}");
+        assert!(help.contains(&format!("[env: {env}")), "{env} in:\n{help}");
+        assert!(
+            help.contains(&format!("[default: {default}]")),
+            "{default} in:\n{help}"
+        );
+    }
 }

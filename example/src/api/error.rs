@@ -70,7 +70,7 @@ impl Code {
         }
     }
 
-    pub fn from_str(code: &str) -> Option<Code> {
+    pub fn parse(code: &str) -> Option<Code> {
         Code::ALL.into_iter().find(|c| c.as_str() == code)
     }
 
@@ -89,13 +89,14 @@ impl Code {
 
 /// An error with `message` and `extensions.code`.
 pub(crate) fn coded(code: Code, message: impl Into<String>) -> async_graphql::Error {
-    async_graphql::Error::new(message).extend_with(|_, extensions| extensions.set("code", code.as_str()))
+    async_graphql::Error::new(message)
+        .extend_with(|_, extensions| extensions.set("code", code.as_str()))
 }
 
 /// The code of an error, if it has one.
 pub(crate) fn code_of(error: &ServerError) -> Option<Code> {
     match error.extensions.as_ref()?.get("code")? {
-        async_graphql::Value::String(code) => Code::from_str(code),
+        async_graphql::Value::String(code) => Code::parse(code),
         _ => None,
     }
 }
@@ -127,7 +128,9 @@ pub(crate) fn api_error(error: Error<ShoppingListError>, call: &Context) -> asyn
             };
             coded(code, refusal.to_string())
         }
-        Error::NotFound { id, .. } => coded(Code::NotFound, format!("no shopping list with id {id}")),
+        Error::NotFound { id, .. } => {
+            coded(Code::NotFound, format!("no shopping list with id {id}"))
+        }
         Error::Conflict { id, attempts, .. } => {
             tracing::warn!(request_id = %call.request_id, list = id, attempts, "version conflict");
             coded(

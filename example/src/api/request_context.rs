@@ -102,7 +102,10 @@ mod tests {
     #[test]
     fn given_ids_are_kept_trimmed() {
         let ctx = context(&headers(&[(&USER_ID, " alice "), (&REQUEST_ID, "req-1")])).unwrap();
-        assert_eq!((ctx.user_id.as_str(), ctx.request_id.as_str()), ("alice", "req-1"));
+        assert_eq!(
+            (ctx.user_id.as_str(), ctx.request_id.as_str()),
+            ("alice", "req-1")
+        );
         assert_eq!(ctx.correlation_id, "req-1");
     }
 

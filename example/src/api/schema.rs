@@ -1,5 +1,8 @@
 //! The GraphQL schema: the original's queries and mutations, field for field, and the additions
 //! (`shoppingLists`, `shoppingListHistory`, `removeItem`, `changeItemQuantity`).
+//!
+//! Every root field is nullable, as in the original: a field that fails is `null` beside its
+//! error, and the other fields of the request keep their data.
 
 use std::sync::Arc;
 
@@ -8,7 +11,7 @@ use async_graphql::{
 };
 use entities_runtime::{Context as Call, EntityId, EventRecord, Runtime, Version};
 
-use super::error::{Code, api_error, coded};
+use super::error::{Code, RequestErrorCodes, api_error, coded};
 use super::{COMPLEXITY_LIMIT, DEPTH_LIMIT, PAGE_LIMIT};
 use crate::read_model;
 use crate::shopping_list::{AddItem, ChangeQuantity, Item, RemoveItem, SetName};
@@ -17,12 +20,14 @@ use crate::{ShoppingList, ShoppingListError};
 /// The API's schema; its data is the [`Runtime`].
 pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// The schema over `runtime`, with the depth and complexity limits.
+/// The schema over `runtime`, with the depth and complexity limits and the codes of the errors
+/// of the parse and validation stages.
 pub fn schema(runtime: Runtime) -> ApiSchema {
     Schema::build(Query, Mutation, EmptySubscription)
         .data(runtime)
         .limit_depth(DEPTH_LIMIT)
         .limit_complexity(COMPLEXITY_LIMIT)
+        .extension(RequestErrorCodes)
         .finish()
 }
 
@@ -138,6 +143,20 @@ fn list(outcome: Outcome, call: &Call) -> Result<Option<ShoppingListObject>> {
         .map_err(|error| api_error(error, call))
 }
 
+/// A quantity argument as the domain takes it (32 bits).
+///
+/// The API's `Int`s are 64-bit, like its ids (async-graphql, like the original's Absinthe,
+/// accepts any 64-bit integer as `Int`), so a quantity too large for the domain is refused here,
+/// with the domain's own code, rather than by the GraphQL layer in its words.
+fn quantity_in_range(quantity: i64) -> Result<i32> {
+    i32::try_from(quantity).map_err(|_| {
+        coded(
+            Code::Validation,
+            format!("the quantity must be at most {}, not {quantity}", i32::MAX),
+        )
+    })
+}
+
 pub struct Query;
 
 #[Object]
@@ -159,7 +178,7 @@ impl Query {
         ctx: &Context<'_>,
         #[graphql(default = 20)] limit: i32,
         #[graphql(default = 0)] offset: i32,
-    ) -> Result<Vec<ShoppingListObject>> {
+    ) -> Result<Option<Vec<ShoppingListObject>>> {
         let (runtime, call) = parts(ctx)?;
         if !(0..=PAGE_LIMIT).contains(&limit) {
             return Err(coded(
@@ -182,7 +201,9 @@ impl Query {
         }))
         .await
         .map_err(|error| api_error(error, call))?;
-        Ok(lists.into_iter().map(ShoppingListObject::from).collect())
+        Ok(Some(
+            lists.into_iter().map(ShoppingListObject::from).collect(),
+        ))
     }
 
     /// The stored events of a list, oldest first, each with the action and request that caused
@@ -191,7 +212,7 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         id: EntityId,
-    ) -> Result<Vec<ShoppingListEvent>> {
+    ) -> Result<Option<Vec<ShoppingListEvent>>> {
         let (runtime, call) = parts(ctx)?;
         let history = runtime
             .history::<ShoppingList>(id)
@@ -207,7 +228,9 @@ impl Query {
                 call,
             ));
         }
-        Ok(history.into_iter().map(ShoppingListEvent::from).collect())
+        Ok(Some(
+            history.into_iter().map(ShoppingListEvent::from).collect(),
+        ))
     }
 }
 
@@ -243,9 +266,10 @@ impl Mutation {
         ctx: &Context<'_>,
         shopping_list_id: EntityId,
         name: String,
-        quantity: i32,
+        quantity: i64,
     ) -> Result<Option<ShoppingListObject>> {
         let (runtime, call) = parts(ctx)?;
+        let quantity = quantity_in_range(quantity)?;
         let entity = runtime.entity::<ShoppingList>(shopping_list_id);
         list(
             entity.send_action(call, AddItem::new(name, quantity)).await,
@@ -271,9 +295,10 @@ impl Mutation {
         ctx: &Context<'_>,
         shopping_list_id: EntityId,
         item_id: String,
-        quantity: i32,
+        quantity: i64,
     ) -> Result<Option<ShoppingListObject>> {
         let (runtime, call) = parts(ctx)?;
+        let quantity = quantity_in_range(quantity)?;
         let entity = runtime.entity::<ShoppingList>(shopping_list_id);
         let action = ChangeQuantity { item_id, quantity };
         list(entity.send_action(call, action).await, call)

@@ -1,7 +1,9 @@
-// Opens the GraphiQL page, runs a createShoppingList mutation through it, waits until the page
-// shows the created list, and saves a screenshot.
+// Opens the GraphiQL page in headless Chromium, checks that it loaded the schema, runs a
+// createShoppingList mutation through the page, waits until the result pane shows the created
+// list, and saves a screenshot.
 //   node graphiql.mjs BASE_URL LIST_NAME SCREENSHOT_PATH
-// Exits 0 when the page showed the result; prints what it saw either way.
+// Prints the result pane's text on stdout. Exits 0 only when the page showed the result; on
+// failure it still saves the screenshot, to see why.
 import { chromium } from 'playwright-core';
 
 const [baseUrl, listName, screenshot] = process.argv.slice(2);
@@ -10,22 +12,35 @@ if (!baseUrl || !listName || !screenshot) {
   process.exit(2);
 }
 
-// Playwright gives the browser a fresh profile of its own. The flags keep Chromium off the
-// network it would otherwise call home to.
+// Playwright starts the browser with a fresh, empty profile (--user-data-dir) of its own. The
+// flags keep Chromium from calling home over a network this machine does not have.
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
   headless: true,
   args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
   ],
 });
 let status = 1;
+const problems = [];
+const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  page.on('pageerror', (error) => console.error('page error:', error.message));
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
+  });
+  // GraphiQL loads the schema first (docs, completion): it must pass the server's limits.
+  const introspection = page.waitForResponse(
+    (response) => response.url().endsWith('/api') && (response.request().postData() ?? '').includes('IntrospectionQuery'),
+    { timeout: 20000 },
+  );
   const query = `mutation { createShoppingList(name: "${listName}") { id name version } }`;
   await page.goto(`${baseUrl}/graphiql?query=${encodeURIComponent(query)}`);
+  const schema = await (await introspection).json();
+  if (schema.errors || !schema.data?.__schema) {
+    throw new Error(`GraphiQL could not load the schema: ${JSON.stringify(schema.errors)}`);
+  }
   await page.locator('.graphiql-execute-button').click();
   // The result pane shows the response JSON once the mutation has run.
   await page.waitForFunction(
@@ -33,13 +48,14 @@ try {
     listName,
     { timeout: 20000 },
   );
-  const result = await page.locator('.result-window').innerText();
-  console.log(result);
-  await page.screenshot({ path: screenshot });
+  console.log(await page.locator('.result-window').innerText());
+  if (problems.length > 0) throw new Error(problems.join('\n'));
   status = 0;
 } catch (error) {
-  console.error('GraphiQL did not show the result:', error.message);
+  console.error(`GraphiQL did not show the result: ${error.message}`);
+  for (const problem of problems) console.error(problem);
 } finally {
+  await page.screenshot({ path: screenshot }).catch((error) => console.error(`no screenshot: ${error.message}`));
   await browser.close();
 }
 process.exit(status);

@@ -61,26 +61,17 @@ impl Server {
         (status, response.json().await.expect("a JSON body"))
     }
 
-    /// The `extensions.code` of the first error, and its message.
-    pub async fn error_code(&self, query: &str) -> (String, String) {
-        self.error_code_of_body(&json!({ "query": query }).to_string())
+    /// The HTTP status, and the `extensions.code` and message of the first error, of `query`.
+    pub async fn error(&self, query: &str) -> (u16, String, String) {
+        self.error_of_body(&json!({ "query": query }).to_string())
             .await
     }
 
-    /// The `extensions.code` and message of the first error in the answer to `body`.
-    pub async fn error_code_of_body(&self, body: &str) -> (String, String) {
+    /// The HTTP status, and the `extensions.code` and message of the first error, of a POST of
+    /// `body` as JSON.
+    pub async fn error_of_body(&self, body: &str) -> (u16, String, String) {
         let response = self.post_raw(body.to_owned(), &[]).await;
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.expect("a JSON body");
-        assert_eq!(status, 200, "GraphQL errors are not HTTP errors: {body}");
-        let error = &body["errors"][0];
-        (
-            error["extensions"]["code"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            error["message"].as_str().unwrap_or_default().to_owned(),
-        )
+        first_error(response).await
     }
 
     /// How many events the database holds, over every list.
@@ -100,6 +91,20 @@ impl Server {
                 .unwrap(),
         }
     }
+}
+
+/// The HTTP status, and the `extensions.code` and message of the first error, of `response`,
+/// which must be JSON of GraphQL's shape.
+pub async fn first_error(response: reqwest::Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("a JSON body");
+    let error = &body["errors"][0];
+    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+    (
+        status,
+        text(&error["extensions"]["code"]),
+        text(&error["message"]),
+    )
 }
 
 /// Runs each named `async fn(Backend)` on SQLite and on Postgres.

@@ -1,0 +1,213 @@
+//! `POST /api`: a GraphQL request in JSON in, a GraphQL response out. What cannot run at all is
+//! answered with a 4xx in the same JSON shape, never with a bare status or a 500.
+
+use async_graphql::{Name, PathSegment, ServerError, Value};
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use entities_runtime::Context;
+use serde::Serialize;
+
+use super::BODY_LIMIT;
+use super::error::{Code, code_of, set_code};
+use super::schema::ApiSchema;
+
+/// Runs one GraphQL request, as the caller of the request's [`Context`].
+pub(super) async fn graphql(
+    State(schema): State<ApiSchema>,
+    Extension(call): Extension<Context>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Code::BadRequest,
+                format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
+            );
+        }
+        Err(rejection) => {
+            return error_response(
+                rejection.status(),
+                Code::BadRequest,
+                format!("cannot read the request body: {}", rejection.body_text()),
+            );
+        }
+    };
+    // JSON only: a browser's cross-site form cannot send it without the site's consent (CORS).
+    if !is_json(&headers) {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::BadRequest,
+            "send the request as JSON, with `Content-Type: application/json`",
+        );
+    }
+    let request = match parse(&body) {
+        Ok(request) => request,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, Code::BadRequest, message),
+    };
+    respond(schema.execute(request.data(call)).await)
+}
+
+/// `GET /api`: queries are POSTed; point a person at GraphiQL.
+pub(super) async fn wrong_method() -> Response {
+    let mut response = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Code::BadRequest,
+        "POST a GraphQL request as JSON to /api, or open /graphiql in a browser",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
+}
+
+/// An error response of the GraphQL shape: `{"errors": [{"message", "extensions": {"code"}}]}`.
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: Code,
+    message: impl Into<String>,
+) -> Response {
+    let mut error = ServerError::new(message, None);
+    set_code(&mut error, code);
+    (
+        status,
+        axum::Json(Body {
+            data: None,
+            errors: &[error],
+        }),
+    )
+        .into_response()
+}
+
+/// A response body: `data` only when the request ran, `errors` only when there are any.
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a Value>,
+    #[serde(skip_serializing_if = "<[ServerError]>::is_empty")]
+    errors: &'a [ServerError],
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The body as one GraphQL request, or what is wrong with it in words.
+fn parse(body: &[u8]) -> Result<async_graphql::Request, String> {
+    const SHAPE: &str = r#"{"query": "...", "variables": {...}, "operationName": "..."}"#;
+    let mut value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|error| format!("the request body is not valid JSON: {error}"))?;
+    let Some(fields) = value.as_object_mut() else {
+        return Err(if value.is_array() {
+            format!("batched requests are not supported: send one request, {SHAPE}")
+        } else {
+            format!("the request body must be a JSON object, {SHAPE}")
+        });
+    };
+    // Clients send `null` for "none" as often as they leave the field out.
+    fields.retain(|_, field| !field.is_null());
+    if !fields
+        .get("query")
+        .is_some_and(serde_json::Value::is_string)
+    {
+        return Err(format!(
+            "the request has no `query` string: expected {SHAPE}"
+        ));
+    }
+    serde_json::from_value(value).map_err(|error| {
+        format!("the request is not a GraphQL request ({error}): expected {SHAPE}")
+    })
+}
+
+/// The response as JSON. A request that did not run (only request-stage errors, no data) is a
+/// 400 without `data`; anything that ran is a 200, its errors beside its data.
+fn respond(mut response: async_graphql::Response) -> Response {
+    // async-graphql leaves a failed field out of `data` (and `data` null when every field
+    // failed); GraphQL, like the original, has it `null` beside its error. Every root field is
+    // nullable, and only root fields fail, so that is where the nulls go.
+    for error in &response.errors {
+        if let [PathSegment::Field(key)] = error.path.as_slice() {
+            if response.data == Value::Null {
+                response.data = Value::Object(Default::default());
+            }
+            if let Value::Object(fields) = &mut response.data {
+                fields.entry(Name::new(key)).or_insert(Value::Null);
+            }
+        }
+    }
+    let ran = response.data != Value::Null;
+    for error in &mut response.errors {
+        if code_of(error).is_none() {
+            // async-graphql's own refusals outside parse and validation: a field's argument
+            // that its type refuses (a variable left undefined), or no operation to run (an
+            // unknown `operationName`, several operations and none named).
+            let code = if error.path.is_empty() {
+                Code::BadRequest
+            } else {
+                Code::ValidationFailed
+            };
+            set_code(error, code);
+        }
+    }
+    let refused = !ran
+        && !response.errors.is_empty()
+        && response
+            .errors
+            .iter()
+            .all(|error| code_of(error).is_some_and(Code::is_request_error));
+    let (status, data) = if refused {
+        (StatusCode::BAD_REQUEST, None)
+    } else {
+        (StatusCode::OK, Some(&response.data))
+    };
+    let body = Body {
+        data,
+        errors: &response.errors,
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_recognised_with_parameters_and_in_any_case() {
+        for (value, json) in [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            ("text/plain", false),
+            ("application/x-www-form-urlencoded", false),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            assert_eq!(is_json(&headers), json, "{value}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn bodies_that_are_not_one_graphql_request_say_why() {
+        let reason = |body: &str| parse(body.as_bytes()).map(|_| ()).unwrap_err();
+        assert!(reason("{\"query\": ").contains("not valid JSON"));
+        assert!(reason("[{\"query\": \"{ a }\"}]").contains("batched"));
+        assert!(reason("42").contains("JSON object"));
+        assert!(reason("{\"variables\": {}}").contains("no `query`"));
+        assert!(
+            reason("{\"query\": \"{ a }\", \"variables\": 3}").contains("not a GraphQL request")
+        );
+        let request = parse(br#"{"query": "{ a }", "variables": null, "operationName": null}"#)
+            .expect("nulls are as good as absent");
+        assert_eq!(request.query, "{ a }");
+    }
+}
