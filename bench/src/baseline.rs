@@ -233,10 +233,10 @@ impl Baseline {
             .await,
         }
         .expect("events");
-        rows.iter()
-            .map(|(_, _, payload)| {
-                serde_json::from_str::<serde_json::Value>(payload).expect("JSON")
-            })
-            .count()
+        let mut decoded = Vec::with_capacity(rows.len());
+        for (_, _, payload) in &rows {
+            decoded.push(serde_json::from_str::<serde_json::Value>(payload).expect("JSON"));
+        }
+        decoded.len()
     }
 }
