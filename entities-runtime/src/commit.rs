@@ -125,10 +125,16 @@ async fn run(
                 },
                 () = stop.cancelled() => return,
             }
-            // Whatever else is ready now joins this batch; nothing waits for more to come.
-            while batch.len() < max_batch {
+            // Whatever else is ready now joins this batch, up to `max_batch` actions (each may
+            // hold a savepoint: Postgres slows every session's snapshots past 64 of them in one
+            // transaction); nothing waits for more to come.
+            let mut actions = batch[0].write.actions.len();
+            while actions < max_batch {
                 match receiver.try_recv() {
-                    Ok(pending) => batch.push(pending),
+                    Ok(pending) => {
+                        actions += pending.write.actions.len();
+                        batch.push(pending);
+                    }
                     Err(_) => break,
                 }
             }
@@ -195,6 +201,14 @@ async fn write_batch(
     let refs: Vec<&EntityWrite> = writes.iter().collect();
     let appended = match tx.append(&refs).await {
         Ok(appended) => appended,
+        // Two runtimes' batches can lock the same entities in different orders: the database
+        // breaks the deadlock by failing one, which is a conflict like any other. Retried.
+        Err(error) if is_deadlock(&error) => {
+            return writes
+                .iter()
+                .map(|write| write.actions.iter().map(|_| Outcome::Conflict).collect())
+                .collect();
+        }
         Err(error) => return all_failed(writes, error, false),
     };
     let alone = writes.len() == 1 && writes[0].actions.len() == 1;
@@ -255,4 +269,12 @@ async fn write_batch(
         }
     }
     outcomes
+}
+
+/// A deadlock or serialization failure (SQLSTATE 40P01, 40001).
+fn is_deadlock(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| matches!(&*code, "40P01" | "40001"))
 }

@@ -108,15 +108,6 @@ impl<E: Entity> Slot<E> {
     }
 }
 
-impl<E: Entity> Slot<E> {
-    /// Empties the inbox and marks no worker running, returning what was queued.
-    pub fn abandon(&self) -> VecDeque<Command<E>> {
-        let mut inbox = self.inbox();
-        inbox.working = false;
-        std::mem::take(&mut inbox.commands)
-    }
-}
-
 /// A live entity of any type, as the idle sweep and shutdown see it.
 pub(crate) trait Live: Any + Send + Sync {
     /// Clears the touched flag; `true` if nothing touched the entity since the last sweep.
@@ -229,6 +220,19 @@ impl Registry {
                 .live
                 .get(&key)
                 .is_some_and(|value| is_own(value.value(), own))
+    }
+
+    /// Removes `own` whatever its inbox holds, dropping what was queued (those callers are told
+    /// their call ended unanswered). Under the shard's write lock, so no call can slip in between.
+    pub fn abandon<E: Entity>(&self, own: &Slot<E>) {
+        self.live.remove_if(&key::<E>(own.id), |_, value| {
+            is_own(value, own) && {
+                let mut inbox = own.inbox();
+                inbox.working = false;
+                inbox.commands.clear();
+                true
+            }
+        });
     }
 
     /// Asks every live entity that `select` picks to leave.

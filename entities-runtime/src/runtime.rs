@@ -110,9 +110,10 @@ impl RuntimeBuilder {
         self
     }
 
-    /// The most entities one transaction commits together (default 64).
-    pub fn batch_size(mut self, entities: usize) -> Self {
-        self.config.batch_size = entities.max(1);
+    /// The most actions one transaction commits together (default 64); a chain of one entity
+    /// is never split.
+    pub fn batch_size(mut self, actions: usize) -> Self {
+        self.config.batch_size = actions.max(1);
         self
     }
 
@@ -219,6 +220,9 @@ impl Runtime {
         ctx: &Context,
         args: E::Args,
     ) -> Result<Arc<E>, Error<E::Error>> {
+        // Held for the whole call, taken before the check: `shutdown` waits for a call that
+        // got in, and a call that comes after it starts is refused.
+        let _running = self.shared.tasks.token();
         self.open()?;
         let span = tracing::info_span!(
             "action",
@@ -335,6 +339,9 @@ impl Runtime {
         id: EntityId,
         command: impl FnOnce(Reply<E>) -> Command<E>,
     ) -> Result<Arc<E>, Error<E::Error>> {
+        // Held for the whole call, taken before the check: `shutdown` waits for a call that
+        // got in, and a call that comes after it starts is refused.
+        let _running = self.shared.tasks.token();
         self.open()?;
         let (reply, answer) = oneshot::channel();
         self.shared

@@ -18,7 +18,7 @@ use crate::runtime::Shared;
 use crate::store::{ActionRows, EntityWrite};
 
 /// The most actions one chain decides and commits together.
-const MAX_CHAIN: usize = 64;
+const MAX_CHAIN: usize = 32;
 
 /// Starts the worker of `slot`, whose inbox has work.
 pub(crate) fn start<E: Entity>(shared: &Arc<Shared>, slot: Arc<Slot<E>>) {
@@ -86,8 +86,7 @@ struct AbandonOnPanic<E: Entity> {
 impl<E: Entity> Drop for AbandonOnPanic<E> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            drop(self.slot.abandon());
-            self.shared.registry.leave(&*self.slot);
+            self.shared.registry.abandon(&*self.slot);
         }
     }
 }
@@ -132,10 +131,21 @@ impl<E: Entity> Queued<E> {
     }
 }
 
+/// How an action of a chain was decided.
+enum Step<E: Entity> {
+    /// Its decision's index in the chain.
+    Decided(usize),
+    /// It decided no events.
+    NoEvents,
+    /// It was refused (or its handler panicked) on a state earlier actions of the chain left:
+    /// the answer stands only if they commit.
+    Refused(Error<E::Error>),
+}
+
 /// Actions decided one after the other, each on the state the one before it left.
 struct Chain<E: Entity> {
-    /// In order, each with the index of its decision (`None`: it decided no events).
-    items: Vec<(Queued<E>, Option<usize>)>,
+    /// In order, each with how it was decided.
+    items: Vec<(Queued<E>, Step<E>)>,
     decisions: Vec<Arc<Decision<E>>>,
     /// The rows of each decision, for the committer.
     rows: Vec<ActionRows>,
@@ -249,14 +259,21 @@ impl<E: Entity> Worker<E> {
             match decided {
                 Ok(Some((decision, rows))) => {
                     state = decision.after.clone();
-                    chain.items.push((item, Some(chain.decisions.len())));
+                    chain
+                        .items
+                        .push((item, Step::Decided(chain.decisions.len())));
                     chain.decisions.push(Arc::new(decision));
                     chain.rows.push(rows);
                 }
-                Ok(None) => chain.items.push((item, None)),
+                Ok(None) => chain.items.push((item, Step::NoEvents)),
                 Err(error) => {
                     *panicked |= matches!(error, Error::Panicked { .. });
-                    item.answer(Err(error));
+                    if chain.decisions.is_empty() {
+                        // Decided on the committed state: the answer is final.
+                        item.answer(Err(error));
+                    } else {
+                        chain.items.push((item, Step::Refused(error)));
+                    }
                 }
             }
         }
@@ -288,16 +305,23 @@ impl<E: Entity> Worker<E> {
         let mut committed: Option<Arc<E>> = None;
         let mut again = Vec::new();
         let mut broken = false;
-        for (mut item, decision) in items {
-            let Some(index) = decision else {
-                // No events: its state is the one the chain had reached, if that stands.
-                if broken {
+        for (mut item, step) in items {
+            let index = match step {
+                Step::Decided(index) => index,
+                // Decided on the state the chain had reached: the answer stands if that does.
+                Step::NoEvents | Step::Refused(_) if broken => {
                     again.push(item);
-                } else {
+                    continue;
+                }
+                Step::NoEvents => {
                     let state = committed.clone().unwrap_or_else(|| self.state());
                     item.answer(Ok(state));
+                    continue;
                 }
-                continue;
+                Step::Refused(error) => {
+                    item.answer(Err(error));
+                    continue;
+                }
             };
             match outcomes[index].take() {
                 Some(Outcome::Committed) => {

@@ -11,6 +11,7 @@ use support::*;
 on_both_backends!(
     actions_of_many_entities_commit_together_and_one_failure_spares_the_rest,
     actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain_spares_the_rest,
+    a_refusal_decided_on_a_state_that_never_commits_is_decided_again,
 );
 
 /// Occupies the only committer with a slow projection, so what is sent meanwhile piles up
@@ -164,5 +165,40 @@ async fn actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain
             "the two actions decided again after the failure committed as one chain"
         );
     }
+    runtime.shutdown().await;
+}
+
+async fn a_refusal_decided_on_a_state_that_never_commits_is_decided_again(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    new_counter(&runtime, "taken").await;
+    let counter = runtime.entity::<Counter>(new_counter(&runtime, "mine").await.id);
+
+    let blocker = hold_the_committer(&runtime).await;
+    let actions: [CounterAction; 3] = [
+        Add { amount: 1 }.into(),
+        Rename {
+            name: "taken".into(),
+        }
+        .into(),
+        // Decided after the rename above, it would be refused as "named `taken` already"; but
+        // that rename never commits (the name is taken), so it must be decided again.
+        Rename {
+            name: "taken".into(),
+        }
+        .into(),
+    ];
+    let ctx = ctx();
+    let results = join_all(actions.map(|action| counter.send_action(&ctx, action))).await;
+    blocker.await.unwrap();
+
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    for result in &results[1..] {
+        assert!(
+            matches!(result, Err(Error::Constraint { .. })),
+            "{result:?}"
+        );
+    }
+    assert_eq!(counter.get().await.unwrap().name, "mine");
     runtime.shutdown().await;
 }

@@ -52,6 +52,8 @@ pub enum CounterError {
     NotPositive(i64),
     #[error("the name must not be blank")]
     BlankName,
+    #[error("the counter is named `{0}` already")]
+    SameName(String),
 }
 
 #[derive(Debug, Clone, Action, Serialize, Deserialize)]
