@@ -266,9 +266,9 @@ where
 /// of the events. Milliseconds: (full replay, from snapshot, 10 events from snapshot, baseline).
 pub async fn w4(backend: Backend, events: i64) -> (f64, f64, f64, f64) {
     let (db, runtime) = fresh(backend, 4).await;
-    let long = write_history(&runtime, events).await;
-    let short = write_history(&runtime, 10).await;
-    let warm_up = write_history(&runtime, 10).await;
+    let long = write_history(&runtime, "long", events).await;
+    let short = write_history(&runtime, "short", 10).await;
+    let warm_up = write_history(&runtime, "warm-up", 10).await;
     runtime.shutdown().await;
     let replay = cold_load(&db, long, warm_up).await;
     // The runtime that loaded it snapshotted it at shutdown; now loads start from there.
@@ -317,9 +317,9 @@ async fn cold_load(db: &TestDatabase, id: EntityId, warm_up: EntityId) -> f64 {
 
 /// A list with `events` events (created, one item, then its quantity changed back and forth),
 /// inserted with SQL: writing 10,000 through the runtime would time the writes, not the load.
-async fn write_history(runtime: &Runtime, events: i64) -> EntityId {
+async fn write_history(runtime: &Runtime, name: &str, events: i64) -> EntityId {
     let list = runtime
-        .create::<ShoppingList>(&ctx(), format!("w4 {events}"))
+        .create::<ShoppingList>(&ctx(), format!("w4 {name}"))
         .await
         .expect("create");
     let added = runtime
