@@ -1,8 +1,9 @@
 # Shared by scripts/test and scripts/bench: a throwaway PostgreSQL from the installed server
 # binaries. Source it after defining `log` and `die`, set `pg_durable=1` for a server that
 # flushes every commit (the benchmark) or leave it unset for a fast test server, then call
-# `start_pg`; an EXIT trap stops the server and removes its directory. `run CMD...` runs a
-# command in a process group of its own, so a signal to the script ends it too.
+# `start_pg`; an EXIT trap stops the server and removes its directory (and calls the script's
+# `on_exit_hook`, if it defines one). `run CMD...` runs a command in a process group of its
+# own, so a signal to the script ends it too.
 
 # ---------------------------------------------------------------------------
 # Throwaway PostgreSQL
@@ -89,6 +90,8 @@ on_exit() {
     local status=$?
     trap - EXIT INT TERM
     stop_pg
+    # The sourcing script's own clean-up, if it defines one.
+    if declare -F on_exit_hook >/dev/null; then on_exit_hook; fi
     exit "$status"
 }
 # On INT/TERM, end the test run (its whole process group) first, then exit,

@@ -1,0 +1,37 @@
+//! W2, spread: `entities` lists x `actions` AddItems from `clients` concurrent clients, each
+//! client working through its share of the lists in turn. Runtime and baseline each on a pool
+//! of [`pool_size`]`(clients)` connections, on a fresh database.
+
+use entities_runtime::Backend;
+
+use super::{
+    Driven, create_baseline_lists, create_lists, drive_baseline, drive_runtime, pool_size,
+};
+use crate::db::BenchDb;
+use crate::workloads::Sizes;
+
+pub struct W2 {
+    pub runtime: Driven,
+    pub baseline: Driven,
+}
+
+pub async fn run(backend: Backend, sizes: &Sizes, clients: usize) -> W2 {
+    let db = BenchDb::new(backend).await;
+    let pool = pool_size(clients);
+
+    let runtime = db.runtime(pool).await;
+    let ids = create_lists(&runtime, sizes.w2_entities, "w2").await;
+    let ours = drive_runtime(&runtime, &ids, sizes.w2_actions, clients, None).await;
+    assert_eq!(ours.actions, sizes.w2_entities * sizes.w2_actions);
+    runtime.shutdown().await;
+
+    let baseline = db.baseline(pool).await;
+    let lists = create_baseline_lists(&baseline, sizes.w2_entities, "w2 baseline").await;
+    let theirs = drive_baseline(&baseline, lists, sizes.w2_actions, clients, None).await;
+    baseline.close().await;
+    db.drop_database().await;
+    W2 {
+        runtime: ours,
+        baseline: theirs,
+    }
+}
