@@ -252,8 +252,8 @@ impl Baseline {
     /// baseline for a load from a snapshot.
     pub async fn read_snapshot(&self, id: EntityId) -> ShoppingList {
         let (snapshot, version): (String, i64) = on_pool!(self, pool, sql = (
-            "SELECT snapshot::text, snapshot_version FROM entities.entities WHERE id = $1",
-            "SELECT snapshot, snapshot_version FROM entities WHERE id = $1"
+            "SELECT snapshot::text, version FROM entities.entity_snapshots WHERE entity_id = $1",
+            "SELECT snapshot, version FROM entity_snapshots WHERE entity_id = $1"
         ) => sqlx::query_as(sql).bind(id).fetch_one(pool).await.expect("snapshot row"));
         let rows: Vec<(String, String)> = on_pool!(self, pool, sql = (
             "SELECT type, payload::text FROM entities.entity_events WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version",

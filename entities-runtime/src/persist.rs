@@ -41,8 +41,12 @@ pub(crate) fn encode_action<E: Entity>(
 
 /// Runs the handler on `before` and applies its events to a copy; returns the decision and the
 /// rows that store it. `None`: the action decided no events, so there is nothing to store.
+///
+/// `spare`, when given, is an unshared copy of `before` (the slot's spare state): the events are
+/// applied to it in place, so deciding costs what the events cost, not a copy of the whole state.
 pub(crate) fn decide<E: Entity>(
     before: &Arc<E>,
+    spare: Option<Arc<E>>,
     ctx: &Arc<Context>,
     action: &E::Action,
     payload: &str,
@@ -73,7 +77,11 @@ pub(crate) fn decide<E: Entity>(
     let keep_between = events.len() > 1 && events.iter().any(E::is_projected);
     let (after, between) = catch_unwind(AssertUnwindSafe(|| {
         let mut between = Vec::new();
-        let mut state = (**before).clone();
+        // Copies the state only when it is shared: always, but for an unshared spare.
+        let mut after = spare
+            .filter(|spare| spare.version() == before.version())
+            .unwrap_or_else(|| before.clone());
+        let state = Arc::make_mut(&mut after);
         for (n, event) in events.iter().enumerate() {
             if keep_between && n > 0 {
                 between.push(state.clone());
@@ -81,7 +89,7 @@ pub(crate) fn decide<E: Entity>(
             state.apply_event(event);
             state.set_version(before.version() + n as Version + 1);
         }
-        (state, between)
+        (after, between)
     }))
     .map_err(panicked("apply"))?;
     let rows = ActionRows {
@@ -96,7 +104,7 @@ pub(crate) fn decide<E: Entity>(
         ctx: ctx.clone(),
         before: before.clone(),
         between,
-        after: Arc::new(after),
+        after,
     };
     Ok(Some((decision, rows)))
 }

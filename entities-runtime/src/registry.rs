@@ -42,6 +42,17 @@ struct Inbox<E: Entity> {
     commands: VecDeque<Command<E>>,
     /// A worker is running; it drains `commands` before it ends.
     working: bool,
+    spare: Option<Spare<E>>,
+}
+
+/// An unshared copy of the published state, made from the state the last commit replaced by
+/// applying that commit's events to it. The next action applies its events to it in place, so an
+/// action costs what its events cost instead of a copy of the whole state (and the free of the
+/// one it replaces). It doubles the memory of an entity's state while the entity is written to:
+/// an idle sweep that finds it unused since the last sweep drops it.
+struct Spare<E> {
+    state: Arc<E>,
+    used: bool,
 }
 
 /// What the registry keeps of a live entity.
@@ -56,6 +67,8 @@ pub(crate) struct Slot<E: Entity> {
     pub snapshot_version: AtomicI64,
     /// A write failed in a way that leaves unknown whether it committed: catch up before the next.
     pub stale: AtomicBool,
+    /// A snapshot is being written in the background.
+    pub snapshotting: AtomicBool,
 }
 
 impl<E: Entity> Slot<E> {
@@ -67,9 +80,11 @@ impl<E: Entity> Slot<E> {
             inbox: Mutex::new(Inbox {
                 commands: VecDeque::new(),
                 working: false,
+                spare: None,
             }),
             snapshot_version: AtomicI64::new(0),
             stale: AtomicBool::new(false),
+            snapshotting: AtomicBool::new(false),
         }
     }
 
@@ -94,6 +109,22 @@ impl<E: Entity> Slot<E> {
         !std::mem::replace(&mut inbox.working, true)
     }
 
+    /// The spare copy of the published state (`Spare`), when there is one at `version`.
+    pub fn take_spare(&self, version: Version) -> Option<Arc<E>> {
+        let spare = self.inbox().spare.take()?;
+        (spare.state.version() == version).then_some(spare.state)
+    }
+
+    /// Keeps `state`, an unshared copy of the published state, for the next action.
+    pub fn keep_spare(&self, state: Arc<E>) {
+        self.inbox().spare = Some(Spare { state, used: true });
+    }
+
+    /// Drops the spare copy: the published state was replaced other than by a commit.
+    pub fn drop_spare(&self) {
+        self.inbox().spare = None;
+    }
+
     /// The worker's next commands, at most `max`; none ends the worker.
     pub fn next_commands(&self, max: usize) -> Vec<Command<E>> {
         let mut inbox = self.inbox();
@@ -110,15 +141,25 @@ impl<E: Entity> Slot<E> {
 
 /// A live entity of any type, as the idle sweep and shutdown see it.
 pub(crate) trait Live: Any + Send + Sync {
-    /// Clears the touched flag; `true` if nothing touched the entity since the last sweep.
-    fn idle(&self) -> bool;
+    /// One round of the idle sweep: clears the touched flag and drops a spare state unused since
+    /// the last round; `true` if nothing touched the entity since the last round.
+    fn sweep(&self) -> bool;
     /// Asks the entity to leave, starting its worker if none runs.
     fn ask_to_leave(self: Arc<Self>, shared: &Arc<Shared>);
 }
 
 impl<E: Entity> Live for Slot<E> {
-    fn idle(&self) -> bool {
-        !self.touched.swap(false, Ordering::Relaxed)
+    fn sweep(&self) -> bool {
+        let idle = !self.touched.swap(false, Ordering::Relaxed);
+        if !idle {
+            let mut inbox = self.inbox();
+            match &mut inbox.spare {
+                Some(spare) if spare.used => spare.used = false,
+                Some(_) => inbox.spare = None,
+                None => {}
+            }
+        }
+        idle
     }
 
     fn ask_to_leave(self: Arc<Self>, shared: &Arc<Shared>) {

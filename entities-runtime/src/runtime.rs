@@ -268,7 +268,7 @@ impl Runtime {
         let payload = persist::encode_action::<E>(&action, id)?;
         let before = Arc::new(E::new(id));
         let Some((decision, rows)) =
-            persist::decide(&before, &Arc::new(ctx.clone()), &action, &payload)?
+            persist::decide(&before, None, &Arc::new(ctx.clone()), &action, &payload)?
         else {
             tx.commit().await.map_err(storage)?;
             return Ok(before);
@@ -427,6 +427,6 @@ async fn sweep_idle(shared: Weak<Shared>) {
             shared.registry.ask_to_leave(&shared, |_| true);
             return;
         }
-        shared.registry.ask_to_leave(&shared, |live| live.idle());
+        shared.registry.ask_to_leave(&shared, |live| live.sweep());
     }
 }

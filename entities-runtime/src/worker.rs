@@ -164,8 +164,9 @@ impl<E: Entity> Worker<E> {
             .unwrap_or_else(|| unreachable!("the worker loads the entity before serving it"))
     }
 
-    fn publish(&self, state: Arc<E>) {
-        self.slot.state.store(Some(state));
+    /// Publishes `state`; returns the state it replaces.
+    fn publish(&self, state: Arc<E>) -> Option<Arc<E>> {
+        self.slot.state.swap(Some(state))
     }
 
     async fn load(&self) -> Result<(), Failure> {
@@ -174,6 +175,7 @@ impl<E: Entity> Worker<E> {
             .snapshot_version
             .store(loaded.snapshot_version, Ordering::Relaxed);
         self.slot.stale.store(false, Ordering::Relaxed);
+        self.slot.drop_spare();
         self.publish(Arc::new(loaded.state));
         Ok(())
     }
@@ -236,7 +238,7 @@ impl<E: Entity> Worker<E> {
             .config
             .snapshot_due(self.state().version() - self.slot.snapshot_version())
         {
-            self.snapshot_if_changed().await;
+            self.snapshot_in_background();
         }
     }
 
@@ -244,6 +246,9 @@ impl<E: Entity> Worker<E> {
     /// the rest form the chain.
     fn decide_chain(&self, queued: Vec<Queued<E>>, panicked: &mut bool) -> Chain<E> {
         let mut state = self.state();
+        // The first decision may apply its events to the spare; the chain's later ones decide on
+        // a state the first still holds, so they copy it.
+        let mut spare = self.slot.take_spare(state.version());
         let mut chain = Chain {
             items: Vec::with_capacity(queued.len()),
             decisions: Vec::new(),
@@ -254,7 +259,7 @@ impl<E: Entity> Worker<E> {
             item.span.record("version", state.version());
             let decided = {
                 let _entered = item.span.enter();
-                persist::decide(&state, &item.ctx, &item.action, &item.payload)
+                persist::decide(&state, spare.take(), &item.ctx, &item.action, &item.payload)
             };
             match decided {
                 Ok(Some((decision, rows))) => {
@@ -303,6 +308,9 @@ impl<E: Entity> Worker<E> {
         } = chain;
         let mut outcomes: Vec<Option<Outcome>> = outcomes.into_iter().map(Some).collect();
         let mut committed: Option<Arc<E>> = None;
+        // The published state the chain was decided from, replaced at its first commit.
+        let mut replaced: Option<Arc<E>> = None;
+        let mut committed_decisions = 0;
         let mut again = Vec::new();
         let mut broken = false;
         for (mut item, step) in items {
@@ -327,7 +335,11 @@ impl<E: Entity> Worker<E> {
                 Some(Outcome::Committed) => {
                     // Published before the caller hears of it: its next `get` sees its write.
                     let after = decisions[index].after.clone();
-                    self.publish(after.clone());
+                    let previous = self.publish(after.clone());
+                    if replaced.is_none() {
+                        replaced = previous;
+                    }
+                    committed_decisions = index + 1;
                     committed = Some(after.clone());
                     item.answer(Ok(after));
                 }
@@ -371,43 +383,120 @@ impl<E: Entity> Worker<E> {
                 None => unreachable!("each decision has one outcome"),
             }
         }
+        drop(committed);
+        if let Some(replaced) = replaced {
+            self.recycle(replaced, decisions, committed_decisions);
+        }
         again
+    }
+
+    /// Turns `replaced`, the state the chain's commit replaced, into the spare: the committed
+    /// decisions' events applied to it in place leave it equal to the published state. Nothing
+    /// happens when something still shares it (a `get` caller, a snapshot being written): the
+    /// next action copies the state instead.
+    fn recycle(&self, replaced: Arc<E>, decisions: Vec<Arc<Decision<E>>>, committed: usize) {
+        let mut decisions = decisions;
+        // The undone decisions share states too (their `before`): they go first.
+        decisions.truncate(committed);
+        let mut events = Vec::with_capacity(committed);
+        for decision in decisions {
+            match Arc::try_unwrap(decision) {
+                Ok(decision) => events.push(decision.events),
+                Err(_) => return,
+            }
+        }
+        let mut spare = replaced;
+        let Some(state) = Arc::get_mut(&mut spare) else {
+            return;
+        };
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for event in events.iter().flatten() {
+                state.apply_event(event);
+                state.set_version(state.version() + 1);
+            }
+        }));
+        // Applying these events succeeded once already; should it panic now, copy instead.
+        if applied.is_ok() && state.version() == self.state().version() {
+            self.slot.keep_spare(spare);
+        }
     }
 
     /// Applies the events other writers stored since the published version, and publishes them.
     async fn catch_up(&self) -> Result<(), Failure> {
         let mut state = (*self.state()).clone();
         replay::catch_up(&self.shared.store, self.slot.id, &mut state).await?;
+        self.slot.drop_spare();
         self.publish(Arc::new(state));
         self.slot.stale.store(false, Ordering::Relaxed);
         Ok(())
     }
 
     async fn snapshot_if_changed(&self) {
-        let Some(state) = self.slot.state.load_full() else {
-            return;
-        };
-        let version: Version = state.version();
-        if version <= self.slot.snapshot_version() || self.slot.stale.load(Ordering::Relaxed) {
+        snapshot_if_changed(&self.shared, &self.slot).await;
+    }
+
+    /// Writes a snapshot in a task of its own, so the entity's next actions do not wait for
+    /// it (its cost grows with the state); one at a time per entity.
+    fn snapshot_in_background(&self) {
+        if self.slot.snapshotting.swap(true, Ordering::Relaxed) {
             return;
         }
-        let saved = match serde_json::to_string(&*state) {
-            Ok(snapshot) => {
-                self.shared
-                    .store
-                    .save_snapshot(self.slot.id, version, &snapshot)
-                    .await
+        let (shared, slot) = (self.shared.clone(), self.slot.clone());
+        self.shared.tasks.spawn(async move {
+            // Writes went on meanwhile (on SQLite the snapshot waits for the write lock): when
+            // another snapshot is due already, it is written now, not at the next action.
+            while snapshot_if_changed(&shared, &slot).await {
+                let version = slot
+                    .state
+                    .load()
+                    .as_ref()
+                    .map_or(0, |state| state.version());
+                if slot.stale.load(Ordering::Relaxed)
+                    || !shared
+                        .config
+                        .snapshot_due(version - slot.snapshot_version())
+                {
+                    break;
+                }
             }
-            Err(error) => {
-                tracing::warn!(entity_type = E::TYPE, entity_id = self.slot.id, %error, "state does not serialize; no snapshot");
-                return;
-            }
-        };
-        match saved {
-            Ok(_) => self.slot.snapshot_version.store(version, Ordering::Relaxed),
-            Err(error) => {
-                tracing::warn!(entity_type = E::TYPE, entity_id = self.slot.id, %error, "snapshot not saved")
-            }
+            slot.snapshotting.store(false, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Stores the published state as the entity's snapshot, unless one of its version is there.
+/// Returns whether it stored one.
+async fn snapshot_if_changed<E: Entity>(shared: &Shared, slot: &Slot<E>) -> bool {
+    let Some(state) = slot.state.load_full() else {
+        return false;
+    };
+    let version: Version = state.version();
+    if version <= slot.snapshot_version() || slot.stale.load(Ordering::Relaxed) {
+        return false;
+    }
+    let saved = match serde_json::to_string(&*state) {
+        Ok(snapshot) => {
+            // Not kept while it is written: the worker may recycle it into its spare.
+            drop(state);
+            shared
+                .store
+                .save_snapshot(slot.id, version, &snapshot)
+                .await
+        }
+        Err(error) => {
+            tracing::warn!(entity_type = E::TYPE, entity_id = slot.id, %error, "state does not serialize; no snapshot");
+            return false;
+        }
+    };
+    match saved {
+        // A later snapshot may have been stored meanwhile (this one in the background).
+        Ok(_) => {
+            slot.snapshot_version.fetch_max(version, Ordering::Relaxed);
+            true
+        }
+        Err(error) => {
+            tracing::warn!(entity_type = E::TYPE, entity_id = slot.id, %error, "snapshot not saved");
+            false
         }
     }
 }

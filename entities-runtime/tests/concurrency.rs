@@ -63,7 +63,7 @@ async fn fifty_writers_of_twenty_actions_lose_nothing(backend: Backend) {
     runtime.shutdown().await;
     exec(
         &runtime_with(&db, |b| b.migrate(false)).await,
-        "UPDATE {entities}entities SET snapshot = NULL, snapshot_version = NULL",
+        "DELETE FROM {entities}entity_snapshots",
     )
     .await;
     assert_eq!(

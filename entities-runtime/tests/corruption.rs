@@ -35,20 +35,26 @@ async fn a_snapshot_that_does_not_decode_falls_back_to_a_full_replay(backend: Ba
     assert_eq!(
         scalar(
             &raw,
-            &format!("SELECT snapshot_version FROM {{entities}}entities WHERE id = {id}")
+            &format!(
+                "SELECT (SELECT version FROM {{entities}}entity_snapshots WHERE entity_id = {id})"
+            )
         )
         .await,
         Some(5),
         "shutdown snapshotted the entity"
     );
-    exec(&raw, &format!(r#"UPDATE {{entities}}entities SET snapshot = '{{"total": "not a number"}}' WHERE id = {id}"#)).await;
+    exec(&raw, &format!(r#"UPDATE {{entities}}entity_snapshots SET snapshot = '{{"total": "not a number"}}' WHERE entity_id = {id}"#)).await;
     assert_eq!(cold_load(&db, id).await, live);
 }
 
 async fn an_event_payload_that_does_not_decode_is_corrupt(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let (raw, id, _) = written(&db).await;
-    exec(&raw, &format!("UPDATE {{entities}}entities SET snapshot = NULL, snapshot_version = NULL WHERE id = {id}")).await;
+    exec(
+        &raw,
+        &format!("DELETE FROM {{entities}}entity_snapshots WHERE entity_id = {id}"),
+    )
+    .await;
     exec(&raw, &format!(r#"UPDATE {{entities}}entity_events SET payload = '{{"amount": "three"}}' WHERE entity_id = {id} AND entity_version = 4"#)).await;
     let fresh = runtime_with(&db, |b| b.migrate(false)).await;
     let result = fresh.entity::<Counter>(id).get().await;
@@ -80,7 +86,11 @@ async fn an_event_payload_that_does_not_decode_is_corrupt(backend: Backend) {
 async fn an_unknown_event_type_is_corrupt(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let (raw, id, _) = written(&db).await;
-    exec(&raw, &format!("UPDATE {{entities}}entities SET snapshot = NULL, snapshot_version = NULL WHERE id = {id}")).await;
+    exec(
+        &raw,
+        &format!("DELETE FROM {{entities}}entity_snapshots WHERE entity_id = {id}"),
+    )
+    .await;
     exec(&raw, &format!("UPDATE {{entities}}entity_events SET type = 'Subtracted' WHERE entity_id = {id} AND entity_version = 2")).await;
     let result = runtime_with(&db, |b| b.migrate(false))
         .await
@@ -99,7 +109,11 @@ async fn an_unknown_event_type_is_corrupt(backend: Backend) {
 async fn a_gap_in_event_versions_is_corrupt(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let (raw, id, _) = written(&db).await;
-    exec(&raw, &format!("UPDATE {{entities}}entities SET snapshot = NULL, snapshot_version = NULL WHERE id = {id}")).await;
+    exec(
+        &raw,
+        &format!("DELETE FROM {{entities}}entity_snapshots WHERE entity_id = {id}"),
+    )
+    .await;
     exec(
         &raw,
         &format!(

@@ -54,7 +54,11 @@ async fn check(runtime: &Runtime, db: &TestDatabase, case: usize, steps: &[Step]
 
     let from_snapshot = cold_load(db, id).await;
     assert_eq!(from_snapshot, live, "snapshot + tail == live");
-    exec(runtime, &format!("UPDATE {{entities}}entities SET snapshot = NULL, snapshot_version = NULL WHERE id = {id}")).await;
+    exec(
+        runtime,
+        &format!("DELETE FROM {{entities}}entity_snapshots WHERE entity_id = {id}"),
+    )
+    .await;
     let replayed = cold_load(db, id).await;
     assert_eq!(replayed, live, "full replay == live");
     let read_model = read_model(runtime, id).await.expect("read model row");

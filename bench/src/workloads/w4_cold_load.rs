@@ -45,13 +45,14 @@ pub async fn run(backend: Backend, events: i64, samples: usize) -> W4 {
     } else {
         ""
     };
-    let snapshot_version =
-        |id: EntityId| format!("SELECT snapshot_version FROM {schema}entities WHERE id = {id}");
+    let snapshot_version = |id: EntityId| {
+        format!("SELECT (SELECT version FROM {schema}entity_snapshots WHERE entity_id = {id})")
+    };
 
     let mut w4 = W4::default();
     for _ in 0..samples {
         sql.exec(format!(
-            "UPDATE {schema}entities SET snapshot = NULL, snapshot_version = NULL WHERE id = {long}"
+            "DELETE FROM {schema}entity_snapshots WHERE entity_id = {long}"
         ))
         .await;
         w4.replay.push(cold_load(&db, long, warm_up, events).await);

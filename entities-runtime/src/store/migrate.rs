@@ -19,16 +19,30 @@ pub struct Migration {
 }
 
 /// The runtime's tables, embedded in the binary so a deployment needs no migration files.
-const RUNTIME_POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "entities",
-    include_str!("../../../migrations/postgres/0001_entities.sql"),
-)];
-const RUNTIME_SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "entities",
-    include_str!("../../../migrations/sqlite/0001_entities.sql"),
-)];
+const RUNTIME_POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "entities",
+        include_str!("../../../migrations/postgres/0001_entities.sql"),
+    ),
+    (
+        2,
+        "entity snapshots",
+        include_str!("../../../migrations/postgres/0002_entity_snapshots.sql"),
+    ),
+];
+const RUNTIME_SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "entities",
+        include_str!("../../../migrations/sqlite/0001_entities.sql"),
+    ),
+    (
+        2,
+        "entity snapshots",
+        include_str!("../../../migrations/sqlite/0002_entity_snapshots.sql"),
+    ),
+];
 
 fn migrator(migrations: impl Iterator<Item = (i64, &'static str, &'static str)>) -> Migrator {
     let migrations = migrations

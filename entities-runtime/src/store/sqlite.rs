@@ -5,14 +5,16 @@ use sqlx::sqlite::SqliteConnection;
 use super::EntityWrite;
 use crate::entity::{EntityId, Version};
 
-pub(super) const ENTITY_ROW: &str =
-    "SELECT type, version, snapshot, snapshot_version FROM entities WHERE id = $1";
+pub(super) const ENTITY_ROW: &str = "SELECT e.type, e.version, s.snapshot, s.version \
+     FROM entities e LEFT JOIN entity_snapshots s ON s.entity_id = e.id WHERE e.id = $1";
 
 pub(super) const EVENTS_AFTER: &str = "SELECT entity_version, type, payload FROM entity_events \
      WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version";
 
-pub(super) const SAVE_SNAPSHOT: &str = "UPDATE entities SET snapshot = $3, snapshot_version = $2 \
-     WHERE id = $1 AND version >= $2 AND (snapshot_version IS NULL OR snapshot_version <= $2)";
+pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO entity_snapshots AS s (entity_id, version, snapshot) \
+     SELECT id, $2, $3 FROM entities WHERE id = $1 AND version >= $2 \
+     ON CONFLICT (entity_id) DO UPDATE SET version = excluded.version, snapshot = excluded.snapshot, \
+     taken_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE s.version <= excluded.version";
 
 pub(super) const INSERT_ENTITY: &str =
     "INSERT INTO entities (type, version) VALUES ($1, 0) RETURNING id";

@@ -318,6 +318,27 @@ pub async fn scalar(runtime: &Runtime, sql: &str) -> Option<i64> {
     }
 }
 
+/// Polls [`scalar`] until its value passes `expected` (for what the runtime writes in the
+/// background, such as periodic snapshots) and returns it; panics after 10 seconds.
+pub async fn scalar_eventually(
+    runtime: &Runtime,
+    sql: &str,
+    expected: impl Fn(Option<i64>) -> bool,
+) -> Option<i64> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let value = scalar(runtime, sql).await;
+        if expected(value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "`{sql}` is still {value:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 fn qualify(runtime: &Runtime, sql: &str) -> String {
     let schema = match runtime.backend() {
         Backend::Postgres => "entities.",
