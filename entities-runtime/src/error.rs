@@ -42,8 +42,11 @@ pub enum Error<D> {
         version: Version,
         reason: String,
     },
-    /// An action or event that serde cannot turn into JSON (a map with non-string keys, say).
-    #[error("{entity_type} {id}: `{type_tag}` does not serialize to JSON: {message}")]
+    /// An action or event the store cannot keep, refused before anything is written: serde
+    /// cannot turn it into JSON (a map with non-string keys, say), or it or the call's context
+    /// holds a NUL character, which Postgres text and `jsonb` refuse (refused on SQLite too, so
+    /// both backends accept the same data).
+    #[error("{entity_type} {id}: `{type_tag}` cannot be stored: {message}")]
     Payload {
         entity_type: &'static str,
         id: EntityId,

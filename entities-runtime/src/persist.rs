@@ -26,16 +26,49 @@ pub(crate) struct Decision<E: Entity> {
 /// A decision and the rows that store it; `None` when the action decided no events.
 pub(crate) type Decided<E> = Option<(Decision<E>, ActionRows)>;
 
-/// Encodes an action's payload once, however many times it is decided.
+/// Encodes an action's payload once, however many times it is decided, and checks that its
+/// context can be stored with it.
 pub(crate) fn encode_action<E: Entity>(
     action: &E::Action,
+    ctx: &Context,
     id: EntityId,
 ) -> Result<String, Error<E::Error>> {
-    action.encode().map_err(|error| Error::Payload {
+    let refused = |message: String| Error::Payload {
         entity_type: E::TYPE,
         id,
         type_tag: action.type_tag(),
-        message: error.to_string(),
+        message,
+    };
+    for (field, value) in [
+        ("user id", &ctx.user_id),
+        ("request id", &ctx.request_id),
+        ("correlation id", &ctx.correlation_id),
+    ] {
+        if value.contains('\0') {
+            return Err(refused(format!("the context's {field} {NUL}")));
+        }
+    }
+    encode(action).map_err(refused)
+}
+
+const NUL: &str = "holds a NUL character, which Postgres cannot store";
+
+/// The JSON of an action or event, refused when Postgres could not store it.
+fn encode(value: &impl Tagged) -> Result<String, String> {
+    let json = value.encode().map_err(|error| error.to_string())?;
+    if has_nul_escape(&json) {
+        return Err(format!("its payload {NUL}"));
+    }
+    Ok(json)
+}
+
+/// Whether JSON text holds the escape `\u0000` (a NUL character in a string). An escaped
+/// backslash followed by `u0000` is text, not a NUL: the escape counts only after an even number
+/// of backslashes.
+fn has_nul_escape(json: &str) -> bool {
+    json.match_indices("u0000").any(|(at, _)| {
+        let backslashes = json[..at].bytes().rev().take_while(|&b| b == b'\\').count();
+        backslashes % 2 == 1
     })
 }
 
@@ -67,11 +100,11 @@ pub(crate) fn decide<E: Entity>(
     }
     let mut event_payloads = Vec::with_capacity(events.len());
     for event in &events {
-        event_payloads.push(event.encode().map_err(|error| Error::Payload {
+        event_payloads.push(encode(event).map_err(|message| Error::Payload {
             entity_type: E::TYPE,
             id: before.id(),
             type_tag: event.type_tag(),
-            message: error.to_string(),
+            message,
         })?);
     }
     let keep_between = events.len() > 1 && events.iter().any(E::is_projected);
@@ -152,5 +185,20 @@ impl<E: Entity> Decision<E> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul_escape;
+
+    #[test]
+    fn a_nul_escape_is_found_and_an_escaped_backslash_is_not_one() {
+        let json = |text: &str| serde_json::to_string(text).unwrap();
+        assert!(has_nul_escape(&json("a\0b")));
+        assert!(has_nul_escape(&json("\\\0")));
+        assert!(!has_nul_escape(&json("a\\u0000b")));
+        assert!(!has_nul_escape(&json("\\\\u0000")));
+        assert!(!has_nul_escape(&json("u0000")));
     }
 }

@@ -265,7 +265,7 @@ impl Runtime {
                 })?
                 .map_err(Error::Rejected)?;
         span.record("action", action.type_tag());
-        let payload = persist::encode_action::<E>(&action, id)?;
+        let payload = persist::encode_action::<E>(&action, ctx, id)?;
         let before = Arc::new(E::new(id));
         let Some((decision, rows)) =
             persist::decide(&before, None, &Arc::new(ctx.clone()), &action, &payload)?

@@ -196,7 +196,7 @@ impl<E: Entity> Worker<E> {
         let mut encoded = Vec::with_capacity(queued.len());
         for mut item in queued {
             item.span.record("entity_id", id);
-            match persist::encode_action::<E>(&item.action, id) {
+            match persist::encode_action::<E>(&item.action, &item.ctx, id) {
                 Ok(payload) => {
                     item.payload = payload;
                     encoded.push(item);

@@ -13,6 +13,7 @@ on_both_backends!(
     a_panicking_projection_rolls_back_its_writes,
     an_unknown_id_is_not_found,
     a_rejected_create_leaves_no_entity,
+    a_nul_character_is_refused_before_anything_is_written,
     an_action_deciding_no_events_stores_nothing,
     calls_after_shutdown_are_refused,
 );
@@ -262,4 +263,68 @@ async fn calls_after_shutdown_are_refused(backend: Backend) {
         runtime.create::<Counter>(&ctx(), "new".into()).await,
         Err(Error::ShuttingDown)
     ));
+}
+
+/// Postgres text and `jsonb` cannot hold a NUL character: written, it would fail the whole
+/// transaction, neighbours in its batch included. It is refused up front instead, on both
+/// backends alike, and nothing is written.
+async fn a_nul_character_is_refused_before_anything_is_written(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime(&db).await;
+    let counter = runtime.entity::<Counter>(new_counter(&runtime, "clean").await.id);
+    let neighbour = runtime.entity::<Counter>(new_counter(&runtime, "neighbour").await.id);
+    let (memory, database) = (
+        counter.get().await.unwrap(),
+        stored(&runtime, counter.id()).await,
+    );
+    let nul_name = Rename {
+        name: "nul\0name".into(),
+    };
+    // A bad payload sent at the same moment as a good action of another entity.
+    let context = ctx();
+    let (bad, good) = tokio::join!(
+        counter.send_action(&context, nul_name),
+        neighbour.send_action(&context, Add { amount: 1 })
+    );
+    match bad {
+        Err(Error::Payload {
+            type_tag, message, ..
+        }) => {
+            assert_eq!(type_tag, "Rename");
+            assert!(message.contains("NUL"), "{message}");
+        }
+        other => panic!("expected a payload error, got {other:?}"),
+    }
+    assert_eq!(good.unwrap().version, 2, "the neighbour committed");
+
+    let nul_user = ctx().with_correlation_id("one\0two");
+    match counter.send_action(&nul_user, Add { amount: 1 }).await {
+        Err(Error::Payload { message, .. }) => {
+            assert!(message.contains("correlation id"), "{message}")
+        }
+        other => panic!("expected a payload error, got {other:?}"),
+    }
+    assert_eq!(counter.get().await.unwrap(), memory);
+    assert_eq!(stored(&runtime, counter.id()).await, database);
+
+    let created = runtime.create::<Counter>(&ctx(), "nul\0".into()).await;
+    assert!(matches!(created, Err(Error::Payload { .. })), "{created:?}");
+    assert_eq!(
+        scalar(&runtime, "SELECT count(*) FROM {entities}entities").await,
+        Some(2),
+        "no entity row for the refused create"
+    );
+    // Text that merely looks like the escape is stored as it is.
+    let literal = counter
+        .send_action(
+            &ctx(),
+            Rename {
+                name: "back\\u0000slash".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(literal.name, "back\\u0000slash");
+    assert_eq!(cold_load(&db, counter.id()).await.name, "back\\u0000slash");
+    runtime.shutdown().await;
 }

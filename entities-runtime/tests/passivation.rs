@@ -83,8 +83,10 @@ async fn wait_until_idle(runtime: &entities_runtime::Runtime) {
 
 async fn an_idle_entity_snapshots_and_leaves_memory(backend: Backend) {
     let db = TestDatabase::new(backend).await;
+    // Long enough that the entity cannot leave again (two sweeps without a touch) between the
+    // reload below and the check that it is live.
     let runtime = runtime_with(&db, |b| {
-        b.idle_timeout(Duration::from_millis(50)).snapshot_every(0)
+        b.idle_timeout(Duration::from_millis(250)).snapshot_every(0)
     })
     .await;
     let id = new_counter(&runtime, "sleepy").await.id;
