@@ -3,11 +3,16 @@
 //!
 //! Entity workers hand their decided actions (a chain per entity) to the committers. A committer
 //! takes everything waiting, up to a batch's size, and in one transaction appends every chain
-//! with one statement (per-entity version checks included), runs each action's projections in a
-//! savepoint of its own, and commits once. An action whose projection fails is rolled back to
-//! its savepoint and its rows are taken back; its neighbours commit all the same. A chain whose
-//! version check fails is written not at all and decided again by its worker. Every caller is
-//! answered only after the commit that holds its action.
+//! with one statement (per-entity version checks included), runs the actions' projections, and
+//! commits once. A chain whose version check fails is written not at all and decided again by
+//! its worker. Every caller is answered only after the commit that holds its action.
+//!
+//! Projections run optimistically: one savepoint, then every action's projections one after the
+//! other. Should one fail, the transaction rolls back to that savepoint and the actions since it
+//! run again one at a time, each in a savepoint of its own: the failing one is rolled back and
+//! its rows taken back, its neighbours commit in the same transaction all the same. A savepoint
+//! per action would cost a round trip per action every time; this costs one per batch, and the
+//! redo only when a projection fails.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -18,12 +23,15 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::projection::Tx;
-use crate::store::{EntityWrite, Store};
+use crate::store::{EntityWrite, Store, StoreTx};
 
-/// An action's projections, to run in the batch's transaction. Its error is the entity's own
-/// `Error<E::Error>`, boxed, since one batch holds entities of every type.
+/// An action's projections, to run in the batch's transaction: more than once when a
+/// neighbour's failure rolls them back. Its error is the entity's own `Error<E::Error>`, boxed,
+/// since one batch holds entities of every type.
 pub(crate) type ProjectFn = Box<
-    dyn for<'a, 'c> FnOnce(&'a mut Tx<'c>) -> BoxFuture<'a, Result<(), Box<dyn Any + Send>>> + Send,
+    dyn for<'a, 'c> Fn(&'a mut Tx<'c>) -> BoxFuture<'a, Result<(), Box<dyn Any + Send>>>
+        + Send
+        + Sync,
 >;
 
 /// One entity's chain of decided actions, waiting for a commit.
@@ -189,6 +197,15 @@ fn all_failed(
         .collect()
 }
 
+/// One action of a batch, in the batch's order.
+struct Step {
+    /// Its chain's index in the batch.
+    write: usize,
+    /// Its entity's version before it: a refused action's rows are taken back from there on.
+    version_before: crate::entity::Version,
+    project: Option<ProjectFn>,
+}
+
 async fn write_batch(
     store: &Store,
     writes: &[EntityWrite],
@@ -211,52 +228,125 @@ async fn write_batch(
         }
         Err(error) => return all_failed(writes, error, false),
     };
-    let alone = writes.len() == 1 && writes[0].actions.len() == 1;
-    let mut outcomes = Vec::with_capacity(writes.len());
-    for ((write, appended), projections) in writes.iter().zip(appended).zip(projections) {
-        if !appended {
-            outcomes.push(write.actions.iter().map(|_| Outcome::Conflict).collect());
-            continue;
+    let mut steps = Vec::new();
+    for (index, (write, projections)) in writes.iter().zip(projections).enumerate() {
+        let versions_before = std::iter::once(write.expected_version).chain(write.versions_after());
+        for (project, version_before) in projections.into_iter().zip(versions_before) {
+            steps.push(Step {
+                write: index,
+                version_before,
+                project,
+            });
         }
-        let mut chain = Vec::with_capacity(write.actions.len());
-        let mut version_before = write.expected_version;
-        for (projection, version_after) in projections.into_iter().zip(write.versions_after()) {
-            if !chain
+    }
+    // Alone in its transaction, an action needs no savepoint: its failure rolls back the whole
+    // transaction, which holds nothing else.
+    if let [step] = steps.as_mut_slice() {
+        let outcome = match (appended[0], step.project.take()) {
+            (false, _) => Outcome::Conflict,
+            (true, None) => Outcome::Committed,
+            (true, Some(project)) => match project(&mut tx.projection()).await {
+                Ok(()) => Outcome::Committed,
+                Err(refusal) => return vec![vec![Outcome::Refused(refusal)]],
+            },
+        };
+        return commit(tx, vec![vec![outcome]]).await;
+    }
+    match project_batch(&mut tx, writes, &appended, &steps).await {
+        Ok(outcomes) => {
+            // Back in the shape of the batch: per chain, per action.
+            let mut outcomes = outcomes.into_iter();
+            let shaped = writes
                 .iter()
-                .all(|outcome| matches!(outcome, Outcome::Committed))
-            {
-                chain.push(Outcome::Retry);
+                .map(|write| outcomes.by_ref().take(write.actions.len()).collect())
+                .collect();
+            commit(tx, shaped).await
+        }
+        Err(error) => all_failed(writes, error, false),
+    }
+}
+
+/// Runs the projections of every step (see the module's doc) and takes back the rows of the
+/// refused ones; returns each step's outcome.
+async fn project_batch(
+    tx: &mut StoreTx,
+    writes: &[EntityWrite],
+    appended: &[bool],
+    steps: &[Step],
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut outcomes: Vec<Option<Outcome>> = steps.iter().map(|_| None).collect();
+    // A chain with a refused action: the actions after it were decided on its state.
+    let mut broken = vec![false; writes.len()];
+    // The first step since the optimistic savepoint, while one is open.
+    let mut optimistic_from: Option<usize> = None;
+    // Steps up to this one run each in a savepoint of their own (after a rollback).
+    let mut isolate_through: Option<usize> = None;
+    let mut at = 0;
+    while at < steps.len() {
+        let step = &steps[at];
+        let project = match &step.project {
+            _ if !appended[step.write] => {
+                outcomes[at] = Some(Outcome::Conflict);
+                at += 1;
                 continue;
             }
-            let refused = match projection {
-                None => None,
-                // Alone in its transaction, an action needs no savepoint: its failure rolls back
-                // the whole transaction, which holds nothing else. Two round trips saved.
-                Some(project) if alone => match project(&mut tx.projection()).await {
-                    Ok(()) => None,
-                    Err(refusal) => return vec![vec![Outcome::Refused(refusal)]],
-                },
-                Some(project) => match tx.isolated(project).await {
-                    Ok(Ok(())) => None,
-                    Ok(Err(refusal)) => Some(refusal),
-                    Err(error) => return all_failed(writes, error, false),
-                },
-            };
-            match refused {
-                None => chain.push(Outcome::Committed),
-                Some(refusal) => {
-                    // Its own writes went with the savepoint; the rows appended for it and for
+            _ if broken[step.write] => {
+                outcomes[at] = Some(Outcome::Retry);
+                at += 1;
+                continue;
+            }
+            None => {
+                outcomes[at] = Some(Outcome::Committed);
+                at += 1;
+                continue;
+            }
+            Some(project) => project,
+        };
+        if isolate_through.is_some_and(|last| at <= last) {
+            match tx.isolated(|tx| project(tx)).await? {
+                Ok(()) => outcomes[at] = Some(Outcome::Committed),
+                Err(refusal) => {
+                    // Its own writes went with its savepoint; the rows appended for it and for
                     // the rest of its chain go now.
-                    if let Err(error) = tx.truncate(write.entity_id, version_before).await {
-                        return all_failed(writes, error, false);
-                    }
-                    chain.push(Outcome::Refused(refusal));
+                    tx.truncate(writes[step.write].entity_id, step.version_before)
+                        .await?;
+                    broken[step.write] = true;
+                    outcomes[at] = Some(Outcome::Refused(refusal));
                 }
             }
-            version_before = version_after;
+            at += 1;
+            continue;
         }
-        outcomes.push(chain);
+        let from = match optimistic_from {
+            Some(from) => from,
+            None => {
+                tx.savepoint().await?;
+                *optimistic_from.insert(at)
+            }
+        };
+        match project(&mut tx.projection()).await {
+            Ok(()) => {
+                outcomes[at] = Some(Outcome::Committed);
+                at += 1;
+            }
+            Err(_) => {
+                // Undo every projection since the savepoint and run those steps again, one at
+                // a time: the failing one is found again and refused alone.
+                tx.rollback_to_savepoint().await?;
+                optimistic_from = None;
+                isolate_through = Some(at);
+                at = from;
+            }
+        }
     }
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or_else(|| unreachable!("every step is decided")))
+        .collect())
+}
+
+/// Commits; should the commit fail, the actions it held may or may not have been committed.
+async fn commit(tx: StoreTx, mut outcomes: Vec<Vec<Outcome>>) -> Vec<Vec<Outcome>> {
     if let Err(error) = tx.commit().await {
         let error = Arc::new(error);
         for outcome in outcomes.iter_mut().flatten() {

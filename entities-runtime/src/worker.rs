@@ -508,6 +508,7 @@ fn projection<E: Entity>(decision: &Arc<Decision<E>>) -> Option<ProjectFn> {
     }
     let decision = decision.clone();
     Some(Box::new(move |tx| {
+        let decision = decision.clone();
         Box::pin(async move {
             decision
                 .project(tx)

@@ -12,6 +12,7 @@ on_both_backends!(
     actions_of_many_entities_commit_together_and_one_failure_spares_the_rest,
     actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain_spares_the_rest,
     a_refusal_decided_on_a_state_that_never_commits_is_decided_again,
+    failures_amid_a_batch_spare_the_neighbours_before_between_and_after_them,
 );
 
 /// Occupies the only committer with a slow projection, so what is sent meanwhile piles up
@@ -200,5 +201,72 @@ async fn a_refusal_decided_on_a_state_that_never_commits_is_decided_again(backen
         );
     }
     assert_eq!(counter.get().await.unwrap().name, "mine");
+    runtime.shutdown().await;
+}
+
+/// Projections run optimistically after one savepoint; a failure rolls back to it and the
+/// actions since run again one by one. Two failures amid neighbours: every neighbour commits,
+/// in the one transaction, with its read-model row, and the failures leave nothing.
+async fn failures_amid_a_batch_spare_the_neighbours_before_between_and_after_them(
+    backend: Backend,
+) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    new_counter(&runtime, "taken").await;
+    let mut ids = Vec::new();
+    for n in 0..9 {
+        ids.push(new_counter(&runtime, &format!("neighbour {n}")).await.id);
+    }
+    let unlucky = [
+        new_counter(&runtime, "unlucky 1").await.id,
+        new_counter(&runtime, "unlucky 2").await.id,
+    ];
+    let before = [
+        stored(&runtime, unlucky[0]).await,
+        stored(&runtime, unlucky[1]).await,
+    ];
+
+    let blocker = hold_the_committer(&runtime).await;
+    // Queued in this order: three neighbours, a clash, three, a clash, three.
+    let context = ctx();
+    let mut calls = Vec::new();
+    for (n, &id) in ids.iter().enumerate() {
+        calls.push((id, Add { amount: id }.into()));
+        if n % 3 == 2 && n < 8 {
+            let rename = Rename {
+                name: "taken".into(),
+            };
+            calls.push((unlucky[n / 3], rename.into()));
+        }
+    }
+    let results = join_all(calls.into_iter().map(|(id, action): (i64, CounterAction)| {
+        let entity = runtime.entity::<Counter>(id);
+        let context = &context;
+        async move { (id, entity.send_action(context, action).await) }
+    }))
+    .await;
+    blocker.await.unwrap();
+
+    for (id, result) in results {
+        if unlucky.contains(&id) {
+            assert!(
+                matches!(result, Err(Error::Constraint { .. })),
+                "{result:?}"
+            );
+        } else {
+            assert_eq!(result.expect("neighbours commit").total, id);
+            assert_eq!(read_model(&runtime, id).await.map(|row| row.1), Some(id));
+        }
+    }
+    for (id, before) in unlucky.iter().zip(before) {
+        assert_eq!(
+            stored(&runtime, *id).await,
+            before,
+            "a failure left nothing"
+        );
+    }
+    if let Some(transactions) = transactions(&runtime, &ids, 2).await {
+        assert_eq!(transactions, 1, "the nine neighbours committed together");
+    }
     runtime.shutdown().await;
 }

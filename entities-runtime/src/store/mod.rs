@@ -324,24 +324,32 @@ impl StoreTx {
         }
     }
 
-    /// Runs `project` inside a savepoint: when it fails, what it wrote is rolled back and the
-    /// rest of the transaction stands.
-    ///
-    /// The savepoint is not released on success: the next action's `SAVEPOINT` of the same name
-    /// stacks on it (both backends keep the older one) and `COMMIT` releases them all, which
-    /// saves a round trip per action.
+    /// Runs `project` inside a savepoint of its own: when it fails, what it wrote is rolled
+    /// back and the rest of the transaction stands.
     pub async fn isolated<T, F>(&mut self, project: F) -> Result<Result<(), T>, sqlx::Error>
     where
         F: for<'a, 'c> FnOnce(&'a mut Tx<'c>) -> futures::future::BoxFuture<'a, Result<(), T>>,
     {
-        self.raw("SAVEPOINT entities_action").await?;
+        self.savepoint().await?;
         match project(&mut self.projection()).await {
             Ok(()) => Ok(Ok(())),
             Err(refusal) => {
-                self.raw("ROLLBACK TO SAVEPOINT entities_action").await?;
+                self.rollback_to_savepoint().await?;
                 Ok(Err(refusal))
             }
         }
+    }
+
+    /// Sets a savepoint. It is never released: the next `SAVEPOINT` of the same name stacks on
+    /// it (both backends keep the older one), a rollback goes to the newest, and `COMMIT`
+    /// releases them all, which saves a round trip each.
+    pub async fn savepoint(&mut self) -> Result<(), sqlx::Error> {
+        self.raw("SAVEPOINT entities_action").await
+    }
+
+    /// Undoes what was written since the newest savepoint, which stays.
+    pub async fn rollback_to_savepoint(&mut self) -> Result<(), sqlx::Error> {
+        self.raw("ROLLBACK TO SAVEPOINT entities_action").await
     }
 
     async fn raw(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {

@@ -28,11 +28,16 @@ pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload::te
 /// One statement, one round trip, for every entity of a batch: the version checks and bumps,
 /// the action rows and the event rows. An entity whose version check fails is not in `bumped`,
 /// so none of its rows are inserted; the statement returns the ids of those that passed.
+///
+/// `e.id = ANY($1)` repeats the join condition so that the entities are found through their
+/// primary key: without it the generic plan of this prepared statement joins the unnested
+/// batch against a sequential scan of every entity (measured: 0.6 ms per batch at only 1,000
+/// entities, growing with the table).
 const APPEND: &str = "\
 WITH bumped AS (
     UPDATE entities.entities AS e SET version = w.new_version, updated_at = now()
     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS w(id, expected, new_version)
-    WHERE e.id = w.id AND e.version = w.expected
+    WHERE e.id = ANY($1) AND e.id = w.id AND e.version = w.expected
     RETURNING e.id
 ), actions AS (
     INSERT INTO entities.entity_actions
