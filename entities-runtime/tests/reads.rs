@@ -32,7 +32,9 @@ async fn get_returns_the_committed_state_while_a_write_is_in_flight(backend: Bac
             .await
         }
     });
-    // ...and an action queued behind it waits its turn.
+    // ...and an action queued behind it (once it is surely in flight: two spawned tasks may
+    // start in either order) waits its turn.
+    tokio::time::sleep(SLOW_PROJECTION_TIME / 8).await;
     let queued = tokio::spawn({
         let busy = busy.clone();
         async move { busy.send_action(&ctx(), Add { amount: 1 }).await }

@@ -24,70 +24,85 @@ pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload, e.
      FROM entity_events e JOIN entity_actions a ON a.id = e.action_id \
      WHERE e.entity_id = $1 AND e.entity_type = $2 ORDER BY e.entity_version";
 
-/// SQLite has no data-modifying CTEs, so each row is its own statement; every statement here
-/// is an in-process call on a prepared statement, not a round trip.
+/// One call per entity of the batch: its version check and bump, its action rows and its event
+/// rows, as one multi-statement query. sqlx runs a SQLite connection on a thread of its own, so
+/// each call is a round trip to that thread, which costs more than the statements themselves.
+///
+/// SQLite has no data-modifying CTEs; instead every insert runs only if the statement before it
+/// changed rows (`changes()`), so a failed version check (no row updated) inserts nothing.
 pub(super) async fn append(
     conn: &mut SqliteConnection,
     writes: &[&EntityWrite],
 ) -> Result<Vec<bool>, sqlx::Error> {
     let mut appended = Vec::with_capacity(writes.len());
     for write in writes {
-        appended.push(append_one(conn, write).await?);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(append_sql(write)))
+            .bind(write.entity_id)
+            .bind(write.expected_version)
+            .bind(write.new_version())
+            .bind(write.entity_type);
+        let mut version = write.expected_version;
+        for (action, after) in write.actions.iter().zip(write.versions_after()) {
+            query = query
+                .bind(after)
+                .bind(action.action_type)
+                .bind(&action.payload)
+                .bind(&action.ctx.user_id)
+                .bind(&action.ctx.request_id)
+                .bind(&action.ctx.correlation_id);
+            for (event_type, payload) in action.event_types.iter().zip(&action.event_payloads) {
+                version += 1;
+                query = query.bind(version).bind(*event_type).bind(payload);
+            }
+        }
+        appended.push(query.execute(&mut *conn).await?.rows_affected() > 0);
     }
     Ok(appended)
 }
 
-async fn append_one(conn: &mut SqliteConnection, write: &EntityWrite) -> Result<bool, sqlx::Error> {
-    let bumped = sqlx::query(
+/// The statements of [`append`] for a chain of this shape (how many actions, how many events
+/// each); sqlx keeps each shape prepared. `$N` parameters are bound by number in every
+/// statement: 1-4 are the entity's, then 6 per action and 3 per event, in order.
+fn append_sql(write: &EntityWrite) -> String {
+    use std::fmt::Write;
+    let mut sql = String::from(
         "UPDATE entities SET version = $3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-         WHERE id = $1 AND version = $2",
-    )
-    .bind(write.entity_id)
-    .bind(write.expected_version)
-    .bind(write.new_version())
-    .execute(&mut *conn)
-    .await?;
-    if bumped.rows_affected() != 1 {
-        return Ok(false);
-    }
-    let mut version = write.expected_version;
-    for (action, after) in write.actions.iter().zip(write.versions_after()) {
-        let action_id: i64 = sqlx::query_scalar(
+         WHERE id = $1 AND version = $2;\n",
+    );
+    let mut next = 5;
+    for action in &write.actions {
+        let a = next;
+        next += 6;
+        let _ = writeln!(
+            sql,
             "INSERT INTO entity_actions \
              (entity_id, entity_type, entity_version, type, payload, created_by, request_id, correlation_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-        )
-        .bind(write.entity_id)
-        .bind(write.entity_type)
-        .bind(after)
-        .bind(action.action_type)
-        .bind(&action.payload)
-        .bind(&action.ctx.user_id)
-        .bind(&action.ctx.request_id)
-        .bind(&action.ctx.correlation_id)
-        .fetch_one(&mut *conn)
-        .await?;
-        for (event_type, payload) in action.event_types.iter().zip(&action.event_payloads) {
-            version += 1;
-            sqlx::query(
+             SELECT $1, $4, ${a}, ${}, ${}, ${}, ${}, ${} WHERE changes() > 0;",
+            a + 1,
+            a + 2,
+            a + 3,
+            a + 4,
+            a + 5,
+        );
+        for _ in &action.event_types {
+            let e = next;
+            next += 3;
+            let _ = writeln!(
+                sql,
                 "INSERT INTO entity_events \
                  (entity_id, entity_type, entity_version, type, payload, action_id, created_by, request_id, correlation_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(write.entity_id)
-            .bind(write.entity_type)
-            .bind(version)
-            .bind(*event_type)
-            .bind(payload)
-            .bind(action_id)
-            .bind(&action.ctx.user_id)
-            .bind(&action.ctx.request_id)
-            .bind(&action.ctx.correlation_id)
-            .execute(&mut *conn)
-            .await?;
+                 SELECT $1, $4, ${e}, ${}, ${}, \
+                 (SELECT id FROM entity_actions WHERE entity_id = $1 AND entity_version = ${a}), ${}, ${}, ${} \
+                 WHERE changes() > 0;",
+                e + 1,
+                e + 2,
+                a + 3,
+                a + 4,
+                a + 5,
+            );
         }
     }
-    Ok(true)
+    sql
 }
 
 pub(super) async fn truncate(
