@@ -43,30 +43,32 @@ async fn snapshots_survive_the_move_to_their_own_table(backend: Backend) {
         "INSERT INTO {schema}entities (id, type, version, snapshot, snapshot_version) \
          VALUES (1, 'counter', 3, '{SNAPSHOT}', 3)"
     );
+    // Runs migration 1 on `$pool`, inserts the old-style row, closes the pool.
+    macro_rules! first_runtime {
+        ($pool:expr) => {{
+            let pool = $pool;
+            first.run(&pool).await.expect("migration 1");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(insert))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }};
+    }
     match backend {
         Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
             first.create_schema("entities");
             first.dangerous_set_table_name("entities._migrations");
-            first.run(&pool).await.expect("migration 1");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(insert))
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
+            first_runtime!(sqlx::PgPool::connect(&db.url).await.unwrap());
         }
         Backend::Sqlite => {
-            let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
-            let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
-                .await
-                .unwrap();
             first.dangerous_set_table_name("_entities_migrations");
-            first.run(&pool).await.expect("migration 1");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(insert))
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
+            let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
+            first_runtime!(
+                sqlx::SqlitePool::connect_with(options.create_if_missing(true))
+                    .await
+                    .unwrap()
+            );
         }
     }
 

@@ -64,14 +64,17 @@ pub async fn child(backend: Backend, count: usize) {
     let snapshot = r#"'{"id":' || v || ',"version":1,"n":0}'"#;
     let sql = match backend {
         Backend::Postgres => format!(
-            "INSERT INTO entities.entities (id, type, version, snapshot, snapshot_version) \
-             SELECT v, 'tally', 1, ({snapshot})::jsonb, 1 FROM generate_series(1, {total}) AS v;
+            "INSERT INTO entities.entities (id, type, version) \
+             SELECT v, 'tally', 1 FROM generate_series(1, {total}) AS v;
+             INSERT INTO entities.entity_snapshots (entity_id, version, snapshot) \
+             SELECT v, 1, ({snapshot})::jsonb FROM generate_series(1, {total}) AS v;
              SELECT setval(pg_get_serial_sequence('entities.entities', 'id'), {total});"
         ),
         Backend::Sqlite => format!(
             "WITH RECURSIVE s(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM s WHERE v < {total}) \
-             INSERT INTO entities (id, type, version, snapshot, snapshot_version) \
-             SELECT v, 'tally', 1, {snapshot}, 1 FROM s"
+             INSERT INTO entities (id, type, version) SELECT v, 'tally', 1 FROM s;
+             WITH RECURSIVE s(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM s WHERE v < {total}) \
+             INSERT INTO entity_snapshots (entity_id, version, snapshot) SELECT v, 1, {snapshot} FROM s;"
         ),
     };
     let baseline = db.baseline(1).await;
