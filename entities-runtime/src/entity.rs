@@ -127,7 +127,10 @@ pub trait Handle<A>: Entity {
     fn handle(&self, ctx: &Context, action: &A) -> Result<Vec<Self::Event>, Self::Error>;
 }
 
-/// Applies an event to the state: a pure change, run on every load.
+/// Applies an event to the state: a pure change, run on every load. It must depend on nothing but
+/// the state and the event (no clock, no randomness, no `HashMap` iteration order): the runtime
+/// applies the same events to more than one copy of the state (a replay, the spare copy of a
+/// live entity) and relies on getting the same state each time.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not apply event `{E}`",
     label = "event `{E}` is listed here",
@@ -139,6 +142,12 @@ pub trait Apply<E>: Entity {
 
 /// Writes an event to a read model inside the transaction that records it, so the read model is
 /// always consistent and its constraints (a unique name, say) can reject the action.
+///
+/// A projection may run more than once for one commit: when another action of the same batch
+/// fails, what the batch's projections wrote is rolled back and they run again. So it should
+/// only write through `tx`, with no effects outside the transaction, and it must return the
+/// error of a statement that failed (`?`): on Postgres a failed statement aborts the
+/// transaction, which then cannot commit.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has no projection for event `{E}`",
     label = "event `{E}` is listed in `project(...)` here",

@@ -77,9 +77,10 @@ fn has_nul_escape(json: &str) -> bool {
 ///
 /// `spare`, when given, is an unshared copy of `before` (the slot's spare state): the events are
 /// applied to it in place, so deciding costs what the events cost, not a copy of the whole state.
+/// It is taken only when the action decides events.
 pub(crate) fn decide<E: Entity>(
     before: &Arc<E>,
-    spare: Option<Arc<E>>,
+    spare: &mut Option<Arc<E>>,
     ctx: &Arc<Context>,
     action: &E::Action,
     payload: &str,
@@ -112,6 +113,7 @@ pub(crate) fn decide<E: Entity>(
         let mut between = Vec::new();
         // Copies the state only when it is shared: always, but for an unshared spare.
         let mut after = spare
+            .take()
             .filter(|spare| spare.version() == before.version())
             .unwrap_or_else(|| before.clone());
         let state = Arc::make_mut(&mut after);

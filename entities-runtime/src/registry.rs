@@ -117,12 +117,16 @@ impl<E: Entity> Slot<E> {
 
     /// Keeps `state`, an unshared copy of the published state, for the next action.
     pub fn keep_spare(&self, state: Arc<E>) {
-        self.inbox().spare = Some(Spare { state, used: true });
+        let replaced = self.inbox().spare.replace(Spare { state, used: true });
+        // Freed outside the lock: a large state takes a while.
+        drop(replaced);
     }
 
     /// Drops the spare copy: the published state was replaced other than by a commit.
     pub fn drop_spare(&self) {
-        self.inbox().spare = None;
+        // Freed outside the lock: a large state takes a while.
+        let spare = self.inbox().spare.take();
+        drop(spare);
     }
 
     /// The worker's next commands, at most `max`; none ends the worker.
@@ -153,11 +157,16 @@ impl<E: Entity> Live for Slot<E> {
         let idle = !self.touched.swap(false, Ordering::Relaxed);
         if !idle {
             let mut inbox = self.inbox();
-            match &mut inbox.spare {
-                Some(spare) if spare.used => spare.used = false,
-                Some(_) => inbox.spare = None,
-                None => {}
-            }
+            let unused = match &mut inbox.spare {
+                Some(spare) if spare.used => {
+                    spare.used = false;
+                    None
+                }
+                _ => inbox.spare.take(),
+            };
+            // Freed outside the lock: a large state takes a while.
+            drop(inbox);
+            drop(unused);
         }
         idle
     }

@@ -267,8 +267,13 @@ impl Runtime {
         span.record("action", action.type_tag());
         let payload = persist::encode_action::<E>(&action, ctx, id)?;
         let before = Arc::new(E::new(id));
-        let Some((decision, rows)) =
-            persist::decide(&before, None, &Arc::new(ctx.clone()), &action, &payload)?
+        let Some((decision, rows)) = persist::decide(
+            &before,
+            &mut None,
+            &Arc::new(ctx.clone()),
+            &action,
+            &payload,
+        )?
         else {
             tx.commit().await.map_err(storage)?;
             return Ok(before);

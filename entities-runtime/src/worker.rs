@@ -259,7 +259,7 @@ impl<E: Entity> Worker<E> {
             item.span.record("version", state.version());
             let decided = {
                 let _entered = item.span.enter();
-                persist::decide(&state, spare.take(), &item.ctx, &item.action, &item.payload)
+                persist::decide(&state, &mut spare, &item.ctx, &item.action, &item.payload)
             };
             match decided {
                 Ok(Some((decision, rows))) => {
@@ -281,6 +281,10 @@ impl<E: Entity> Worker<E> {
                     }
                 }
             }
+        }
+        // Every action refused or without events: the spare is still good for the next.
+        if let Some(spare) = spare {
+            self.slot.keep_spare(spare);
         }
         chain
     }
@@ -443,25 +447,53 @@ impl<E: Entity> Worker<E> {
         }
         let (shared, slot) = (self.shared.clone(), self.slot.clone());
         self.shared.tasks.spawn(async move {
-            // Writes went on meanwhile (on SQLite the snapshot waits for the write lock): when
-            // another snapshot is due already, it is written now, not at the next action.
-            while snapshot_if_changed(&shared, &slot).await {
-                let version = slot
-                    .state
-                    .load()
-                    .as_ref()
-                    .map_or(0, |state| state.version());
-                if slot.stale.load(Ordering::Relaxed)
-                    || !shared
-                        .config
-                        .snapshot_due(version - slot.snapshot_version())
+            // Cleared however the task ends (a panicking `Serialize` too), else the entity would
+            // never snapshot again.
+            let snapshotting = Snapshotting(&slot.snapshotting);
+            loop {
+                // Writes went on meanwhile (on SQLite the snapshot waits for the write lock):
+                // when another snapshot is due already, it is written now, not at the next
+                // action.
+                let mut stored = snapshot_if_changed(&shared, &slot).await;
+                while stored && snapshot_due(&shared, &slot) {
+                    stored = snapshot_if_changed(&shared, &slot).await;
+                }
+                snapshotting.0.store(false, Ordering::Relaxed);
+                // The worker may have found a snapshot due while this one still ran, and left
+                // it to this task: one more look after the flag is down. A failed save is not
+                // retried here (the next action's check tries again).
+                if !stored
+                    || !snapshot_due(&shared, &slot)
+                    || snapshotting.0.swap(true, Ordering::Relaxed)
                 {
                     break;
                 }
             }
-            slot.snapshotting.store(false, Ordering::Relaxed);
         });
     }
+}
+
+/// Clears the entity's `snapshotting` flag when dropped.
+struct Snapshotting<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Snapshotting<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Whether `snapshot_every` events were committed since the last snapshot (and the state in
+/// memory is known to be the stored one).
+fn snapshot_due<E: Entity>(shared: &Shared, slot: &Slot<E>) -> bool {
+    let version = slot
+        .state
+        .load()
+        .as_ref()
+        .map_or(0, |state| state.version());
+    !slot.stale.load(Ordering::Relaxed)
+        && shared
+            .config
+            .snapshot_due(version - slot.snapshot_version())
 }
 
 /// Stores the published state as the entity's snapshot, unless one of its version is there.
