@@ -179,7 +179,15 @@ impl<E: Entity> Decision<E> {
                     message: panic_message(panic.as_ref()),
                 })?;
             match projected {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let Some(failure) = tx.aborted() {
+                        return Err(Error::Storage(Arc::new(sqlx::Error::Protocol(format!(
+                            "the projection of `{}` went on after its statement failed ({failure}); \
+                             Postgres aborted the transaction, so the action is not committed",
+                            event.type_tag()
+                        )))));
+                    }
+                }
                 Err(ProjectionError::Rejected(error)) => return Err(Error::Rejected(error)),
                 Err(ProjectionError::Database(error)) => {
                     return Err(persist_error(error, E::TYPE, id));

@@ -20,6 +20,9 @@ pub enum Backend {
 /// [`Tx::sqlite`] and use sqlx directly.
 pub struct Tx<'c> {
     conn: Conn<'c>,
+    /// The first statement run through [`Tx::query`] that failed: on Postgres it aborted the
+    /// transaction, so a projection that went on as if not must not be reported committed.
+    failed: Option<String>,
 }
 
 enum Conn<'c> {
@@ -31,12 +34,14 @@ impl<'c> Tx<'c> {
     pub(crate) fn postgres_tx(conn: &'c mut PgConnection) -> Self {
         Self {
             conn: Conn::Postgres(conn),
+            failed: None,
         }
     }
 
     pub(crate) fn sqlite_tx(conn: &'c mut SqliteConnection) -> Self {
         Self {
             conn: Conn::Sqlite(conn),
+            failed: None,
         }
     }
 
@@ -50,8 +55,18 @@ impl<'c> Tx<'c> {
     /// A statement to run in this transaction; bind its parameters, then [`Query::execute`].
     pub fn query(&mut self, sql: &'static str) -> Query<'_> {
         match &mut self.conn {
-            Conn::Postgres(conn) => Query::Postgres(conn, sqlx::query(sql)),
-            Conn::Sqlite(conn) => Query::Sqlite(conn, sqlx::query(sql)),
+            Conn::Postgres(conn) => Query::Postgres(conn, sqlx::query(sql), &mut self.failed),
+            Conn::Sqlite(conn) => Query::Sqlite(conn, sqlx::query(sql), &mut self.failed),
+        }
+    }
+
+    /// On Postgres, the failure of a statement run through [`Tx::query`] that the projection
+    /// did not return: the transaction is aborted and would not commit. (On SQLite a failed
+    /// statement leaves the transaction usable.)
+    pub(crate) fn aborted(&self) -> Option<&str> {
+        match self.conn {
+            Conn::Postgres(_) => self.failed.as_deref(),
+            Conn::Sqlite(_) => None,
         }
     }
 
@@ -78,11 +93,13 @@ pub enum Query<'t> {
     Postgres(
         &'t mut PgConnection,
         sqlx::query::Query<'static, Postgres, PgArguments>,
+        &'t mut Option<String>,
     ),
     #[doc(hidden)]
     Sqlite(
         &'t mut SqliteConnection,
         sqlx::query::Query<'static, Sqlite, SqliteArguments>,
+        &'t mut Option<String>,
     ),
 }
 
@@ -93,17 +110,35 @@ impl<'t> Query<'t> {
         T: Encode<'v, Postgres> + Type<Postgres> + Encode<'v, Sqlite> + Type<Sqlite>,
     {
         match self {
-            Query::Postgres(conn, query) => Query::Postgres(conn, query.bind(value)),
-            Query::Sqlite(conn, query) => Query::Sqlite(conn, query.bind(value)),
+            Query::Postgres(conn, query, failed) => {
+                Query::Postgres(conn, query.bind(value), failed)
+            }
+            Query::Sqlite(conn, query, failed) => Query::Sqlite(conn, query.bind(value), failed),
         }
     }
 
     /// Runs the statement and returns the number of rows it changed.
     pub async fn execute(self) -> Result<u64, sqlx::Error> {
-        match self {
-            Query::Postgres(conn, query) => Ok(query.execute(&mut *conn).await?.rows_affected()),
-            Query::Sqlite(conn, query) => Ok(query.execute(&mut *conn).await?.rows_affected()),
+        let (done, failed) = match self {
+            Query::Postgres(conn, query, failed) => (
+                query
+                    .execute(&mut *conn)
+                    .await
+                    .map(|done| done.rows_affected()),
+                failed,
+            ),
+            Query::Sqlite(conn, query, failed) => (
+                query
+                    .execute(&mut *conn)
+                    .await
+                    .map(|done| done.rows_affected()),
+                failed,
+            ),
+        };
+        if let Err(error) = &done {
+            failed.get_or_insert_with(|| error.to_string());
         }
+        done
     }
 }
 

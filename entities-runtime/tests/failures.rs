@@ -14,6 +14,7 @@ on_both_backends!(
     an_unknown_id_is_not_found,
     a_rejected_create_leaves_no_entity,
     a_nul_character_is_refused_before_anything_is_written,
+    a_projection_going_on_after_a_failed_statement_is_not_reported_committed,
     an_action_deciding_no_events_stores_nothing,
     calls_after_shutdown_are_refused,
 );
@@ -326,5 +327,57 @@ async fn a_nul_character_is_refused_before_anything_is_written(backend: Backend)
         .unwrap();
     assert_eq!(literal.name, "back\\u0000slash");
     assert_eq!(cold_load(&db, counter.id()).await.name, "back\\u0000slash");
+    runtime.shutdown().await;
+}
+
+/// On Postgres a failed statement aborts the transaction, and `COMMIT` then rolls back without
+/// an error. A projection that ignores the failure must not get its action reported committed
+/// while nothing was stored: the runtime refuses it. SQLite leaves the transaction usable after
+/// a failed statement, so there the action commits.
+async fn a_projection_going_on_after_a_failed_statement_is_not_reported_committed(
+    backend: Backend,
+) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime(&db).await;
+    let counter = runtime.entity::<Counter>(new_counter(&runtime, "careless").await.id);
+    let (memory, database) = (
+        counter.get().await.unwrap(),
+        stored(&runtime, counter.id()).await,
+    );
+    let result = counter
+        .send_action(
+            &ctx(),
+            Rename {
+                name: SWALLOWED_FAILURE.into(),
+            },
+        )
+        .await;
+    match backend {
+        Backend::Postgres => {
+            match &result {
+                Err(Error::Storage(error)) => {
+                    assert!(error.to_string().contains("went on after"), "{error}")
+                }
+                other => panic!("expected a storage error, got {other:?}"),
+            }
+            assert_eq!(counter.get().await.unwrap(), memory);
+            assert_eq!(stored(&runtime, counter.id()).await, database);
+        }
+        Backend::Sqlite => {
+            let renamed = result.expect("SQLite's transaction survives a failed statement");
+            assert_eq!(renamed.version, 2);
+            assert_eq!(
+                stored(&runtime, counter.id()).await.read_model,
+                Some((SWALLOWED_FAILURE.into(), 0, 2))
+            );
+        }
+    }
+    // The entity goes on as before.
+    let added = counter
+        .send_action(&ctx(), Add { amount: 3 })
+        .await
+        .unwrap();
+    assert_eq!(added.total, 3);
+    assert_eq!(*added, cold_load(&db, counter.id()).await);
     runtime.shutdown().await;
 }

@@ -95,6 +95,9 @@ pub struct Renamed {
 }
 
 pub const PANIC_IN_PROJECTION: &str = "panic in projection";
+/// Renaming to `SWALLOWED_FAILURE` makes the projection run a failing statement and go on as
+/// if it had not failed (a bug in user code).
+pub const SWALLOWED_FAILURE: &str = "swallowed failure";
 /// Renaming to `SLOW_PROJECTION` holds the transaction open for `SLOW_PROJECTION_TIME`.
 pub const SLOW_PROJECTION: &str = "slow projection";
 pub const SLOW_PROJECTION_TIME: std::time::Duration = std::time::Duration::from_millis(800);
@@ -243,6 +246,12 @@ impl Project<Renamed> for Counter {
             .await?;
         if event.name == PANIC_IN_PROJECTION {
             panic!("the projection blew up after writing");
+        }
+        if event.name == SWALLOWED_FAILURE {
+            let _ignored = tx
+                .query("INSERT INTO counters (id, name, total, version) VALUES (NULL, NULL, 0, 0)")
+                .execute()
+                .await;
         }
         if event.name == SLOW_PROJECTION {
             tokio::time::sleep(SLOW_PROJECTION_TIME).await;
