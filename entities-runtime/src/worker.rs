@@ -449,7 +449,10 @@ impl<E: Entity> Worker<E> {
         self.shared.tasks.spawn(async move {
             // Cleared however the task ends (a panicking `Serialize` too), else the entity would
             // never snapshot again.
-            let snapshotting = Snapshotting(&slot.snapshotting);
+            let mut flag = Snapshotting {
+                flag: &slot.snapshotting,
+                held: true,
+            };
             loop {
                 // Writes went on meanwhile (on SQLite the snapshot waits for the write lock):
                 // when another snapshot is due already, it is written now, not at the next
@@ -458,14 +461,11 @@ impl<E: Entity> Worker<E> {
                 while stored && snapshot_due(&shared, &slot) {
                     stored = snapshot_if_changed(&shared, &slot).await;
                 }
-                snapshotting.0.store(false, Ordering::Relaxed);
+                flag.release();
                 // The worker may have found a snapshot due while this one still ran, and left
                 // it to this task: one more look after the flag is down. A failed save is not
                 // retried here (the next action's check tries again).
-                if !stored
-                    || !snapshot_due(&shared, &slot)
-                    || snapshotting.0.swap(true, Ordering::Relaxed)
-                {
+                if !stored || !snapshot_due(&shared, &slot) || !flag.retake() {
                     break;
                 }
             }
@@ -473,12 +473,31 @@ impl<E: Entity> Worker<E> {
     }
 }
 
-/// Clears the entity's `snapshotting` flag when dropped.
-struct Snapshotting<'a>(&'a std::sync::atomic::AtomicBool);
+/// An entity's `snapshotting` flag, held by its snapshot task: cleared when the task drops it
+/// while holding it.
+struct Snapshotting<'a> {
+    flag: &'a std::sync::atomic::AtomicBool,
+    held: bool,
+}
+
+impl Snapshotting<'_> {
+    fn release(&mut self) {
+        self.flag.store(false, Ordering::Relaxed);
+        self.held = false;
+    }
+
+    /// Takes the flag again, unless another snapshot task has it.
+    fn retake(&mut self) -> bool {
+        self.held = !self.flag.swap(true, Ordering::Relaxed);
+        self.held
+    }
+}
 
 impl Drop for Snapshotting<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
+        if self.held {
+            self.flag.store(false, Ordering::Relaxed);
+        }
     }
 }
 
