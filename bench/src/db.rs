@@ -1,66 +1,37 @@
 //! The databases a run measures on: a fresh Postgres database on the server of `DATABASE_URL`
-//! (dropped afterwards), or a fresh SQLite file in a temporary directory; and the runtime and
+//! (dropped afterwards), or a fresh SQLite file in the temporary directory; and the runtime and
 //! the baseline's pool on it, configured alike.
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use entities_runtime::sqlx;
 use entities_runtime::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use entities_runtime::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use entities_runtime::sqlx::{self, Connection, PgConnection};
+use entities_runtime::testing::TestDatabase;
 use entities_runtime::{Backend, Runtime, RuntimeBuilder};
 
 use crate::baseline::Baseline;
 
-/// One database of its own, for one measurement.
+/// One database of its own, for one measurement: the runtime's [`TestDatabase`], removed
+/// afterwards ([`BenchDb::drop_database`]).
 pub struct BenchDb {
     pub url: String,
     pub backend: Backend,
-    /// The Postgres server's URL and this database's name, to drop it.
-    postgres: Option<(String, String)>,
-    /// The SQLite file's directory, removed when this is dropped.
-    _dir: Option<tempfile::TempDir>,
+    db: TestDatabase,
 }
 
 impl BenchDb {
     /// A new, empty database; the runtime's and the read model's tables come with the first
     /// runtime built on it ([`BenchDb::runtime`]).
     pub async fn new(backend: Backend) -> Self {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::Builder::new()
-                    .prefix("entities-bench-")
-                    .tempdir()
-                    .expect("a temporary directory");
-                Self {
-                    url: format!("sqlite://{}", dir.path().join("bench.db").display()),
-                    backend,
-                    postgres: None,
-                    _dir: Some(dir),
-                }
-            }
-            Backend::Postgres => {
-                let server = server_url();
-                let name = format!("entities_bench_{}", uuid::Uuid::new_v4().simple());
-                let mut admin = PgConnection::connect(&server)
-                    .await
-                    .unwrap_or_else(|error| {
-                        panic!("cannot reach Postgres at DATABASE_URL: {error}")
-                    });
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut admin)
-                    .await
-                    .unwrap_or_else(|error| panic!("cannot create database {name}: {error}"));
-                let _ = admin.close().await;
-                Self {
-                    url: with_database(&server, &name),
-                    backend,
-                    postgres: Some((server, name)),
-                    _dir: None,
-                }
-            }
+        let db = TestDatabase::new(backend).await;
+        Self {
+            url: db.url.clone(),
+            backend,
+            db,
         }
     }
 
@@ -109,42 +80,9 @@ impl BenchDb {
         }
     }
 
-    /// Drops the Postgres database (the SQLite directory goes with `self`).
+    /// Drops the Postgres database, or deletes the SQLite file.
     pub async fn drop_database(self) {
-        if let Some((server, name)) = &self.postgres
-            && let Ok(mut admin) = PgConnection::connect(server).await
-        {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut admin)
-            .await;
-            let _ = admin.close().await;
-        }
-    }
-}
-
-/// The server the Postgres databases are made on.
-pub fn server_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        panic!("DATABASE_URL is unset: run `scripts/bench`, which starts a throwaway Postgres")
-    })
-}
-
-/// `url` with its database name replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{server}/{database}?{query}"),
-        None => format!("{server}/{database}"),
+        self.db.remove().await;
     }
 }
 

@@ -8,11 +8,14 @@ use sqlx::{Connection, PgConnection};
 use crate::projection::Backend;
 
 /// A database of its own for one test, on a real server or file. The SQLite file is removed
-/// when this is dropped; a Postgres database is left to its (throwaway) server.
+/// when this is dropped; a Postgres database is left to its (throwaway) server, unless
+/// [`TestDatabase::remove`] drops it.
 pub struct TestDatabase {
     pub url: String,
     pub backend: Backend,
     file: Option<PathBuf>,
+    /// The Postgres server's URL and this database's name.
+    postgres: Option<(String, String)>,
 }
 
 impl TestDatabase {
@@ -33,6 +36,7 @@ impl TestDatabase {
             url: format!("sqlite://{}", file.display()),
             backend: Backend::Sqlite,
             file: Some(file),
+            postgres: None,
         }
     }
 
@@ -43,7 +47,7 @@ impl TestDatabase {
     /// never skip. `scripts/test` starts a throwaway server and sets it.
     pub async fn postgres() -> Self {
         let server = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-            panic!("DATABASE_URL is unset: run the tests with `scripts/test`, which starts a throwaway Postgres")
+            panic!("DATABASE_URL is unset: `scripts/test` and `scripts/bench` start a throwaway Postgres and set it")
         });
         let name = format!("entities_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&server)
@@ -58,6 +62,22 @@ impl TestDatabase {
             url: with_database(&server, &name),
             backend: Backend::Postgres,
             file: None,
+            postgres: Some((server, name)),
+        }
+    }
+
+    /// Removes the database now: a Postgres database is dropped (its connections ended), a
+    /// SQLite file deleted. For runs that make many (the benchmark).
+    pub async fn remove(self) {
+        if let Some((server, name)) = &self.postgres
+            && let Ok(mut admin) = PgConnection::connect(server).await
+        {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
+            let _ = admin.close().await;
         }
     }
 }

@@ -62,7 +62,7 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
             worker.act(actions).await;
         }
         if leave || worker.shared.shutdown.is_cancelled() {
-            worker.snapshot_if_changed().await;
+            snapshot_if_changed(&worker.shared, &worker.slot).await;
             if worker.shared.registry.leave(&*worker.slot) {
                 tracing::debug!(
                     entity_type = E::TYPE,
@@ -233,11 +233,7 @@ impl<E: Entity> Worker<E> {
             if self.load().await.is_err() {
                 self.slot.stale.store(true, Ordering::Relaxed);
             }
-        } else if self
-            .shared
-            .config
-            .snapshot_due(self.state().version() - self.slot.snapshot_version())
-        {
+        } else if snapshot_due(&self.shared, &self.slot) {
             self.snapshot_in_background();
         }
     }
@@ -433,10 +429,6 @@ impl<E: Entity> Worker<E> {
         self.publish(Arc::new(state));
         self.slot.stale.store(false, Ordering::Relaxed);
         Ok(())
-    }
-
-    async fn snapshot_if_changed(&self) {
-        snapshot_if_changed(&self.shared, &self.slot).await;
     }
 
     /// Writes a snapshot in a task of its own, so the entity's next actions do not wait for
