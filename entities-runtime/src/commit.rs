@@ -22,6 +22,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Counters;
 use crate::projection::Tx;
 use crate::store::{EntityWrite, Store, StoreTx};
 
@@ -62,22 +63,32 @@ pub(crate) enum Outcome {
 /// Where workers send their chains. Cloned into the runtime; the committer tasks end on `stop`.
 pub(crate) struct Committer {
     sender: mpsc::UnboundedSender<Pending>,
+    counters: Arc<Counters>,
 }
 
 impl Committer {
     /// Starts `tasks` committers over `store`, each writing up to `max_batch` chains at a time.
-    pub fn start(store: Store, tasks: usize, max_batch: usize, stop: CancellationToken) -> Self {
+    pub fn start(
+        store: Store,
+        tasks: usize,
+        max_batch: usize,
+        counters: Arc<Counters>,
+        stop: CancellationToken,
+    ) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..tasks.max(1) {
             tokio::spawn(run(
-                store.clone(),
+                Batcher {
+                    store: store.clone(),
+                    counters: counters.clone(),
+                },
                 receiver.clone(),
                 max_batch.max(1),
                 stop.clone(),
             ));
         }
-        Self { sender }
+        Self { sender, counters }
     }
 
     /// Hands a chain to the committers and waits for its outcome, one per action.
@@ -101,6 +112,7 @@ impl Committer {
                 })
                 .collect()
         };
+        self.counters.chains_waiting.incr();
         if self
             .sender
             .send(Pending {
@@ -110,14 +122,21 @@ impl Committer {
             })
             .is_err()
         {
+            self.counters.chains_waiting.decr();
             return lost();
         }
         outcome.await.unwrap_or_else(|_| lost())
     }
 }
 
-async fn run(
+/// What one committer task writes with.
+struct Batcher {
     store: Store,
+    counters: Arc<Counters>,
+}
+
+async fn run(
+    batcher: Batcher,
     receiver: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
     max_batch: usize,
     stop: CancellationToken,
@@ -146,6 +165,7 @@ async fn run(
                     Err(_) => break,
                 }
             }
+            batcher.counters.chains_waiting.sub(batch.len() as u64);
             batch
         };
         let mut writes = Vec::with_capacity(batch.len());
@@ -158,7 +178,7 @@ async fn run(
         }
         // Projections catch their own panics; one here is a runtime bug. The replies are kept
         // out of the unwinding future, so their workers are told rather than left waiting.
-        match std::panic::AssertUnwindSafe(write_batch(&store, &writes, projections))
+        match std::panic::AssertUnwindSafe(batcher.write_batch(&writes, projections))
             .catch_unwind()
             .await
         {
@@ -206,63 +226,100 @@ struct Step {
     project: Option<ProjectFn>,
 }
 
-async fn write_batch(
-    store: &Store,
-    writes: &[EntityWrite],
-    projections: Vec<Vec<Option<ProjectFn>>>,
-) -> Vec<Vec<Outcome>> {
-    let mut tx = match store.begin().await {
-        Ok(tx) => tx,
-        Err(error) => return all_failed(writes, error, false),
-    };
-    let refs: Vec<&EntityWrite> = writes.iter().collect();
-    let appended = match tx.append(&refs).await {
-        Ok(appended) => appended,
-        // Two runtimes' batches can lock the same entities in different orders: the database
-        // breaks the deadlock by failing one, which is a conflict like any other. Retried.
-        Err(error) if is_deadlock(&error) => {
-            return writes
-                .iter()
-                .map(|write| write.actions.iter().map(|_| Outcome::Conflict).collect())
-                .collect();
-        }
-        Err(error) => return all_failed(writes, error, false),
-    };
-    let mut steps = Vec::new();
-    for (index, (write, projections)) in writes.iter().zip(projections).enumerate() {
-        let versions_before = std::iter::once(write.expected_version).chain(write.versions_after());
-        for (project, version_before) in projections.into_iter().zip(versions_before) {
-            steps.push(Step {
-                write: index,
-                version_before,
-                project,
-            });
-        }
-    }
-    // Alone in its transaction, an action needs no savepoint: its failure rolls back the whole
-    // transaction, which holds nothing else.
-    if let [step] = steps.as_mut_slice() {
-        let outcome = match (appended[0], step.project.take()) {
-            (false, _) => Outcome::Conflict,
-            (true, None) => Outcome::Committed,
-            (true, Some(project)) => match project(&mut tx.projection()).await {
-                Ok(()) => Outcome::Committed,
-                Err(refusal) => return vec![vec![Outcome::Refused(refusal)]],
-            },
+impl Batcher {
+    async fn write_batch(
+        &self,
+        writes: &[EntityWrite],
+        projections: Vec<Vec<Option<ProjectFn>>>,
+    ) -> Vec<Vec<Outcome>> {
+        let mut tx = match self.store.begin().await {
+            Ok(tx) => tx,
+            Err(error) => return all_failed(writes, error, false),
         };
-        return commit(tx, vec![vec![outcome]]).await;
-    }
-    match project_batch(&mut tx, writes, &appended, &steps).await {
-        Ok(outcomes) => {
-            // Back in the shape of the batch: per chain, per action.
-            let mut outcomes = outcomes.into_iter();
-            let shaped = writes
-                .iter()
-                .map(|write| outcomes.by_ref().take(write.actions.len()).collect())
-                .collect();
-            commit(tx, shaped).await
+        let refs: Vec<&EntityWrite> = writes.iter().collect();
+        let appended = match tx.append(&refs).await {
+            Ok(appended) => appended,
+            // Two runtimes' batches can lock the same entities in different orders: the database
+            // breaks the deadlock by failing one, which is a conflict like any other. Retried.
+            Err(error) if is_deadlock(&error) => {
+                self.counters.deadlocks.incr();
+                self.counters.conflicts.add(writes.len() as u64);
+                return writes
+                    .iter()
+                    .map(|write| write.actions.iter().map(|_| Outcome::Conflict).collect())
+                    .collect();
+            }
+            Err(error) => return all_failed(writes, error, false),
+        };
+        let conflicts = appended.iter().filter(|&&appended| !appended).count();
+        self.counters.conflicts.add(conflicts as u64);
+        let mut steps = Vec::new();
+        for (index, (write, projections)) in writes.iter().zip(projections).enumerate() {
+            let versions_before =
+                std::iter::once(write.expected_version).chain(write.versions_after());
+            for (project, version_before) in projections.into_iter().zip(versions_before) {
+                steps.push(Step {
+                    write: index,
+                    version_before,
+                    project,
+                });
+            }
         }
-        Err(error) => all_failed(writes, error, false),
+        // Alone in its transaction, an action needs no savepoint: its failure rolls back the whole
+        // transaction, which holds nothing else.
+        if let [step] = steps.as_mut_slice() {
+            let outcome = match (appended[0], step.project.take()) {
+                (false, _) => Outcome::Conflict,
+                (true, None) => Outcome::Committed,
+                (true, Some(project)) => match project(&mut tx.projection()).await {
+                    Ok(()) => Outcome::Committed,
+                    Err(refusal) => return vec![vec![Outcome::Refused(refusal)]],
+                },
+            };
+            return self.commit(tx, vec![vec![outcome]]).await;
+        }
+        match project_batch(&mut tx, writes, &appended, &steps, &self.counters).await {
+            Ok(outcomes) => {
+                // Back in the shape of the batch: per chain, per action.
+                let mut outcomes = outcomes.into_iter();
+                let shaped = writes
+                    .iter()
+                    .map(|write| outcomes.by_ref().take(write.actions.len()).collect())
+                    .collect();
+                self.commit(tx, shaped).await
+            }
+            Err(error) => all_failed(writes, error, false),
+        }
+    }
+
+    /// Commits; should the commit fail, the actions it held may or may not have been committed.
+    async fn commit(&self, tx: StoreTx, mut outcomes: Vec<Vec<Outcome>>) -> Vec<Vec<Outcome>> {
+        let committed = outcomes
+            .iter()
+            .flatten()
+            .filter(|outcome| matches!(outcome, Outcome::Committed))
+            .count() as u64;
+        match tx.commit().await {
+            Ok(()) => {
+                if committed > 0 {
+                    self.counters.transactions.incr();
+                    self.counters.actions_committed.add(committed);
+                }
+            }
+            Err(error) => {
+                self.counters.commits_failed.incr();
+                let error = Arc::new(error);
+                for outcome in outcomes.iter_mut().flatten() {
+                    if matches!(outcome, Outcome::Committed) {
+                        *outcome = Outcome::Storage {
+                            error: error.clone(),
+                            maybe_committed: true,
+                        };
+                    }
+                }
+            }
+        }
+        outcomes
     }
 }
 
@@ -273,6 +330,7 @@ async fn project_batch(
     writes: &[EntityWrite],
     appended: &[bool],
     steps: &[Step],
+    counters: &Counters,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut outcomes: Vec<Option<Outcome>> = steps.iter().map(|_| None).collect();
     // A chain with a refused action: the actions after it were decided on its state.
@@ -333,6 +391,7 @@ async fn project_batch(
                 // Undo every projection since the savepoint and run those steps again, one at
                 // a time: the failing one is found again and refused alone.
                 tx.rollback_to_savepoint().await?;
+                counters.projection_redos.incr();
                 optimistic_from = None;
                 isolate_through = Some(at);
                 at = from;
@@ -343,22 +402,6 @@ async fn project_batch(
         .into_iter()
         .map(|outcome| outcome.unwrap_or_else(|| unreachable!("every step is decided")))
         .collect())
-}
-
-/// Commits; should the commit fail, the actions it held may or may not have been committed.
-async fn commit(tx: StoreTx, mut outcomes: Vec<Vec<Outcome>>) -> Vec<Vec<Outcome>> {
-    if let Err(error) = tx.commit().await {
-        let error = Arc::new(error);
-        for outcome in outcomes.iter_mut().flatten() {
-            if matches!(outcome, Outcome::Committed) {
-                *outcome = Outcome::Storage {
-                    error: error.clone(),
-                    maybe_committed: true,
-                };
-            }
-        }
-    }
-    outcomes
 }
 
 /// A deadlock or serialization failure (SQLSTATE 40P01, 40001).

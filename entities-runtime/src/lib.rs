@@ -86,6 +86,7 @@ mod commit;
 mod context;
 mod entity;
 mod error;
+mod metrics;
 mod persist;
 mod projection;
 mod registry;
@@ -102,6 +103,7 @@ pub use entity::{
     Version,
 };
 pub use error::Error;
+pub use metrics::Metrics;
 pub use projection::{Backend, ProjectionError, Query, Tx, is_unique_violation};
 pub use runtime::{EntityRef, Runtime, RuntimeBuilder, StartError};
 pub use sqlx;

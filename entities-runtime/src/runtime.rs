@@ -14,6 +14,7 @@ use crate::commit::Committer;
 use crate::context::Context;
 use crate::entity::{Create, Entity, EntityId, Tagged};
 use crate::error::{Error, panic_message, persist_error, storage};
+use crate::metrics::{Counters, Metrics};
 use crate::persist;
 use crate::projection::Backend;
 use crate::registry::{Command, Registry, Reply};
@@ -42,6 +43,7 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub committer: Committer,
     pub config: Config,
+    pub counters: Arc<Counters>,
     /// Cancelled at shutdown: every live entity snapshots and leaves.
     pub shutdown: CancellationToken,
     /// Cancelled once every entity has left: the committers end.
@@ -134,10 +136,12 @@ impl RuntimeBuilder {
                 .map_err(StartError::Migrate)?;
         }
         let committers_stop = CancellationToken::new();
+        let counters = Arc::new(Counters::default());
         let committer = Committer::start(
             store.clone(),
             self.config.committers,
             self.config.batch_size,
+            counters.clone(),
             committers_stop.clone(),
         );
         let shared = Arc::new(Shared {
@@ -145,6 +149,7 @@ impl RuntimeBuilder {
             registry: Registry::default(),
             committer,
             config: self.config,
+            counters,
             shutdown: CancellationToken::new(),
             committers_stop,
             closing: AtomicBool::new(false),
@@ -298,7 +303,12 @@ impl Runtime {
             });
         }
         decision.project(&mut tx.projection()).await?;
-        tx.commit().await.map_err(storage)?;
+        if let Err(error) = tx.commit().await {
+            self.shared.counters.commits_failed.incr();
+            return Err(storage(error));
+        }
+        self.shared.counters.transactions.incr();
+        self.shared.counters.actions_committed.incr();
         Ok(decision.after.clone())
     }
 
@@ -318,6 +328,12 @@ impl Runtime {
     /// How many entities are live in memory.
     pub fn live_entities(&self) -> usize {
         self.shared.registry.len()
+    }
+
+    /// What this runtime has done since it started: commits, conflicts, loads, passivations,
+    /// snapshots, and the chains waiting for a committer.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.counters.read()
     }
 
     /// Stops taking calls, lets every live entity finish what it has queued, snapshot and stop,

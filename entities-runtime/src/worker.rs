@@ -62,8 +62,13 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
             worker.act(actions).await;
         }
         if leave || worker.shared.shutdown.is_cancelled() {
+            let counters = &worker.shared.counters;
+            counters.leaving.incr();
             snapshot_if_changed(&worker.shared, &worker.slot).await;
-            if worker.shared.registry.leave(&*worker.slot) {
+            let left = worker.shared.registry.leave(&*worker.slot);
+            counters.leaving.decr();
+            if left {
+                counters.passivations.incr();
                 tracing::debug!(
                     entity_type = E::TYPE,
                     entity_id = worker.slot.id,
@@ -71,6 +76,7 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
                 );
                 return;
             }
+            counters.passivations_interrupted.incr();
         }
     }
 }
@@ -170,6 +176,7 @@ impl<E: Entity> Worker<E> {
     }
 
     async fn load(&self) -> Result<(), Failure> {
+        self.shared.counters.loads.incr();
         let loaded = replay::load::<E>(&self.shared.store, self.slot.id).await?;
         self.slot
             .snapshot_version
@@ -423,6 +430,7 @@ impl<E: Entity> Worker<E> {
 
     /// Applies the events other writers stored since the published version, and publishes them.
     async fn catch_up(&self) -> Result<(), Failure> {
+        self.shared.counters.catch_ups.incr();
         let mut state = (*self.state()).clone();
         replay::catch_up(&self.shared.store, self.slot.id, &mut state).await?;
         self.slot.drop_spare();
@@ -532,8 +540,14 @@ async fn snapshot_if_changed<E: Entity>(shared: &Shared, slot: &Slot<E>) -> bool
         }
     };
     match saved {
-        // A later snapshot may have been stored meanwhile (this one in the background).
-        Ok(_) => {
+        Ok(stored) => {
+            if stored {
+                shared.counters.snapshots_saved.incr();
+            } else {
+                // Another runtime stored a newer one: ours would have replaced it with an older state.
+                shared.counters.snapshots_superseded.incr();
+            }
+            // A later snapshot may have been stored meanwhile (this one in the background).
             slot.snapshot_version.fetch_max(version, Ordering::Relaxed);
             true
         }

@@ -4,7 +4,7 @@
 mod support;
 
 use entities_runtime::testing::TestDatabase;
-use entities_runtime::{Backend, Error, Runtime};
+use entities_runtime::{Backend, Error, Metrics, Runtime};
 use futures::future::join_all;
 use support::*;
 
@@ -15,27 +15,46 @@ on_both_backends!(
     failures_amid_a_batch_spare_the_neighbours_before_between_and_after_them,
 );
 
-/// Occupies the only committer with a slow projection, so what is sent meanwhile piles up
-/// into the next batch.
-async fn hold_the_committer(runtime: &Runtime) -> tokio::task::JoinHandle<()> {
-    let blocker = runtime.entity::<Counter>(new_counter(runtime, "blocker").await.id);
-    let handle = tokio::spawn(async move {
-        blocker
-            .send_action(
-                &ctx(),
-                Rename {
-                    name: SLOW_PROJECTION.into(),
-                },
-            )
-            .await
-            .expect("slow rename");
-    });
-    tokio::time::sleep(SLOW_PROJECTION_TIME / 8).await;
-    handle
+/// What the committers did between `before` and `after`: (transactions, actions committed,
+/// projection redos). Both backends count it; on Postgres the stored transaction ids tell it too.
+fn committed_between(before: Metrics, after: Metrics) -> (u64, u64, u64) {
+    (
+        after.transactions - before.transactions,
+        after.actions_committed - before.actions_committed,
+        after.projection_redos - before.projection_redos,
+    )
 }
 
-/// How many transactions wrote the events of `ids` at `version` (Postgres records each
-/// event's transaction; SQLite does not, so there it is not checked).
+/// Holds the only committer at a gate, queues `calls` (each dispatched as it is polled once),
+/// waits until `chains` of them wait for the committer, and opens the gate: what was queued
+/// meanwhile goes into the next batch. Returns the calls' results and the metrics read just
+/// before the gate opened.
+async fn batched<T>(
+    runtime: &Runtime,
+    chains: u64,
+    calls: impl std::future::Future<Output = T>,
+) -> (T, Metrics) {
+    let gate = Gate::new();
+    let blocker = hold_the_committer(runtime, &gate).await;
+    let mut calls = std::pin::pin!(calls);
+    // One poll dispatches every call: each is in its entity's inbox when this returns.
+    assert!(futures::poll!(calls.as_mut()).is_pending());
+    let before = metrics_until(runtime, "the chains to wait for the committer", |m| {
+        m.chains_waiting >= chains
+    })
+    .await;
+    assert_eq!(
+        before.chains_waiting, chains,
+        "no more chains than expected"
+    );
+    gate.open();
+    let results = calls.await;
+    blocker.await.unwrap();
+    (results, before)
+}
+
+/// How many Postgres transactions wrote the events of `ids` at `version`: Postgres records each
+/// event's transaction id.
 async fn transactions(runtime: &Runtime, ids: &[i64], version: i64) -> Option<i64> {
     if runtime.backend() != Backend::Postgres {
         return None;
@@ -68,7 +87,6 @@ async fn actions_of_many_entities_commit_together_and_one_failure_spares_the_res
     let unlucky = runtime.entity::<Counter>(new_counter(&runtime, "unlucky").await.id);
     let unlucky_before = stored(&runtime, unlucky.id()).await;
 
-    let blocker = hold_the_committer(&runtime).await;
     let adds = join_all(ids.iter().map(|&id| {
         let entity = runtime.entity::<Counter>(id);
         async move { entity.send_action(&ctx(), Add { amount: id }).await }
@@ -80,8 +98,7 @@ async fn actions_of_many_entities_commit_together_and_one_failure_spares_the_res
             name: "taken".into(),
         },
     );
-    let (adds, clash) = tokio::join!(adds, clash);
-    blocker.await.unwrap();
+    let ((adds, clash), before) = batched(&runtime, 9, async { tokio::join!(adds, clash) }).await;
 
     assert!(matches!(clash, Err(Error::Constraint { .. })), "{clash:?}");
     assert_eq!(
@@ -93,6 +110,12 @@ async fn actions_of_many_entities_commit_together_and_one_failure_spares_the_res
         assert_eq!(added.expect("neighbours commit").total, *id);
         assert_eq!(read_model(&runtime, *id).await.map(|row| row.1), Some(*id));
     }
+    assert_eq!(
+        committed_between(before, runtime.metrics()),
+        (2, 9, 1),
+        "the blocker's transaction, then one for the eight neighbours, whose projections ran \
+         again one by one after the clash failed amid them"
+    );
     if let Some(transactions) = transactions(&runtime, &ids, 2).await {
         assert_eq!(
             transactions, 1,
@@ -110,8 +133,8 @@ async fn actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain
     new_counter(&runtime, "taken").await;
     let counter = runtime.entity::<Counter>(new_counter(&runtime, "chained").await.id);
 
-    let blocker = hold_the_committer(&runtime).await;
-    // The first waits behind the blocker; the rest queue behind it and are decided as one chain.
+    // The first waits for the committer behind the blocker; the rest queue behind it in the
+    // inbox (or join it, if the worker took them together) and are decided as one chain.
     let actions: [CounterAction; 5] = [
         Add { amount: 1 }.into(),
         Add { amount: 2 }.into(),
@@ -124,8 +147,8 @@ async fn actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain
     ];
     let ctx = ctx();
     // Polled in order, so queued in order.
-    let results = join_all(actions.map(|action| counter.send_action(&ctx, action))).await;
-    blocker.await.unwrap();
+    let calls = join_all(actions.map(|action| counter.send_action(&ctx, action)));
+    let (results, before) = batched(&runtime, 1, calls).await;
 
     let versions: Vec<_> = results
         .iter()
@@ -150,6 +173,12 @@ async fn actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain
     assert_eq!(stored.event_versions, vec![1, 2, 3, 4, 5]);
     assert_eq!(stored.read_model, Some(("chained".into(), 10, 5)));
     assert_eq!(cold_load(&db, counter.id()).await, *state);
+    let (_, committed, redos) = committed_between(before, runtime.metrics());
+    assert_eq!(committed, 1 + 4, "the blocker's rename and the four adds");
+    assert!(
+        redos >= 1,
+        "the rename's failure was found in a redo: {redos}"
+    );
     if backend == Backend::Postgres {
         let chain = scalar(
             &runtime,
@@ -175,23 +204,24 @@ async fn a_refusal_decided_on_a_state_that_never_commits_is_decided_again(backen
     new_counter(&runtime, "taken").await;
     let counter = runtime.entity::<Counter>(new_counter(&runtime, "mine").await.id);
 
-    let blocker = hold_the_committer(&runtime).await;
     let actions: [CounterAction; 3] = [
         Add { amount: 1 }.into(),
         Rename {
             name: "taken".into(),
         }
         .into(),
-        // Decided after the rename above, it would be refused as "named `taken` already"; but
-        // that rename never commits (the name is taken), so it must be decided again.
+        // Decided after the rename above (both queue while the add waits for the committer, so
+        // they are decided as one chain), it is refused: "named `taken` already". But that
+        // rename never commits (the name is taken), so this one must be decided again, on the
+        // state that did commit, where it is a rename like the first, failing like it.
         Rename {
             name: "taken".into(),
         }
         .into(),
     ];
     let ctx = ctx();
-    let results = join_all(actions.map(|action| counter.send_action(&ctx, action))).await;
-    blocker.await.unwrap();
+    let calls = join_all(actions.map(|action| counter.send_action(&ctx, action)));
+    let (results, _) = batched(&runtime, 1, calls).await;
 
     assert!(results[0].is_ok(), "{:?}", results[0]);
     for result in &results[1..] {
@@ -226,7 +256,6 @@ async fn failures_amid_a_batch_spare_the_neighbours_before_between_and_after_the
         stored(&runtime, unlucky[1]).await,
     ];
 
-    let blocker = hold_the_committer(&runtime).await;
     // Queued in this order: three neighbours, a clash, three, a clash, three.
     let context = ctx();
     let mut calls = Vec::new();
@@ -239,13 +268,12 @@ async fn failures_amid_a_batch_spare_the_neighbours_before_between_and_after_the
             calls.push((unlucky[n / 3], rename.into()));
         }
     }
-    let results = join_all(calls.into_iter().map(|(id, action): (i64, CounterAction)| {
+    let calls = join_all(calls.into_iter().map(|(id, action): (i64, CounterAction)| {
         let entity = runtime.entity::<Counter>(id);
         let context = &context;
         async move { (id, entity.send_action(context, action).await) }
-    }))
-    .await;
-    blocker.await.unwrap();
+    }));
+    let (results, metrics_before) = batched(&runtime, 11, calls).await;
 
     for (id, result) in results {
         if unlucky.contains(&id) {
@@ -265,6 +293,12 @@ async fn failures_amid_a_batch_spare_the_neighbours_before_between_and_after_the
             "a failure left nothing"
         );
     }
+    assert_eq!(
+        committed_between(metrics_before, runtime.metrics()),
+        (2, 1 + 9, 2),
+        "the blocker's transaction, then one for the nine neighbours; each clash rolled back \
+         the projections since the savepoint and the steps since ran again one by one"
+    );
     if let Some(transactions) = transactions(&runtime, &ids, 2).await {
         assert_eq!(transactions, 1, "the nine neighbours committed together");
     }

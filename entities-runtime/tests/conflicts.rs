@@ -4,7 +4,7 @@
 mod support;
 
 use entities_runtime::testing::TestDatabase;
-use entities_runtime::{Backend, Error};
+use entities_runtime::{Backend, Error, RuntimeBuilder};
 use support::*;
 
 on_both_backends!(
@@ -13,13 +13,25 @@ on_both_backends!(
     conflicts_past_the_retry_bound_are_an_error_and_write_nothing,
 );
 
+/// The writers of two runtimes race on the same entities. Each runtime holds every entity at
+/// version 1 before they start, so each entity's first write from the runtime that is second
+/// to it conflicts: at least one conflict per entity, counted.
+///
+/// The retry bound is the most conflicts an action can meet here: each conflict is a commit of
+/// the other runtime to that entity, holding at least one of its 45 actions there. (Sustained
+/// contention from two nodes on one entity starves the one that must catch up: up to 17
+/// conflicts in a row were seen, so the default of 5 is too few for this test.)
 async fn two_runtimes_writing_the_same_entities_lose_no_update(backend: Backend) {
+    const ACTIONS_OF_THE_OTHER_RUNTIME_PER_ENTITY: u32 = 3 * 15;
     let db = TestDatabase::new(backend).await;
-    let first = runtime_with(&db, |b| b.max_attempts(1000)).await;
-    let second = runtime_with(&db, |b| b.max_attempts(1000).migrate(false)).await;
+    let bound = |b: RuntimeBuilder| b.max_attempts(ACTIONS_OF_THE_OTHER_RUNTIME_PER_ENTITY + 1);
+    let first = runtime_with(&db, bound).await;
+    let second = runtime_with(&db, |b| bound(b).migrate(false)).await;
     let mut ids = Vec::new();
     for n in 0..4 {
-        ids.push(new_counter(&first, &format!("shared {n}")).await.id);
+        let id = new_counter(&first, &format!("shared {n}")).await.id;
+        assert_eq!(second.entity::<Counter>(id).get().await.unwrap().version, 1);
+        ids.push(id);
     }
     let mut writers = Vec::new();
     for (r, runtime) in [first.clone(), second.clone()].into_iter().enumerate() {
@@ -41,6 +53,13 @@ async fn two_runtimes_writing_the_same_entities_lose_no_update(backend: Backend)
     for writer in writers {
         writer.await.expect("writer finished");
     }
+    let conflicts = first.metrics().conflicts + second.metrics().conflicts;
+    let catch_ups = first.metrics().catch_ups + second.metrics().catch_ups;
+    assert!(
+        conflicts >= 4,
+        "a conflict on each entity at least: {conflicts}"
+    );
+    assert!(catch_ups >= 4, "each conflict caught up: {catch_ups}");
     for &id in &ids {
         let stored = stored(&first, id).await;
         // 1 create + 2 runtimes x 3 writers x 15 actions

@@ -10,6 +10,7 @@ use support::*;
 
 on_both_backends!(
     constant_load_across_idle_stops_loses_and_fails_nothing,
+    a_call_reaching_an_entity_as_it_leaves_is_served_by_it,
     an_idle_entity_snapshots_and_leaves_memory,
     snapshots_every_n_events_and_loads_from_snapshot_plus_tail,
 );
@@ -57,6 +58,11 @@ async fn constant_load_across_idle_stops_loses_and_fails_nothing(backend: Backen
         total_versions += live.version - 1;
     }
     assert_eq!(total_versions, 8 * 40, "every action committed once");
+    let metrics = runtime.metrics();
+    assert!(
+        metrics.passivations >= 4 && metrics.loads >= 4,
+        "entities left memory and calls brought them back: {metrics:?}"
+    );
     let snapshots = scalar(&runtime, "SELECT count(*) FROM {entities}entity_snapshots").await;
     assert_eq!(snapshots, Some(4), "idle stops wrote snapshots");
     for &id in &ids {
@@ -67,6 +73,60 @@ async fn constant_load_across_idle_stops_loses_and_fails_nothing(backend: Backen
             "snapshot + tail equals the live state"
         );
     }
+    runtime.shutdown().await;
+}
+
+/// The race the registry's design is about, staged: the entity is leaving (its last snapshot
+/// waits for a lock another connection holds) when a call reaches its inbox. The entity stays
+/// and serves it: not lost, not failed, and not served by a second copy loaded beside it.
+async fn a_call_reaching_an_entity_as_it_leaves_is_served_by_it(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |b| {
+        b.idle_timeout(Duration::from_millis(20)).snapshot_every(0)
+    })
+    .await;
+    let counter = runtime.entity::<Counter>(new_counter(&runtime, "leaving").await.id);
+    counter
+        .send_action(&ctx(), Add { amount: 1 })
+        .await
+        .unwrap();
+    let held = hold_snapshot_writes(&db).await;
+    metrics_until(&runtime, "the entity to start leaving", |m| m.leaving == 1).await;
+
+    let ctx = ctx();
+    let mut call = std::pin::pin!(counter.send_action(&ctx, Add { amount: 5 }));
+    assert!(futures::poll!(call.as_mut()).is_pending(), "queued");
+    held.release().await;
+    let after = call.await.expect("served");
+    assert_eq!((after.version, after.total), (3, 6));
+
+    let metrics = runtime.metrics();
+    assert!(
+        metrics.passivations_interrupted >= 1,
+        "the entity stayed for the call: {metrics:?}"
+    );
+    assert_eq!(
+        metrics.loads, 0,
+        "the call was served by the entity it reached, not by a copy loaded after it left"
+    );
+    let snapshot = scalar(
+        &runtime,
+        &format!(
+            "SELECT (SELECT version FROM {{entities}}entity_snapshots WHERE entity_id = {})",
+            counter.id()
+        ),
+    )
+    .await;
+    assert!(
+        snapshot >= Some(2),
+        "the interrupted leave wrote its snapshot: {snapshot:?}"
+    );
+    wait_until_idle(&runtime).await;
+    assert!(runtime.metrics().passivations >= 1, "then it left");
+    assert_eq!(
+        *counter.get().await.unwrap(),
+        cold_load(&db, counter.id()).await
+    );
     runtime.shutdown().await;
 }
 

@@ -19,27 +19,17 @@ async fn get_returns_the_committed_state_while_a_write_is_in_flight(backend: Bac
     let other = new_counter(&runtime, "other").await.id;
     let before = busy.get().await.unwrap();
 
-    // The write holds its transaction open in a slow projection...
+    // The write holds its transaction open at a gate...
+    let gate = Gate::new();
     let writer = tokio::spawn({
-        let busy = busy.clone();
-        async move {
-            busy.send_action(
-                &ctx(),
-                Rename {
-                    name: SLOW_PROJECTION.into(),
-                },
-            )
-            .await
-        }
+        let (busy, name) = (busy.clone(), gate.name().to_owned());
+        async move { busy.send_action(&ctx(), Rename { name }).await }
     });
-    // ...and an action queued behind it (once it is surely in flight: two spawned tasks may
-    // start in either order) waits its turn.
-    tokio::time::sleep(SLOW_PROJECTION_TIME / 8).await;
-    let queued = tokio::spawn({
-        let busy = busy.clone();
-        async move { busy.send_action(&ctx(), Add { amount: 1 }).await }
-    });
-    tokio::time::sleep(SLOW_PROJECTION_TIME / 8).await;
+    gate.reached().await;
+    // ...and an action queued behind it (dispatched by its first poll) waits its turn.
+    let ctx = ctx();
+    let mut queued = std::pin::pin!(busy.send_action(&ctx, Add { amount: 1 }));
+    assert!(futures::poll!(queued.as_mut()).is_pending());
 
     // Meanwhile reads answer at once, with the last committed state.
     assert_eq!(busy.get().await.unwrap(), before);
@@ -58,12 +48,15 @@ async fn get_returns_the_committed_state_while_a_write_is_in_flight(backend: Bac
         "loading another entity did not wait for the write"
     );
 
-    let written = writer.await.unwrap().unwrap();
-    assert_eq!(
-        (written.name.as_str(), written.version),
-        (SLOW_PROJECTION, 2)
+    assert!(
+        futures::poll!(queued.as_mut()).is_pending(),
+        "the queued action waits for the write"
     );
-    assert_eq!(queued.await.unwrap().unwrap().version, 3);
+
+    gate.open();
+    let written = writer.await.unwrap().unwrap();
+    assert_eq!((written.name.as_str(), written.version), (gate.name(), 2));
+    assert_eq!(queued.await.unwrap().version, 3);
     assert_eq!(busy.get().await.unwrap().version, 3);
     runtime.shutdown().await;
     fresh.shutdown().await;

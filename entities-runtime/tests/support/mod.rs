@@ -2,15 +2,18 @@
 //! and raw reads of what is stored.
 #![allow(dead_code, reason = "each test file uses its own part of the support")]
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use entities_runtime::sqlx;
 use entities_runtime::testing::TestDatabase;
 use entities_runtime::{
-    Action, Apply, Backend, Context, Create, EntityId, Event, Handle, Migration, Project,
+    Action, Apply, Backend, Context, Create, EntityId, Event, Handle, Metrics, Migration, Project,
     ProjectionError, Runtime, RuntimeBuilder, Tx, Version, entity,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
 
 /// Runs each named `async fn(Backend)` once on SQLite and once on Postgres, as `name::sqlite` and
 /// `name::postgres`.
@@ -98,9 +101,11 @@ pub const PANIC_IN_PROJECTION: &str = "panic in projection";
 /// Renaming to `SWALLOWED_FAILURE` makes the projection run a failing statement and go on as
 /// if it had not failed (a bug in user code).
 pub const SWALLOWED_FAILURE: &str = "swallowed failure";
-/// Renaming to `SLOW_PROJECTION` holds the transaction open for `SLOW_PROJECTION_TIME`.
-pub const SLOW_PROJECTION: &str = "slow projection";
-pub const SLOW_PROJECTION_TIME: std::time::Duration = std::time::Duration::from_millis(800);
+/// Renaming to `FAILS_AT_COMMIT` makes the projection write a row that breaks a deferred
+/// foreign key: every statement succeeds, and the transaction's `COMMIT` fails.
+pub const FAILS_AT_COMMIT: &str = "fails at commit";
+/// Adding `PANIC_IN_APPLY` makes `apply` of its event panic.
+pub const PANIC_IN_APPLY: i64 = 666_666;
 
 impl Create for Counter {
     type Args = String;
@@ -157,6 +162,9 @@ impl Handle<Rename> for Counter {
         if action.name.trim().is_empty() {
             return Err(CounterError::BlankName);
         }
+        if action.name == self.name {
+            return Err(CounterError::SameName(self.name.clone()));
+        }
         Ok(vec![
             Renamed {
                 name: action.name.clone(),
@@ -183,6 +191,7 @@ impl Apply<Opened> for Counter {
 }
 impl Apply<Added> for Counter {
     fn apply(&mut self, event: &Added) {
+        assert_ne!(event.amount, PANIC_IN_APPLY, "apply blew up");
         self.total += event.amount;
         self.adds.push(event.amount);
     }
@@ -253,21 +262,38 @@ impl Project<Renamed> for Counter {
                 .execute()
                 .await;
         }
-        if event.name == SLOW_PROJECTION {
-            tokio::time::sleep(SLOW_PROJECTION_TIME).await;
+        if event.name == FAILS_AT_COMMIT {
+            tx.query("INSERT INTO counter_notes (counter_id) VALUES ($1)")
+                .bind(-after.id)
+                .execute()
+                .await?;
+        }
+        if let Some(gate) = Gate::named(&event.name) {
+            gate.await;
         }
         Ok(())
     }
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "counters read model",
-    postgres: "CREATE TABLE counters (id BIGINT PRIMARY KEY, name TEXT NOT NULL CONSTRAINT counters_name_key UNIQUE, \
-               total BIGINT NOT NULL, version BIGINT NOT NULL)",
-    sqlite: "CREATE TABLE counters (id INTEGER PRIMARY KEY, name TEXT NOT NULL CONSTRAINT counters_name_key UNIQUE, \
-             total INTEGER NOT NULL, version INTEGER NOT NULL)",
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "counters read model",
+        postgres: "CREATE TABLE counters (id BIGINT PRIMARY KEY, name TEXT NOT NULL CONSTRAINT counters_name_key UNIQUE, \
+                   total BIGINT NOT NULL, version BIGINT NOT NULL)",
+        sqlite: "CREATE TABLE counters (id INTEGER PRIMARY KEY, name TEXT NOT NULL CONSTRAINT counters_name_key UNIQUE, \
+                 total INTEGER NOT NULL, version INTEGER NOT NULL)",
+    },
+    // Checked at COMMIT only: a row that breaks it fails the commit, not its statement.
+    Migration {
+        version: 2,
+        description: "notes on counters, checked at commit",
+        postgres: "CREATE TABLE counter_notes (counter_id BIGINT NOT NULL REFERENCES counters (id) \
+                   DEFERRABLE INITIALLY DEFERRED)",
+        sqlite: "CREATE TABLE counter_notes (counter_id INTEGER NOT NULL REFERENCES counters (id) \
+                 DEFERRABLE INITIALLY DEFERRED)",
+    },
+];
 
 /// A runtime on `db` with the counters read model, configured by `configure`.
 pub async fn runtime_with(
@@ -412,4 +438,156 @@ pub async fn cold_load(db: &TestDatabase, id: EntityId) -> Counter {
     let state = fresh.entity::<Counter>(id).get().await.expect("cold load");
     fresh.shutdown().await;
     (*state).clone()
+}
+
+/// Where a projection waits until the test opens it. A projection of `Renamed` whose name is a
+/// gate's stops there, inside its transaction, so a test knows the transaction is open (and,
+/// with one committer, that the committer is busy) instead of guessing how long a sleep takes.
+/// Dropping the gate opens it, so a failing test never leaves a projection waiting.
+pub struct Gate {
+    name: String,
+    reached: Arc<Notify>,
+    open: watch::Sender<bool>,
+}
+
+#[derive(Clone)]
+struct GateState {
+    reached: Arc<Notify>,
+    open: watch::Receiver<bool>,
+}
+
+static GATES: LazyLock<Mutex<HashMap<String, GateState>>> = LazyLock::new(Default::default);
+
+impl Gate {
+    pub fn new() -> Self {
+        let name = format!("gate {}", uuid::Uuid::new_v4().simple());
+        let (open, opened) = watch::channel(false);
+        let reached = Arc::new(Notify::new());
+        GATES.lock().unwrap().insert(
+            name.clone(),
+            GateState {
+                reached: reached.clone(),
+                open: opened,
+            },
+        );
+        Self {
+            name,
+            reached,
+            open,
+        }
+    }
+
+    /// Rename a counter to this to make its projection stop at the gate.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits until a projection stops at the gate; panics after 10 s.
+    pub async fn reached(&self) {
+        tokio::time::timeout(Duration::from_secs(10), self.reached.notified())
+            .await
+            .expect("no projection reached the gate in 10 s");
+    }
+
+    /// Lets every projection waiting at the gate, and any that comes later, go on.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// The projection's side: a future that resolves once the gate named `name` is open, or
+    /// `None` when no gate has that name.
+    fn named(name: &str) -> Option<impl Future<Output = ()> + use<>> {
+        let state = GATES.lock().unwrap().get(name).cloned()?;
+        Some(async move {
+            state.reached.notify_one();
+            let mut open = state.open;
+            let _ = open.wait_for(|open| *open).await;
+        })
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.open();
+        GATES.lock().unwrap().remove(&self.name);
+    }
+}
+
+/// Waits until `condition` holds of the runtime's metrics and returns them; panics after 10 s.
+/// A condition, not a duration: the test goes on as soon as the runtime got there.
+pub async fn metrics_until(
+    runtime: &Runtime,
+    what: &str,
+    condition: impl Fn(&Metrics) -> bool,
+) -> Metrics {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = runtime.metrics();
+        if condition(&metrics) {
+            return metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited 10 s for {what}: {metrics:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Holds a runtime of one committer busy: a rename of a new counter stops at `gate` inside its
+/// transaction. Returns once it is there; the rename's task ends when the gate opens.
+pub async fn hold_the_committer(runtime: &Runtime, gate: &Gate) -> tokio::task::JoinHandle<()> {
+    let blocker = runtime.entity::<Counter>(new_counter(runtime, "blocker").await.id);
+    let name = gate.name().to_owned();
+    let handle = tokio::spawn(async move {
+        blocker
+            .send_action(&ctx(), Rename { name })
+            .await
+            .expect("the rename held at the gate commits");
+    });
+    gate.reached().await;
+    handle
+}
+
+/// A transaction of another connection that keeps the runtime from writing snapshots until it
+/// is released: on Postgres it locks the snapshot table, on SQLite it holds the database's one
+/// write lock (so the runtime's snapshot waits out its busy timeout).
+pub enum WritesHeld {
+    Postgres(sqlx::PgConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+pub async fn hold_snapshot_writes(db: &TestDatabase) -> WritesHeld {
+    use sqlx::Connection;
+    match db.backend {
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::raw_sql("BEGIN; LOCK TABLE entities.entity_snapshots IN EXCLUSIVE MODE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            WritesHeld::Postgres(conn)
+        }
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            WritesHeld::Sqlite(conn)
+        }
+    }
+}
+
+impl WritesHeld {
+    pub async fn release(self) {
+        match self {
+            WritesHeld::Postgres(mut conn) => {
+                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            WritesHeld::Sqlite(mut conn) => {
+                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+        }
+    }
 }

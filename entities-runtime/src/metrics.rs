@@ -1,0 +1,112 @@
+//! Counts of what a runtime did: read by dashboards, and by tests that must show that the race
+//! or fault they stage really happened.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What a runtime has done since it started, as counts (and two gauges, `chains_waiting` and `leaving`). Read
+/// with [`Runtime::metrics`](crate::Runtime::metrics); each field is read on its own, so two
+/// fields of one reading may be a few events apart while the runtime is busy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Database transactions that committed actions: one per batch of the committers, one per
+    /// `create`.
+    pub transactions: u64,
+    /// Actions committed (created entities included).
+    pub actions_committed: u64,
+    /// Transactions whose `COMMIT` failed, so that whether they committed is unknown: their
+    /// callers got `Error::Storage` and their entities catch up before their next action.
+    pub commits_failed: u64,
+    /// Chains of actions whose version check found that another writer had moved the entity on
+    /// (deadlocks included): they wrote nothing and were decided again after a catch-up.
+    pub conflicts: u64,
+    /// Batches the database broke out of a deadlock (Postgres): counted as conflicts too.
+    pub deadlocks: u64,
+    /// Batches whose projections failed under the batch's one savepoint, so that its actions
+    /// were run again one at a time, each in a savepoint of its own.
+    pub projection_redos: u64,
+    /// Entities loaded from the database: at first use, after leaving memory, and again after a
+    /// panic in user code.
+    pub loads: u64,
+    /// Live entities that read the events written since their version, after a conflict or a
+    /// write of unknown outcome.
+    pub catch_ups: u64,
+    /// Entities that left memory (idle, or at shutdown).
+    pub passivations: u64,
+    /// Entities that were leaving memory when a call reached their inbox, and stayed to serve it.
+    pub passivations_interrupted: u64,
+    /// Snapshots stored.
+    pub snapshots_saved: u64,
+    /// Snapshots not stored because the database held a newer one (another runtime's).
+    pub snapshots_superseded: u64,
+    /// Chains of decided actions waiting for a committer, now.
+    pub chains_waiting: u64,
+    /// Entities leaving memory now: writing their last snapshot, still reachable by calls.
+    pub leaving: u64,
+}
+
+/// The live counters behind [`Metrics`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub transactions: Counter,
+    pub actions_committed: Counter,
+    pub commits_failed: Counter,
+    pub conflicts: Counter,
+    pub deadlocks: Counter,
+    pub projection_redos: Counter,
+    pub loads: Counter,
+    pub catch_ups: Counter,
+    pub passivations: Counter,
+    pub passivations_interrupted: Counter,
+    pub snapshots_saved: Counter,
+    pub snapshots_superseded: Counter,
+    pub chains_waiting: Counter,
+    pub leaving: Counter,
+}
+
+impl Counters {
+    pub fn read(&self) -> Metrics {
+        Metrics {
+            transactions: self.transactions.get(),
+            actions_committed: self.actions_committed.get(),
+            commits_failed: self.commits_failed.get(),
+            conflicts: self.conflicts.get(),
+            deadlocks: self.deadlocks.get(),
+            projection_redos: self.projection_redos.get(),
+            loads: self.loads.get(),
+            catch_ups: self.catch_ups.get(),
+            passivations: self.passivations.get(),
+            passivations_interrupted: self.passivations_interrupted.get(),
+            snapshots_saved: self.snapshots_saved.get(),
+            snapshots_superseded: self.snapshots_superseded.get(),
+            chains_waiting: self.chains_waiting.get(),
+            leaving: self.leaving.get(),
+        }
+    }
+}
+
+/// One count. Relaxed: a count orders nothing, it is only read.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn incr(&self) {
+        self.add(1);
+    }
+
+    pub fn decr(&self) {
+        self.sub(1);
+    }
+
+    pub fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
