@@ -25,11 +25,11 @@ pub struct Metrics {
     /// Batches whose projections failed under the batch's one savepoint, so that its actions
     /// were run again one at a time, each in a savepoint of its own.
     pub projection_redos: u64,
-    /// Entities loaded from the database: at first use, after leaving memory, and again after a
-    /// panic in user code.
+    /// Entities loaded from the database and published: at first use, after leaving memory, and
+    /// again after a panic in user code.
     pub loads: u64,
-    /// Live entities that read the events written since their version, after a conflict or a
-    /// write of unknown outcome.
+    /// Live entities that read (and published) the events written since their version, after a
+    /// conflict or a write of unknown outcome.
     pub catch_ups: u64,
     /// Entities that left memory (idle, or at shutdown).
     pub passivations: u64,

@@ -176,7 +176,6 @@ impl<E: Entity> Worker<E> {
     }
 
     async fn load(&self) -> Result<(), Failure> {
-        self.shared.counters.loads.incr();
         let loaded = replay::load::<E>(&self.shared.store, self.slot.id).await?;
         self.slot
             .snapshot_version
@@ -184,6 +183,7 @@ impl<E: Entity> Worker<E> {
         self.slot.stale.store(false, Ordering::Relaxed);
         self.slot.drop_spare();
         self.publish(Arc::new(loaded.state));
+        self.shared.counters.loads.incr();
         Ok(())
     }
 
@@ -240,7 +240,15 @@ impl<E: Entity> Worker<E> {
             if self.load().await.is_err() {
                 self.slot.stale.store(true, Ordering::Relaxed);
             }
-        } else if snapshot_due(&self.shared, &self.slot) {
+            return;
+        }
+        // A write of unknown outcome (or conflicts past the bound): read what the database holds
+        // now, so that `get` shows it too, not only the next action. Should that fail as well,
+        // the next action tries again first.
+        if self.slot.stale.load(Ordering::Relaxed) {
+            let _ = self.catch_up().await;
+        }
+        if snapshot_due(&self.shared, &self.slot) {
             self.snapshot_in_background();
         }
     }
@@ -430,12 +438,12 @@ impl<E: Entity> Worker<E> {
 
     /// Applies the events other writers stored since the published version, and publishes them.
     async fn catch_up(&self) -> Result<(), Failure> {
-        self.shared.counters.catch_ups.incr();
         let mut state = (*self.state()).clone();
         replay::catch_up(&self.shared.store, self.slot.id, &mut state).await?;
         self.slot.drop_spare();
         self.publish(Arc::new(state));
         self.slot.stale.store(false, Ordering::Relaxed);
+        self.shared.counters.catch_ups.incr();
         Ok(())
     }
 

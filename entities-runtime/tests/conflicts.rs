@@ -140,3 +140,76 @@ async fn conflicts_past_the_retry_bound_are_an_error_and_write_nothing(backend: 
     first.shutdown().await;
     second.shutdown().await;
 }
+
+/// Two transactions that lock the same entities in opposite orders deadlock; Postgres breaks
+/// the deadlock by failing one. When that one is a batch of the runtime, its chains are
+/// conflicts like any other: caught up, decided again, committed. (SQLite cannot deadlock: a
+/// writer takes the database's one write lock up front.)
+///
+/// Staged with another connection: it locks entity `b`; a batch of two chains, for `a` and `b`,
+/// locks `a` (its append locks rows in id order) and waits for `b`; the other connection then
+/// asks for `a`. The batch waited first, so its deadlock check fires first, and it is the
+/// transaction that Postgres fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_failed_by_a_deadlock_is_a_conflict_and_commits_when_retried() {
+    use entities_runtime::sqlx::{self, Connection};
+
+    let db = TestDatabase::postgres().await;
+    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    let a = runtime.entity::<Counter>(new_counter(&runtime, "a").await.id);
+    let b = runtime.entity::<Counter>(new_counter(&runtime, "b").await.id);
+    assert!(a.id() < b.id());
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let lock = |id: i64| format!("SELECT 1 FROM entities.entities WHERE id = {id} FOR UPDATE");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; {}", lock(b.id()))))
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let gate = Gate::new();
+    let blocker = hold_the_committer(&runtime, &gate).await;
+    let ctx = ctx();
+    let mut adds = std::pin::pin!(futures::future::join(
+        a.send_action(&ctx, Add { amount: 1 }),
+        b.send_action(&ctx, Add { amount: 2 }),
+    ));
+    assert!(futures::poll!(adds.as_mut()).is_pending());
+    metrics_until(&runtime, "both chains to wait for the committer", |m| {
+        m.chains_waiting == 2
+    })
+    .await;
+    gate.open();
+    blocker.await.unwrap();
+    // The batch holds `a` and waits for `b`.
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                   AND wait_event_type = 'Lock' AND query LIKE '%WITH bumped%'";
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while scalar(&runtime, waiting).await != Some(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the batch never waited for `b`"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(lock(a.id())))
+        .execute(&mut other)
+        .await
+        .expect("the other transaction survives the deadlock");
+    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+
+    let (added_a, added_b) = adds.await;
+    assert_eq!(added_a.expect("retried").total, 1);
+    assert_eq!(added_b.expect("retried").total, 2);
+    let metrics = runtime.metrics();
+    assert_eq!(metrics.deadlocks, 1, "{metrics:?}");
+    assert!(
+        metrics.conflicts >= 2,
+        "both chains were conflicts: {metrics:?}"
+    );
+    for (id, total) in [(a.id(), 1), (b.id(), 2)] {
+        let stored = stored(&runtime, id).await;
+        assert_eq!(stored.event_versions, vec![1, 2]);
+        assert_eq!(stored.read_model.map(|row| row.1), Some(total));
+    }
+    runtime.shutdown().await;
+}

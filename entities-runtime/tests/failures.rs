@@ -3,13 +3,14 @@
 mod support;
 
 use entities_runtime::testing::TestDatabase;
-use entities_runtime::{Backend, Error};
+use entities_runtime::{Backend, Context, Error};
 use support::*;
 
 on_both_backends!(
     a_rejected_action_changes_nothing,
     a_unique_violation_in_a_projection_changes_nothing_and_names_the_constraint,
     a_panicking_handler_fails_only_its_own_call,
+    a_panicking_apply_fails_only_its_own_call_and_the_entity_reloads,
     a_panicking_projection_rolls_back_its_writes,
     an_unknown_id_is_not_found,
     a_rejected_create_leaves_no_entity,
@@ -115,6 +116,8 @@ async fn a_panicking_handler_fails_only_its_own_call(backend: Backend) {
         (during, message.as_str()),
         ("handler", "the handler blew up")
     );
+    // Answered first, reloaded after.
+    metrics_until(&runtime, "the entity to reload", |m| m.loads == 1).await;
     assert_eq!(victim.get().await.unwrap(), memory);
     assert_eq!(stored(&runtime, victim.id()).await, database);
     // The entity reloaded from the database and goes on; its neighbour never noticed.
@@ -134,6 +137,60 @@ async fn a_panicking_handler_fails_only_its_own_call(backend: Backend) {
             .version,
         2
     );
+    runtime.shutdown().await;
+}
+
+/// `apply` runs on a copy of the state (or the spare, which it then throws away): a panic there
+/// leaves the published state as it was; the entity reloads from the database all the same,
+/// since nothing in memory that user code touched mid-panic is trusted.
+async fn a_panicking_apply_fails_only_its_own_call_and_the_entity_reloads(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime(&db).await;
+    let counter = runtime.entity::<Counter>(new_counter(&runtime, "fragile").await.id);
+    // Twice: the second action applies its events to the spare state the first left.
+    for _ in 0..2 {
+        counter
+            .send_action(&ctx(), Add { amount: 3 })
+            .await
+            .unwrap();
+    }
+    let (memory, database) = (
+        counter.get().await.unwrap(),
+        stored(&runtime, counter.id()).await,
+    );
+    let loads = runtime.metrics().loads;
+
+    let result = counter
+        .send_action(
+            &ctx(),
+            Add {
+                amount: PANIC_IN_APPLY,
+            },
+        )
+        .await;
+    match result {
+        Err(Error::Panicked {
+            during, message, ..
+        }) => {
+            assert_eq!(during, "apply");
+            assert!(message.contains("apply blew up"), "{message}");
+        }
+        other => panic!("expected a panic error, got {other:?}"),
+    }
+    // Answered first, reloaded after.
+    metrics_until(&runtime, "the entity to reload", |m| m.loads == loads + 1).await;
+    assert_eq!(counter.get().await.unwrap(), memory);
+    assert_eq!(stored(&runtime, counter.id()).await, database);
+
+    let after = counter
+        .send_action(&ctx(), Add { amount: 1 })
+        .await
+        .unwrap();
+    assert_eq!(
+        (after.version, after.total, after.adds.clone()),
+        (4, 7, vec![3, 3, 1])
+    );
+    assert_eq!(*after, cold_load(&db, counter.id()).await);
     runtime.shutdown().await;
 }
 
@@ -298,18 +355,31 @@ async fn a_nul_character_is_refused_before_anything_is_written(backend: Backend)
     }
     assert_eq!(good.unwrap().version, 2, "the neighbour committed");
 
-    let nul_user = ctx().with_correlation_id("one\0two");
-    match counter.send_action(&nul_user, Add { amount: 1 }).await {
-        Err(Error::Payload { message, .. }) => {
-            assert!(message.contains("correlation id"), "{message}")
+    let nul_contexts = [
+        ("user id", Context::new("one\0two")),
+        ("request id", ctx().with_request_id("one\0two")),
+        ("correlation id", ctx().with_correlation_id("one\0two")),
+    ];
+    for (field, context) in &nul_contexts {
+        match counter.send_action(context, Add { amount: 1 }).await {
+            Err(Error::Payload { message, .. }) => {
+                assert!(message.contains(field), "{field}: {message}")
+            }
+            other => panic!("expected a payload error for a NUL in the {field}, got {other:?}"),
         }
-        other => panic!("expected a payload error, got {other:?}"),
     }
     assert_eq!(counter.get().await.unwrap(), memory);
     assert_eq!(stored(&runtime, counter.id()).await, database);
 
     let created = runtime.create::<Counter>(&ctx(), "nul\0".into()).await;
     assert!(matches!(created, Err(Error::Payload { .. })), "{created:?}");
+    for (field, context) in &nul_contexts {
+        let created = runtime.create::<Counter>(context, "fine".into()).await;
+        assert!(
+            matches!(&created, Err(Error::Payload { message, .. }) if message.contains(field)),
+            "create with a NUL in the {field}: {created:?}"
+        );
+    }
     assert_eq!(
         scalar(&runtime, "SELECT count(*) FROM {entities}entities").await,
         Some(2),

@@ -11,6 +11,7 @@ use support::*;
 on_both_backends!(
     constant_load_across_idle_stops_loses_and_fails_nothing,
     a_call_reaching_an_entity_as_it_leaves_is_served_by_it,
+    an_older_snapshot_never_replaces_a_newer_one,
     an_idle_entity_snapshots_and_leaves_memory,
     snapshots_every_n_events_and_loads_from_snapshot_plus_tail,
 );
@@ -128,6 +129,46 @@ async fn a_call_reaching_an_entity_as_it_leaves_is_served_by_it(backend: Backend
         cold_load(&db, counter.id()).await
     );
     runtime.shutdown().await;
+}
+
+/// Two runtimes hold the same entity at different versions. The one behind snapshots last (at
+/// its shutdown): its older state must not replace the newer snapshot the other stored.
+async fn an_older_snapshot_never_replaces_a_newer_one(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let behind = runtime_with(&db, |b| b.snapshot_every(0)).await;
+    let ahead = runtime_with(&db, |b| b.snapshot_every(0).migrate(false)).await;
+    let id = new_counter(&behind, "twice held").await.id;
+    behind
+        .entity::<Counter>(id)
+        .send_action(&ctx(), Add { amount: 1 })
+        .await
+        .unwrap();
+    for amount in 2..=5 {
+        ahead
+            .entity::<Counter>(id)
+            .send_action(&ctx(), Add { amount })
+            .await
+            .unwrap();
+    }
+    let snapshot_version =
+        format!("SELECT (SELECT version FROM {{entities}}entity_snapshots WHERE entity_id = {id})");
+    ahead.shutdown().await;
+    assert_eq!(scalar(&behind, &snapshot_version).await, Some(6));
+    assert_eq!(behind.metrics().snapshots_superseded, 0);
+
+    // Still at version 2 in this runtime, which tries to snapshot it as it shuts down.
+    let fresh = runtime_with(&db, |b| b.migrate(false)).await;
+    behind.shutdown().await;
+    let metrics = behind.metrics();
+    assert_eq!(
+        (metrics.snapshots_saved, metrics.snapshots_superseded),
+        (0, 1),
+        "the older snapshot was tried and refused"
+    );
+    assert_eq!(scalar(&fresh, &snapshot_version).await, Some(6));
+    let loaded = fresh.entity::<Counter>(id).get().await.unwrap();
+    assert_eq!((loaded.version, loaded.total), (6, 15));
+    fresh.shutdown().await;
 }
 
 async fn wait_until_idle(runtime: &entities_runtime::Runtime) {

@@ -2,6 +2,8 @@
 //! and raw reads of what is stored.
 #![allow(dead_code, reason = "each test file uses its own part of the support")]
 
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
@@ -216,6 +218,9 @@ impl Project<Opened> for Counter {
             .bind(after.version)
             .execute()
             .await?;
+        if let Some(gate) = Gate::named(&event.name) {
+            gate.await;
+        }
         Ok(())
     }
 }
@@ -440,8 +445,8 @@ pub async fn cold_load(db: &TestDatabase, id: EntityId) -> Counter {
     (*state).clone()
 }
 
-/// Where a projection waits until the test opens it. A projection of `Renamed` whose name is a
-/// gate's stops there, inside its transaction, so a test knows the transaction is open (and,
+/// Where a projection waits until the test opens it. A projection of `Opened` or `Renamed`
+/// whose name is a gate's stops there, inside its transaction, so a test knows the transaction is open (and,
 /// with one committer, that the committer is busy) instead of guessing how long a sleep takes.
 /// Dropping the gate opens it, so a failing test never leaves a projection waiting.
 pub struct Gate {
