@@ -7,9 +7,9 @@ use sqlx::{Connection, PgConnection};
 
 use crate::projection::Backend;
 
-/// A database of its own for one test, on a real server or file. The SQLite file is removed
-/// when this is dropped; a Postgres database is left to its (throwaway) server, unless
-/// [`TestDatabase::remove`] drops it.
+/// A database of its own for one test, on a real server or file, removed when this is dropped:
+/// the SQLite file deleted, the Postgres database dropped (its connections ended), so that a
+/// long-lived server does not collect them.
 pub struct TestDatabase {
     pub url: String,
     pub backend: Backend,
@@ -66,18 +66,11 @@ impl TestDatabase {
         }
     }
 
-    /// Removes the database now: a Postgres database is dropped (its connections ended), a
-    /// SQLite file deleted. For runs that make many (the benchmark).
-    pub async fn remove(self) {
-        if let Some((server, name)) = &self.postgres
-            && let Ok(mut admin) = PgConnection::connect(server).await
-        {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut admin)
-            .await;
-            let _ = admin.close().await;
+    /// Removes the database now, as dropping it would, without blocking a thread of the
+    /// caller's async runtime.
+    pub async fn remove(mut self) {
+        if let Some((server, name)) = self.postgres.take() {
+            drop_database(&server, &name).await;
         }
     }
 }
@@ -89,6 +82,32 @@ impl Drop for TestDatabase {
                 let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
             }
         }
+        if let Some((server, name)) = self.postgres.take() {
+            // `drop` cannot await, and usually runs on a thread of the test's async runtime,
+            // which must not block on another: a thread and a runtime of its own do it.
+            let dropped = std::thread::spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    runtime.block_on(drop_database(&server, &name));
+                }
+            });
+            let _ = dropped.join();
+        }
+    }
+}
+
+/// Drops database `name` of `server`, ending its connections; a server that is away is left
+/// as it is.
+async fn drop_database(server: &str, name: &str) {
+    if let Ok(mut admin) = PgConnection::connect(server).await {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await;
+        let _ = admin.close().await;
     }
 }
 

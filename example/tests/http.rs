@@ -723,14 +723,25 @@ async fn graphiql_is_served_from_the_binary() {
             .unwrap()
             .contains("url: '/api'")
     );
-    assert_eq!(
-        get("/graphiql/../Cargo.toml")
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        404
-    );
+    // Sent raw: an HTTP client would resolve the dot segments before sending. The control shows
+    // that a raw request reaches the files; `example/Cargo.toml` is where `..` would lead from
+    // the test's directory.
+    assert_eq!(raw_get(&server.base, "/graphiql/init.js").await.0, 200);
+    for target in [
+        "/graphiql/../Cargo.toml",
+        "/graphiql/..%2FCargo.toml",
+        "/graphiql/%2e%2e/Cargo.toml",
+        "/graphiql/%2E%2E%2FCargo.toml",
+        "/graphiql/..%5CCargo.toml",
+        "/graphiql/%2e%2e%2f%2e%2e%2fCargo.toml",
+    ] {
+        let (status, body) = raw_get(&server.base, target).await;
+        assert_eq!(status, 404, "{target}");
+        assert!(
+            !body.contains("[package]"),
+            "{target} served a file: {body}"
+        );
+    }
     assert_eq!(
         get("/graphiql/nope.js").await.unwrap().status().as_u16(),
         404
@@ -746,4 +757,32 @@ async fn graphiql_is_served_from_the_binary() {
         .unwrap();
     assert_eq!(root.status().as_u16(), 303);
     assert_eq!(root.headers()["location"], "/graphiql");
+}
+
+/// `GET target` written as it is over a socket, with no URL parsing on the way: the status and
+/// the body.
+async fn raw_get(base: &str, target: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket
+        .write_all(
+            format!("GET {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    socket.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_owned();
+    (status, body)
 }
