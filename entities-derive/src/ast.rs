@@ -158,13 +158,17 @@ fn missing_keys(args: &EntityArgs, errors: &mut Errors) {
         [init @ .., last] => ("keys", format!("{} and {last}", init.join(", "))),
         [] => unreachable!("checked above"),
     };
-    errors.push(syn::Error::new(
-        Span::call_site(),
-        format!(
-            "`#[entity]` is missing the {noun} {list}; e.g. \
-             `#[entity(type = \"shopping_list\", actions(SetName), events(NameChanged))]`"
-        ),
-    ));
+    let message = format!(
+        "`#[entity]` is missing the {noun} {list}; e.g. \
+         `#[entity(type = \"shopping_list\", actions(SetName), events(NameChanged))]`"
+    );
+    // On the arguments the user wrote: an error at the macro's call site would come with
+    // rustc's note on where it originates.
+    errors.push(if args.tokens.is_empty() {
+        syn::Error::new(Span::call_site(), message)
+    } else {
+        syn::Error::new_spanned(&args.tokens, message)
+    });
 }
 
 fn members(list: Option<&List>) -> Vec<Member<'_>> {

@@ -42,10 +42,15 @@ pub struct EntityArgs {
     pub krate: Option<Path>,
     /// Set when a key could not be parsed: "missing key" errors would then only repeat it.
     pub malformed: bool,
+    /// The arguments as written, for an error about them as a whole.
+    pub tokens: TokenStream,
 }
 
 pub fn entity_args(args: TokenStream, errors: &mut Errors) -> EntityArgs {
-    let mut out = EntityArgs::default();
+    let mut out = EntityArgs {
+        tokens: args.clone(),
+        ..EntityArgs::default()
+    };
     let parser = syn::meta::parser(|meta| {
         if let Err(error) = entity_key(&mut out, &meta) {
             errors.push(error);

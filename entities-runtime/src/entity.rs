@@ -86,13 +86,40 @@ pub enum DecodeError {
     },
 }
 
+/// What actions and events need of serde: they are stored as JSON. Implemented for every type
+/// that is `Serialize` and `Deserialize`; not by hand.
+///
+/// A trait of its own, not serde's as supertraits of [`Action`] and [`Event`], so that a
+/// payload without serde gets this one message instead of rustc's list of serde's impls.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored: it needs serde's `Serialize` and `Deserialize`",
+    label = "stored as JSON",
+    note = "add `#[derive(Serialize, Deserialize)]` (from `serde`) to `{Self}`"
+)]
+pub trait Payload: Sized {
+    fn to_json(&self) -> Result<String, serde_json::Error>;
+    fn from_json(json: &str) -> Result<Self, serde_json::Error>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> Payload for T {
+    fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+
+    fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+}
+
 /// A command to an entity. Implemented by `#[derive(Action)]`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an action",
     label = "not an action",
     note = "add `#[derive(Action, Serialize, Deserialize)]` to `{Self}`"
 )]
-pub trait Action: Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Action: Payload + Send + Sync + 'static {
     /// The stored type tag: the struct's name, or `#[action(rename = "...")]`.
     const TYPE: &'static str;
     /// Older tags that still decode into this struct (`#[action(alias = "...")]`).
@@ -105,7 +132,7 @@ pub trait Action: Serialize + DeserializeOwned + Send + Sync + 'static {
     label = "not an event",
     note = "add `#[derive(Event, Serialize, Deserialize)]` to `{Self}`"
 )]
-pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Event: Payload + Send + Sync + 'static {
     /// The stored type tag: the struct's name, or `#[event(rename = "...")]`.
     const TYPE: &'static str;
     /// Older tags that still decode into this struct (`#[event(alias = "...")]`): how an event's
@@ -118,11 +145,6 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// `A` is left unbounded here (`#[entity]` checks that it derives `Action`), so that a missing
 /// derive is one error rather than one more at every impl. Runs once per action
 /// (again only if a version conflict forces a retry on fresher state); must not have side effects.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` has no handler for action `{A}`",
-    label = "action `{A}` is listed here",
-    note = "add `impl Handle<{A}> for {Self} {{ fn handle(&self, ctx: &Context, action: &{A}) -> Result<Vec<Self::Event>, Self::Error> {{ ... }} }}`"
-)]
 pub trait Handle<A>: Entity {
     fn handle(&self, ctx: &Context, action: &A) -> Result<Vec<Self::Event>, Self::Error>;
 }
@@ -131,11 +153,6 @@ pub trait Handle<A>: Entity {
 /// the state and the event (no clock, no randomness, no `HashMap` iteration order): the runtime
 /// applies the same events to more than one copy of the state (a replay, the spare copy of a
 /// live entity) and relies on getting the same state each time.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` does not apply event `{E}`",
-    label = "event `{E}` is listed here",
-    note = "add `impl Apply<{E}> for {Self} {{ fn apply(&mut self, event: &{E}) {{ ... }} }}`"
-)]
 pub trait Apply<E>: Entity {
     fn apply(&mut self, event: &E);
 }
