@@ -6,7 +6,9 @@ use crate::entity::{EntityId, Version};
 
 /// Why a call to an entity failed. `D` is the entity's own domain error.
 ///
-/// Whatever the variant, a failed call changed nothing: not the database, not the state in memory.
+/// A failed call changed nothing, not the database and not the state in memory, with one
+/// exception that no client of a database escapes: a [`Storage`](Error::Storage) error from a
+/// `COMMIT` whose answer was lost, when the commit may have gone through.
 #[derive(Debug, thiserror::Error)]
 pub enum Error<D> {
     /// The entity's handler (or a projection) refused the action.
@@ -53,7 +55,10 @@ pub enum Error<D> {
         type_tag: &'static str,
         message: String,
     },
-    /// The database could not be reached or failed.
+    /// The database could not be reached or failed. When it failed at `COMMIT` (a connection
+    /// lost on the way), the action may have been stored all the same: the entity reads what
+    /// the database holds right after, so `get` soon shows the truth, and an action sent again
+    /// is decided on it (but not recognised as the same one: that takes an idempotency key).
     #[error("storage unavailable: {0}")]
     Storage(#[source] Arc<sqlx::Error>),
     /// User code (a handler, `apply` or a projection) panicked; the entity reloads from the database.

@@ -6,7 +6,9 @@
 mod support;
 
 use entities_runtime::testing::TestDatabase;
-use entities_runtime::{Backend, Error, Runtime};
+use std::sync::Arc;
+
+use entities_runtime::{Backend, EntityRef, Error, Metrics, Runtime};
 use support::proxy::CommitCutter;
 use support::*;
 
@@ -40,20 +42,31 @@ async fn a_commit_that_fails_is_reported_and_the_entity_catches_up(backend: Back
         .await;
     assert!(matches!(result, Err(Error::Storage(_))), "{result:?}");
     assert_eq!(runtime.metrics().commits_failed, before.commits_failed + 1);
-    metrics_until(&runtime, "the entity to catch up", |m| {
+    caught_up_and_unchanged(&db, &runtime, &counter, before, (memory, database)).await;
+    runtime.shutdown().await;
+}
+
+/// After a commit that did not go through: the entity caught up, its state and its rows are as
+/// `before_the_call` (at version 2, total 2), and its next action commits on them.
+async fn caught_up_and_unchanged(
+    db: &TestDatabase,
+    runtime: &Runtime,
+    counter: &EntityRef<Counter>,
+    before: Metrics,
+    before_the_call: (Arc<Counter>, Stored),
+) {
+    metrics_until(runtime, "the entity to catch up", |m| {
         m.catch_ups == before.catch_ups + 1
     })
     .await;
-    assert_eq!(counter.get().await.unwrap(), memory);
-    assert_eq!(stored(&runtime, counter.id()).await, database);
-
+    assert_eq!(counter.get().await.unwrap(), before_the_call.0);
+    assert_eq!(stored(runtime, counter.id()).await, before_the_call.1);
     let after = counter
         .send_action(&ctx(), Add { amount: 1 })
         .await
         .unwrap();
     assert_eq!((after.version, after.total), (3, 3));
-    assert_eq!(*after, cold_load(&db, counter.id()).await);
-    runtime.shutdown().await;
+    assert_eq!(*after, cold_load(db, counter.id()).await);
 }
 
 /// A counter at version 2, and a rename of it held at `gate` inside its transaction.
@@ -61,7 +74,7 @@ async fn rename_held_at_a_gate(
     runtime: &Runtime,
     gate: &Gate,
 ) -> (
-    entities_runtime::EntityRef<Counter>,
+    EntityRef<Counter>,
     tokio::task::JoinHandle<Result<std::sync::Arc<Counter>, Error<CounterError>>>,
 ) {
     let counter = runtime.entity::<Counter>(new_counter(runtime, "uncertain").await.id);
@@ -102,18 +115,7 @@ async fn a_connection_ended_mid_transaction_fails_the_call_and_changes_nothing()
 
     let result = rename.await.unwrap();
     assert!(matches!(result, Err(Error::Storage(_))), "{result:?}");
-    metrics_until(&runtime, "the entity to catch up", |m| {
-        m.catch_ups == before.catch_ups + 1
-    })
-    .await;
-    assert_eq!(counter.get().await.unwrap(), memory);
-    assert_eq!(stored(&runtime, counter.id()).await, database);
-    let after = counter
-        .send_action(&ctx(), Add { amount: 1 })
-        .await
-        .unwrap();
-    assert_eq!((after.version, after.total), (3, 3));
-    assert_eq!(*after, cold_load(&db, counter.id()).await);
+    caught_up_and_unchanged(&db, &runtime, &counter, before, (memory, database)).await;
     runtime.shutdown().await;
 }
 

@@ -33,13 +33,7 @@ async fn a_snapshot_that_does_not_decode_falls_back_to_a_full_replay(backend: Ba
     let db = TestDatabase::new(backend).await;
     let (raw, id, live) = written(&db).await;
     assert_eq!(
-        scalar(
-            &raw,
-            &format!(
-                "SELECT (SELECT version FROM {{entities}}entity_snapshots WHERE entity_id = {id})"
-            )
-        )
-        .await,
+        snapshot_version(&raw, id).await,
         Some(5),
         "shutdown snapshotted the entity"
     );

@@ -110,14 +110,7 @@ async fn a_call_reaching_an_entity_as_it_leaves_is_served_by_it(backend: Backend
         metrics.loads, 0,
         "the call was served by the entity it reached, not by a copy loaded after it left"
     );
-    let snapshot = scalar(
-        &runtime,
-        &format!(
-            "SELECT (SELECT version FROM {{entities}}entity_snapshots WHERE entity_id = {})",
-            counter.id()
-        ),
-    )
-    .await;
+    let snapshot = snapshot_version(&runtime, counter.id()).await;
     assert!(
         snapshot >= Some(2),
         "the interrupted leave wrote its snapshot: {snapshot:?}"
@@ -150,10 +143,8 @@ async fn an_older_snapshot_never_replaces_a_newer_one(backend: Backend) {
             .await
             .unwrap();
     }
-    let snapshot_version =
-        format!("SELECT (SELECT version FROM {{entities}}entity_snapshots WHERE entity_id = {id})");
     ahead.shutdown().await;
-    assert_eq!(scalar(&behind, &snapshot_version).await, Some(6));
+    assert_eq!(snapshot_version(&behind, id).await, Some(6));
     assert_eq!(behind.metrics().snapshots_superseded, 0);
 
     // Still at version 2 in this runtime, which tries to snapshot it as it shuts down.
@@ -165,7 +156,7 @@ async fn an_older_snapshot_never_replaces_a_newer_one(backend: Backend) {
         (0, 1),
         "the older snapshot was tried and refused"
     );
-    assert_eq!(scalar(&fresh, &snapshot_version).await, Some(6));
+    assert_eq!(snapshot_version(&fresh, id).await, Some(6));
     let loaded = fresh.entity::<Counter>(id).get().await.unwrap();
     assert_eq!((loaded.version, loaded.total), (6, 15));
     fresh.shutdown().await;
@@ -198,13 +189,7 @@ async fn an_idle_entity_snapshots_and_leaves_memory(backend: Backend) {
         .unwrap();
     assert_eq!(runtime.live_entities(), 1);
     wait_until_idle(&runtime).await;
-    let snapshot_version = scalar(
-        &runtime,
-        &format!(
-            "SELECT (SELECT version FROM {{entities}}entity_snapshots WHERE entity_id = {id})"
-        ),
-    )
-    .await;
+    let snapshot_version = snapshot_version(&runtime, id).await;
     assert_eq!(snapshot_version, Some(2));
     // The next call loads it again, from the snapshot.
     assert_eq!(runtime.entity::<Counter>(id).get().await.unwrap(), live);

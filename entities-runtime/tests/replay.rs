@@ -125,16 +125,16 @@ async fn check(runtime: &Runtime, db: &TestDatabase, case: usize, steps: &[Step]
     assert_eq!(Model::of(&live), model, "live == model");
 
     // Snapshots are written in the background whenever 3 events passed since the last.
-    let snapshot_version =
+    let snapshot_sql =
         format!("SELECT (SELECT version FROM {{entities}}entity_snapshots WHERE entity_id = {id})");
     if live.version >= SNAPSHOT_EVERY {
-        let snapshot = scalar_eventually(runtime, &snapshot_version, |version| {
+        let snapshot = scalar_eventually(runtime, &snapshot_sql, |version| {
             version.is_some_and(|version| version > live.version - SNAPSHOT_EVERY)
         })
         .await;
         assert!(snapshot <= Some(live.version));
     } else {
-        assert_eq!(scalar(runtime, &snapshot_version).await, None);
+        assert_eq!(snapshot_version(runtime, id).await, None);
     }
     let from_snapshot = cold_load(db, id).await;
     assert_eq!(from_snapshot, live, "snapshot + tail == live");

@@ -69,14 +69,7 @@ async fn shutdown_waits_for_an_action_in_flight_and_snapshots_its_result(backend
     assert_eq!(renamed.version, 2);
 
     let fresh = runtime_with(&db, |b| b.migrate(false)).await;
-    let snapshot = scalar(
-        &fresh,
-        &format!(
-            "SELECT (SELECT version FROM {{entities}}entity_snapshots WHERE entity_id = {})",
-            counter.id()
-        ),
-    )
-    .await;
+    let snapshot = snapshot_version(&fresh, counter.id()).await;
     assert_eq!(
         snapshot,
         Some(2),

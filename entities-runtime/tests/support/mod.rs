@@ -387,6 +387,17 @@ fn qualify(runtime: &Runtime, sql: &str) -> String {
     sql.replace("{entities}", schema)
 }
 
+/// The version of the snapshot stored for entity `id`, if there is one.
+pub async fn snapshot_version(runtime: &Runtime, id: EntityId) -> Option<i64> {
+    scalar(
+        runtime,
+        &format!(
+            "SELECT (SELECT version FROM {{entities}}entity_snapshots WHERE entity_id = {id})"
+        ),
+    )
+    .await
+}
+
 /// The read-model row of a counter: (name, total, version).
 pub async fn read_model(runtime: &Runtime, id: EntityId) -> Option<(String, i64, i64)> {
     let sql = "SELECT name, total, version FROM counters WHERE id = $1";
