@@ -13,6 +13,7 @@ on_both_backends!(
     actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain_spares_the_rest,
     a_refusal_decided_on_a_state_that_never_commits_is_decided_again,
     failures_amid_a_batch_spare_the_neighbours_before_between_and_after_them,
+    a_batch_holds_at_most_batch_size_actions,
 );
 
 /// What the committers did between `before` and `after`: (transactions, actions committed,
@@ -303,4 +304,31 @@ async fn failures_amid_a_batch_spare_the_neighbours_before_between_and_after_the
         assert_eq!(transactions, 1, "the nine neighbours committed together");
     }
     runtime.shutdown().await;
+}
+
+/// Five one-action chains wait while the only committer is held; with `batch_size(2)` they
+/// commit in three transactions (2 + 2 + 1), none in a larger one.
+async fn a_batch_holds_at_most_batch_size_actions(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |b| b.committers(1).batch_size(2)).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(new_counter(&runtime, &format!("capped {n}")).await.id);
+    }
+    let adds = join_all(ids.iter().map(|&id| {
+        let entity = runtime.entity::<Counter>(id);
+        async move { entity.send_action(&ctx(), Add { amount: 1 }).await }
+    }));
+    let (results, before) = batched(&runtime, 5, adds).await;
+    for result in results {
+        assert_eq!(result.expect("committed").version, 2);
+    }
+    assert_eq!(
+        committed_between(before, runtime.metrics()),
+        (1 + 3, 1 + 5, 0),
+        "the blocker's transaction, then batches of 2, 2 and 1"
+    );
+    if let Some(transactions) = transactions(&runtime, &ids, 2).await {
+        assert_eq!(transactions, 3);
+    }
 }

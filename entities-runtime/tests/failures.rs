@@ -11,6 +11,7 @@ on_both_backends!(
     a_unique_violation_in_a_projection_changes_nothing_and_names_the_constraint,
     a_panicking_handler_fails_only_its_own_call,
     a_panicking_apply_fails_only_its_own_call_and_the_entity_reloads,
+    a_database_error_in_the_append_is_a_storage_error_and_changes_nothing,
     a_panicking_projection_rolls_back_its_writes,
     an_unknown_id_is_not_found,
     a_rejected_create_leaves_no_entity,
@@ -189,6 +190,63 @@ async fn a_panicking_apply_fails_only_its_own_call_and_the_entity_reloads(backen
     assert_eq!(
         (after.version, after.total, after.adds.clone()),
         (4, 7, vec![3, 3, 1])
+    );
+    assert_eq!(*after, cold_load(&db, counter.id()).await);
+    runtime.shutdown().await;
+}
+
+/// The store itself refuses the write (here a trigger on the event table: any error of the
+/// statement that appends a batch, other than a deadlock). Nothing was committed, and the
+/// runtime knows it: the caller gets `Error::Storage`, and the entity goes on from its state in
+/// memory without reading the database again.
+async fn a_database_error_in_the_append_is_a_storage_error_and_changes_nothing(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime(&db).await;
+    exec(
+        &runtime,
+        match backend {
+            Backend::Postgres => {
+                "CREATE FUNCTION refuse_thirteen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.payload->>'amount' = '13' THEN RAISE EXCEPTION 'the store refuses 13'; \
+                 END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER refuse_thirteen BEFORE INSERT ON entities.entity_events \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_thirteen()"
+            }
+            Backend::Sqlite => {
+                "CREATE TRIGGER refuse_thirteen BEFORE INSERT ON entity_events \
+                 WHEN json_extract(NEW.payload, '$.amount') = 13 \
+                 BEGIN SELECT RAISE(ABORT, 'the store refuses 13'); END"
+            }
+        },
+    )
+    .await;
+    let counter = runtime.entity::<Counter>(new_counter(&runtime, "unlucky").await.id);
+    let (memory, database) = (
+        counter.get().await.unwrap(),
+        stored(&runtime, counter.id()).await,
+    );
+    let before = runtime.metrics();
+
+    let result = counter.send_action(&ctx(), Add { amount: 13 }).await;
+    match &result {
+        Err(Error::Storage(error)) => {
+            assert!(error.to_string().contains("refuses 13"), "{error}")
+        }
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    assert_eq!(counter.get().await.unwrap(), memory);
+    assert_eq!(stored(&runtime, counter.id()).await, database);
+
+    let after = counter
+        .send_action(&ctx(), Add { amount: 1 })
+        .await
+        .unwrap();
+    assert_eq!((after.version, after.total), (2, 1));
+    let metrics = runtime.metrics();
+    assert_eq!(
+        (metrics.conflicts, metrics.catch_ups, metrics.commits_failed),
+        (before.conflicts, before.catch_ups, before.commits_failed),
+        "neither a conflict to retry nor a commit of unknown outcome"
     );
     assert_eq!(*after, cold_load(&db, counter.id()).await);
     runtime.shutdown().await;
@@ -383,7 +441,7 @@ async fn a_nul_character_is_refused_before_anything_is_written(backend: Backend)
     assert_eq!(
         scalar(&runtime, "SELECT count(*) FROM {entities}entities").await,
         Some(2),
-        "no entity row for the refused create"
+        "no entity row for the refused creates"
     );
     // Text that merely looks like the escape is stored as it is.
     let literal = counter

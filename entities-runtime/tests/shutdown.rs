@@ -30,7 +30,7 @@ async fn start_shutdown(runtime: &Runtime) -> tokio::task::JoinHandle<()> {
             tokio::time::Instant::now() < deadline,
             "the runtime never started shutting down"
         );
-        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     shutdown
 }

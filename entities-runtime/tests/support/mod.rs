@@ -553,7 +553,11 @@ pub async fn metrics_until(
 /// Holds a runtime of one committer busy: a rename of a new counter stops at `gate` inside its
 /// transaction. Returns once it is there; the rename's task ends when the gate opens.
 pub async fn hold_the_committer(runtime: &Runtime, gate: &Gate) -> tokio::task::JoinHandle<()> {
-    let blocker = runtime.entity::<Counter>(new_counter(runtime, "blocker").await.id);
+    let blocker = runtime.entity::<Counter>(
+        new_counter(runtime, &format!("blocker of {}", gate.name()))
+            .await
+            .id,
+    );
     let name = gate.name().to_owned();
     let handle = tokio::spawn(async move {
         blocker
