@@ -12,6 +12,7 @@ on_both_backends!(
     constant_load_across_idle_stops_loses_and_fails_nothing,
     a_call_reaching_an_entity_as_it_leaves_is_served_by_it,
     an_older_snapshot_never_replaces_a_newer_one,
+    an_entity_that_is_read_stays_live,
     an_idle_entity_snapshots_and_leaves_memory,
     snapshots_every_n_events_and_loads_from_snapshot_plus_tail,
 );
@@ -160,6 +161,30 @@ async fn an_older_snapshot_never_replaces_a_newer_one(backend: Backend) {
     let loaded = fresh.entity::<Counter>(id).get().await.unwrap();
     assert_eq!((loaded.version, loaded.total), (6, 15));
     fresh.shutdown().await;
+}
+
+/// Reads mark an entity used: read all along, it outlives several idle timeouts without leaving
+/// (it would leave within two untouched). Then, left alone, it leaves.
+async fn an_entity_that_is_read_stays_live(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    // Long enough that no pause between two reads on a loaded machine comes near it.
+    let idle_timeout = Duration::from_millis(200);
+    let runtime = runtime_with(&db, |b| b.idle_timeout(idle_timeout).snapshot_every(0)).await;
+    let counter = runtime.entity::<Counter>(new_counter(&runtime, "popular").await.id);
+    let reading = tokio::time::Instant::now();
+    while reading.elapsed() < idle_timeout * 4 {
+        counter.get().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let metrics = runtime.metrics();
+    assert_eq!(
+        (metrics.passivations, metrics.loads),
+        (0, 0),
+        "it never left, so never loaded again"
+    );
+    wait_until_idle(&runtime).await;
+    assert_eq!(runtime.metrics().passivations, 1);
+    runtime.shutdown().await;
 }
 
 async fn wait_until_idle(runtime: &entities_runtime::Runtime) {
