@@ -48,6 +48,17 @@ async fn constant_load_across_idle_stops_loses_and_fails_nothing(backend: Backen
     for client in clients {
         client.await.expect("client finished");
     }
+    // Both races, counted during the load: entities left between calls (and were loaded again),
+    // and calls reached entities as they were leaving. Measured: 43 to 102 of the one and 51 to
+    // 113 of the other per run; `a_call_reaching_an_entity_as_it_leaves_is_served_by_it` stages
+    // the second deterministically.
+    let during_the_load = runtime.metrics();
+    assert!(
+        during_the_load.passivations > 0
+            && during_the_load.loads > 0
+            && during_the_load.passivations_interrupted > 0,
+        "entities left and came back, and calls caught them leaving: {during_the_load:?}"
+    );
     wait_until_idle(&runtime).await;
     let mut total_versions = 0;
     for &id in &ids {
@@ -60,11 +71,6 @@ async fn constant_load_across_idle_stops_loses_and_fails_nothing(backend: Backen
         total_versions += live.version - 1;
     }
     assert_eq!(total_versions, 8 * 40, "every action committed once");
-    let metrics = runtime.metrics();
-    assert!(
-        metrics.passivations >= 4 && metrics.loads >= 4,
-        "entities left memory and calls brought them back: {metrics:?}"
-    );
     let snapshots = scalar(&runtime, "SELECT count(*) FROM {entities}entity_snapshots").await;
     assert_eq!(snapshots, Some(4), "idle stops wrote snapshots");
     for &id in &ids {

@@ -457,9 +457,9 @@ pub async fn cold_load(db: &TestDatabase, id: EntityId) -> Counter {
 }
 
 /// Where a projection waits until the test opens it. A projection of `Opened` or `Renamed`
-/// whose name is a gate's stops there, inside its transaction, so a test knows the transaction is open (and,
-/// with one committer, that the committer is busy) instead of guessing how long a sleep takes.
-/// Dropping the gate opens it, so a failing test never leaves a projection waiting.
+/// whose name is a gate's stops there, inside its transaction, so a test knows the transaction
+/// is open (and, with one committer, that the committer is busy) instead of guessing how long a
+/// sleep takes. Dropping the gate opens it, so a failing test never leaves a projection waiting.
 pub struct Gate {
     name: String,
     reached: Arc<Notify>,
