@@ -14,6 +14,8 @@ on_both_backends!(
     a_refusal_decided_on_a_state_that_never_commits_is_decided_again,
     failures_amid_a_batch_spare_the_neighbours_before_between_and_after_them,
     a_batch_holds_at_most_batch_size_actions,
+    actions_without_projections_commit_beside_projected_ones,
+    a_chain_that_conflicts_amid_a_batch_is_decided_again_and_its_neighbours_commit,
 );
 
 /// What the committers did between `before` and `after`: (transactions, actions committed,
@@ -331,4 +333,83 @@ async fn a_batch_holds_at_most_batch_size_actions(backend: Backend) {
     if let Some(transactions) = transactions(&runtime, &ids, 2).await {
         assert_eq!(transactions, 3);
     }
+}
+
+/// A batch of actions of which some decide events no projection writes: those have no step in
+/// the projections' savepoint, and commit with the rest.
+async fn actions_without_projections_commit_beside_projected_ones(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(new_counter(&runtime, &format!("mixed {n}")).await.id);
+    }
+    let calls = join_all(ids.iter().enumerate().map(|(n, &id)| {
+        let entity = runtime.entity::<Counter>(id);
+        async move {
+            if n % 2 == 0 {
+                entity.send_action(&ctx(), Note).await
+            } else {
+                entity.send_action(&ctx(), Add { amount: 5 }).await
+            }
+        }
+    }));
+    let (results, before) = batched(&runtime, 4, calls).await;
+    for (n, result) in results.into_iter().enumerate() {
+        let state = result.expect("committed");
+        assert_eq!(state.version, 2);
+        assert_eq!(
+            (state.notes, state.total),
+            if n % 2 == 0 { (1, 0) } else { (0, 5) }
+        );
+        let stored = stored(&runtime, ids[n]).await;
+        assert_eq!(stored.event_versions, vec![1, 2]);
+        // The read model follows the projected events only.
+        let expected_row = if n % 2 == 0 { 1 } else { 2 };
+        assert_eq!(stored.read_model.map(|row| row.2), Some(expected_row));
+    }
+    assert_eq!(committed_between(before, runtime.metrics()), (2, 1 + 4, 0));
+    runtime.shutdown().await;
+}
+
+/// Another runtime wrote one of the entities behind this one's back: that entity's chain, decided
+/// on the state this runtime still holds, fails its version check inside a batch, writes
+/// nothing and is decided again; its neighbour in the batch commits all the same.
+async fn a_chain_that_conflicts_amid_a_batch_is_decided_again_and_its_neighbours_commit(
+    backend: Backend,
+) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    let other = runtime_with(&db, |b| b.migrate(false)).await;
+    let contested = runtime.entity::<Counter>(new_counter(&runtime, "contested").await.id);
+    let neighbour = runtime.entity::<Counter>(new_counter(&runtime, "neighbour").await.id);
+    let written_behind = other
+        .entity::<Counter>(contested.id())
+        .send_action(&ctx(), Add { amount: 10 })
+        .await
+        .unwrap();
+    assert_eq!(written_behind.version, 2);
+    assert_eq!(contested.get().await.unwrap().version, 1, "still held at 1");
+
+    let context = ctx();
+    let adds = futures::future::join(
+        contested.send_action(&context, Add { amount: 1 }),
+        neighbour.send_action(&context, Add { amount: 2 }),
+    );
+    let ((contested_after, neighbour_after), before) = batched(&runtime, 2, adds).await;
+    let contested_after = contested_after.expect("decided again and committed");
+    assert_eq!(
+        (contested_after.version, contested_after.total),
+        (3, 11),
+        "decided again after the other runtime's write"
+    );
+    assert_eq!(neighbour_after.expect("committed").version, 2);
+    let metrics = runtime.metrics();
+    assert_eq!(metrics.conflicts - before.conflicts, 1, "{metrics:?}");
+    assert_eq!(
+        stored(&runtime, contested.id()).await.event_versions,
+        vec![1, 2, 3]
+    );
+    runtime.shutdown().await;
+    other.shutdown().await;
 }

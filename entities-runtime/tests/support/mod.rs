@@ -37,8 +37,8 @@ macro_rules! on_both_backends {
 
 #[entity(
     type = "counter",
-    actions(Open, Add, AddTwice, Rename, Explode, Nothing),
-    events(Opened, Added, Renamed),
+    actions(Open, Add, AddTwice, Rename, Explode, Nothing, Note),
+    events(Opened, Added, Renamed, Noted),
     project(Opened, Added, Renamed),
     error = CounterError
 )]
@@ -49,6 +49,7 @@ pub struct Counter {
     pub name: String,
     pub total: i64,
     pub adds: Vec<i64>,
+    pub notes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +86,9 @@ pub struct Explode;
 /// Decides no events.
 #[derive(Debug, Clone, Action, Serialize, Deserialize)]
 pub struct Nothing;
+/// Decides an event that no projection writes.
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+pub struct Note;
 
 #[derive(Debug, Clone, Event, Serialize, Deserialize)]
 pub struct Opened {
@@ -98,6 +102,9 @@ pub struct Added {
 pub struct Renamed {
     pub name: String,
 }
+/// Not in `project(...)`: the read model does not see it.
+#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+pub struct Noted;
 
 pub const PANIC_IN_PROJECTION: &str = "panic in projection";
 /// Renaming to `SWALLOWED_FAILURE` makes the projection run a failing statement and go on as
@@ -180,6 +187,11 @@ impl Handle<Explode> for Counter {
         panic!("the handler blew up")
     }
 }
+impl Handle<Note> for Counter {
+    fn handle(&self, _ctx: &Context, _action: &Note) -> Result<Vec<CounterEvent>, CounterError> {
+        Ok(vec![Noted.into()])
+    }
+}
 impl Handle<Nothing> for Counter {
     fn handle(&self, _ctx: &Context, _action: &Nothing) -> Result<Vec<CounterEvent>, CounterError> {
         Ok(vec![])
@@ -196,6 +208,11 @@ impl Apply<Added> for Counter {
         assert_ne!(event.amount, PANIC_IN_APPLY, "apply blew up");
         self.total += event.amount;
         self.adds.push(event.amount);
+    }
+}
+impl Apply<Noted> for Counter {
+    fn apply(&mut self, _event: &Noted) {
+        self.notes += 1;
     }
 }
 impl Apply<Renamed> for Counter {
