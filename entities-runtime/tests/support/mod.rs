@@ -586,45 +586,45 @@ pub async fn hold_the_committer(runtime: &Runtime, gate: &Gate) -> tokio::task::
     handle
 }
 
-/// A transaction of another connection that keeps the runtime from writing snapshots until it
-/// is released: on Postgres it locks the snapshot table, on SQLite it holds the database's one
-/// write lock (so the runtime's snapshot waits out its busy timeout).
-pub enum WritesHeld {
+/// Another connection, whose transaction keeps the runtime from writing snapshots while it is
+/// held: on Postgres it locks the snapshot table, on SQLite it holds the database's one write
+/// lock (so the runtime's snapshot waits out its busy timeout). Connected up front, so that
+/// holding takes one statement.
+pub enum SnapshotBlocker {
     Postgres(sqlx::PgConnection),
     Sqlite(sqlx::SqliteConnection),
 }
 
-pub async fn hold_snapshot_writes(db: &TestDatabase) -> WritesHeld {
-    use sqlx::Connection;
-    match db.backend {
-        Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::raw_sql("BEGIN; LOCK TABLE entities.entity_snapshots IN EXCLUSIVE MODE")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            WritesHeld::Postgres(conn)
-        }
-        Backend::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::raw_sql("BEGIN IMMEDIATE")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            WritesHeld::Sqlite(conn)
+impl SnapshotBlocker {
+    pub async fn connect(db: &TestDatabase) -> Self {
+        use sqlx::Connection;
+        match db.backend {
+            Backend::Postgres => {
+                Self::Postgres(sqlx::PgConnection::connect(&db.url).await.unwrap())
+            }
+            Backend::Sqlite => {
+                Self::Sqlite(sqlx::SqliteConnection::connect(&db.url).await.unwrap())
+            }
         }
     }
-}
 
-impl WritesHeld {
-    pub async fn release(self) {
+    pub async fn hold(&mut self) {
+        self.run(
+            "BEGIN; LOCK TABLE entities.entity_snapshots IN EXCLUSIVE MODE",
+            "BEGIN IMMEDIATE",
+        )
+        .await;
+    }
+
+    pub async fn release(&mut self) {
+        self.run("ROLLBACK", "ROLLBACK").await;
+    }
+
+    async fn run(&mut self, postgres: &'static str, sqlite: &'static str) {
         match self {
-            WritesHeld::Postgres(mut conn) => {
-                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
-            }
-            WritesHeld::Sqlite(mut conn) => {
-                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
-            }
+            Self::Postgres(conn) => sqlx::raw_sql(postgres).execute(conn).await.map(drop),
+            Self::Sqlite(conn) => sqlx::raw_sql(sqlite).execute(conn).await.map(drop),
         }
+        .unwrap();
     }
 }
