@@ -91,11 +91,23 @@ async fn a_conflict_catches_up_with_the_other_writer(backend: Backend) {
         .await
         .unwrap();
     // `first` still holds version 1: its write conflicts, catches up, and is decided again.
+    let before = first.metrics();
     let after = first
         .entity::<Counter>(id)
         .send_action(&ctx(), Add { amount: 7 })
         .await
         .unwrap();
+    let metrics = first.metrics();
+    assert_eq!(
+        (
+            metrics.conflicts - before.conflicts,
+            metrics.catch_ups - before.catch_ups,
+            metrics.transactions - before.transactions,
+            metrics.actions_committed - before.actions_committed,
+        ),
+        (1, 1, 1, 1),
+        "one conflict, one catch-up, and one transaction that committed something"
+    );
     assert_eq!(
         (after.version, after.total, after.adds.clone()),
         (3, 12, vec![5, 7])
