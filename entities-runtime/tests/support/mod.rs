@@ -49,6 +49,9 @@ pub struct Counter {
     pub name: String,
     pub total: i64,
     pub adds: Vec<i64>,
+    /// Added after snapshots of the counter were stored (`tests/migrations.rs` keeps one):
+    /// defaulted, so those still decode.
+    #[serde(default)]
     pub notes: u32,
 }
 
