@@ -13,6 +13,7 @@ on_both_backends!(
     an_event_payload_that_does_not_decode_is_corrupt,
     an_unknown_event_type_is_corrupt,
     a_gap_in_event_versions_is_corrupt,
+    events_that_stop_short_of_the_entity_version_are_corrupt,
 );
 
 async fn written(db: &TestDatabase) -> (entities_runtime::Runtime, i64, Counter) {
@@ -136,4 +137,30 @@ async fn a_gap_in_event_versions_is_corrupt(backend: Backend) {
         matches!(result, Err(Error::Corrupt { version: 3, .. })),
         "{result:?}"
     );
+}
+
+/// The entity's row says version 5, its last event is gone: the load reports version 5 missing
+/// rather than serving the state at 4.
+async fn events_that_stop_short_of_the_entity_version_are_corrupt(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let (raw, id, _) = written(&db).await;
+    exec(
+        &raw,
+        &format!(
+            "DELETE FROM {{entities}}entity_snapshots WHERE entity_id = {id}; \
+             DELETE FROM {{entities}}entity_events WHERE entity_id = {id} AND entity_version = 5"
+        ),
+    )
+    .await;
+    let result = runtime_with(&db, |b| b.migrate(false))
+        .await
+        .entity::<Counter>(id)
+        .get()
+        .await;
+    match result {
+        Err(Error::Corrupt {
+            version: 5, reason, ..
+        }) => assert!(reason.contains("stop at version 4"), "{reason}"),
+        other => panic!("expected corrupt data at version 5, got {other:?}"),
+    }
 }
