@@ -26,10 +26,7 @@ async fn a_commit_that_fails_is_reported_and_the_entity_catches_up(backend: Back
         .send_action(&ctx(), Add { amount: 2 })
         .await
         .unwrap();
-    let (memory, database) = (
-        counter.get().await.unwrap(),
-        stored(&runtime, counter.id()).await,
-    );
+    let (memory, database) = memory_and_database(&runtime, &counter).await;
     let before = runtime.metrics();
 
     let result = counter
@@ -98,10 +95,7 @@ async fn a_connection_ended_mid_transaction_fails_the_call_and_changes_nothing()
     let runtime = runtime(&db).await;
     let gate = Gate::new();
     let (counter, rename) = rename_held_at_a_gate(&runtime, &gate).await;
-    let (memory, database) = (
-        counter.get().await.unwrap(),
-        stored(&runtime, counter.id()).await,
-    );
+    let (memory, database) = memory_and_database(&runtime, &counter).await;
     let before = runtime.metrics();
 
     let terminated = scalar(

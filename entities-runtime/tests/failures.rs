@@ -29,10 +29,7 @@ async fn a_rejected_action_changes_nothing(backend: Backend) {
         .send_action(&ctx(), Add { amount: 2 })
         .await
         .unwrap();
-    let (memory, database) = (
-        counter.get().await.unwrap(),
-        stored(&runtime, counter.id()).await,
-    );
+    let (memory, database) = memory_and_database(&runtime, &counter).await;
 
     let result = counter.send_action(&ctx(), Add { amount: -1 }).await;
     assert!(
@@ -51,10 +48,7 @@ async fn a_unique_violation_in_a_projection_changes_nothing_and_names_the_constr
     let runtime = runtime(&db).await;
     new_counter(&runtime, "taken").await;
     let other = runtime.entity::<Counter>(new_counter(&runtime, "free").await.id);
-    let (memory, database) = (
-        other.get().await.unwrap(),
-        stored(&runtime, other.id()).await,
-    );
+    let (memory, database) = memory_and_database(&runtime, &other).await;
 
     let result = other
         .send_action(
@@ -101,10 +95,7 @@ async fn a_panicking_handler_fails_only_its_own_call(backend: Backend) {
     let victim = runtime.entity::<Counter>(new_counter(&runtime, "victim").await.id);
     let bystander = runtime.entity::<Counter>(new_counter(&runtime, "bystander").await.id);
     victim.send_action(&ctx(), Add { amount: 3 }).await.unwrap();
-    let (memory, database) = (
-        victim.get().await.unwrap(),
-        stored(&runtime, victim.id()).await,
-    );
+    let (memory, database) = memory_and_database(&runtime, &victim).await;
 
     let result = victim.send_action(&ctx(), Explode).await;
     let Err(Error::Panicked {
@@ -155,10 +146,7 @@ async fn a_panicking_apply_fails_only_its_own_call_and_the_entity_reloads(backen
             .await
             .unwrap();
     }
-    let (memory, database) = (
-        counter.get().await.unwrap(),
-        stored(&runtime, counter.id()).await,
-    );
+    let (memory, database) = memory_and_database(&runtime, &counter).await;
     let loads = runtime.metrics().loads;
 
     let result = counter
@@ -221,10 +209,7 @@ async fn a_database_error_in_the_append_is_a_storage_error_and_changes_nothing(b
     )
     .await;
     let counter = runtime.entity::<Counter>(new_counter(&runtime, "unlucky").await.id);
-    let (memory, database) = (
-        counter.get().await.unwrap(),
-        stored(&runtime, counter.id()).await,
-    );
+    let (memory, database) = memory_and_database(&runtime, &counter).await;
     let before = runtime.metrics();
 
     let result = counter.send_action(&ctx(), Add { amount: 13 }).await;
@@ -256,10 +241,7 @@ async fn a_panicking_projection_rolls_back_its_writes(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let runtime = runtime(&db).await;
     let counter = runtime.entity::<Counter>(new_counter(&runtime, "fragile").await.id);
-    let (memory, database) = (
-        counter.get().await.unwrap(),
-        stored(&runtime, counter.id()).await,
-    );
+    let (memory, database) = memory_and_database(&runtime, &counter).await;
 
     let result = counter
         .send_action(
@@ -389,10 +371,7 @@ async fn a_nul_character_is_refused_before_anything_is_written(backend: Backend)
     let runtime = runtime(&db).await;
     let counter = runtime.entity::<Counter>(new_counter(&runtime, "clean").await.id);
     let neighbour = runtime.entity::<Counter>(new_counter(&runtime, "neighbour").await.id);
-    let (memory, database) = (
-        counter.get().await.unwrap(),
-        stored(&runtime, counter.id()).await,
-    );
+    let (memory, database) = memory_and_database(&runtime, &counter).await;
     let nul_name = Rename {
         name: "nul\0name".into(),
     };
@@ -468,10 +447,7 @@ async fn a_projection_going_on_after_a_failed_statement_is_not_reported_committe
     let db = TestDatabase::new(backend).await;
     let runtime = runtime(&db).await;
     let counter = runtime.entity::<Counter>(new_counter(&runtime, "careless").await.id);
-    let (memory, database) = (
-        counter.get().await.unwrap(),
-        stored(&runtime, counter.id()).await,
-    );
+    let (memory, database) = memory_and_database(&runtime, &counter).await;
     let result = counter
         .send_action(
             &ctx(),

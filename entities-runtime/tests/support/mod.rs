@@ -11,8 +11,8 @@ use std::time::Duration;
 use entities_runtime::sqlx;
 use entities_runtime::testing::TestDatabase;
 use entities_runtime::{
-    Action, Apply, Backend, Context, Create, EntityId, Event, Handle, Metrics, Migration, Project,
-    ProjectionError, Runtime, RuntimeBuilder, Tx, Version, entity,
+    Action, Apply, Backend, Context, Create, EntityId, EntityRef, Event, Handle, Metrics,
+    Migration, Project, ProjectionError, Runtime, RuntimeBuilder, Tx, Version, entity,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
@@ -443,6 +443,17 @@ pub struct Stored {
     pub event_versions: Vec<i64>,
     pub actions: Option<i64>,
     pub read_model: Option<(String, i64, i64)>,
+}
+
+/// What a failed call must leave as it was: the counter's state in memory and all it stored.
+pub async fn memory_and_database(
+    runtime: &Runtime,
+    counter: &EntityRef<Counter>,
+) -> (Arc<Counter>, Stored) {
+    (
+        counter.get().await.unwrap(),
+        stored(runtime, counter.id()).await,
+    )
 }
 
 pub async fn stored(runtime: &Runtime, id: EntityId) -> Stored {
