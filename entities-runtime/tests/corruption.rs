@@ -16,6 +16,17 @@ on_both_backends!(
     events_that_stop_short_of_the_entity_version_are_corrupt,
 );
 
+/// Entity `id` as a runtime that never saw it loads it, failure included.
+async fn load_afresh(
+    db: &TestDatabase,
+    id: i64,
+) -> Result<std::sync::Arc<Counter>, Error<CounterError>> {
+    let fresh = runtime_with(db, |b| b.migrate(false)).await;
+    let loaded = fresh.entity::<Counter>(id).get().await;
+    fresh.shutdown().await;
+    loaded
+}
+
 async fn written(db: &TestDatabase) -> (entities_runtime::Runtime, i64, Counter) {
     let runtime = runtime(db).await;
     let id = new_counter(&runtime, "stored").await.id;
@@ -99,11 +110,7 @@ async fn an_unknown_event_type_is_corrupt(backend: Backend) {
     )
     .await;
     exec(&raw, &format!("UPDATE {{entities}}entity_events SET type = 'Subtracted' WHERE entity_id = {id} AND entity_version = 2")).await;
-    let result = runtime_with(&db, |b| b.migrate(false))
-        .await
-        .entity::<Counter>(id)
-        .get()
-        .await;
+    let result = load_afresh(&db, id).await;
     let Err(Error::Corrupt {
         version: 2, reason, ..
     }) = result
@@ -128,11 +135,7 @@ async fn a_gap_in_event_versions_is_corrupt(backend: Backend) {
         ),
     )
     .await;
-    let result = runtime_with(&db, |b| b.migrate(false))
-        .await
-        .entity::<Counter>(id)
-        .get()
-        .await;
+    let result = load_afresh(&db, id).await;
     assert!(
         matches!(result, Err(Error::Corrupt { version: 3, .. })),
         "{result:?}"
@@ -152,11 +155,7 @@ async fn events_that_stop_short_of_the_entity_version_are_corrupt(backend: Backe
         ),
     )
     .await;
-    let result = runtime_with(&db, |b| b.migrate(false))
-        .await
-        .entity::<Counter>(id)
-        .get()
-        .await;
+    let result = load_afresh(&db, id).await;
     match result {
         Err(Error::Corrupt {
             version: 5, reason, ..
