@@ -14,7 +14,6 @@
 //! per action would cost a round trip per action every time; this costs one per batch, and the
 //! redo only when a projection fails.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -26,20 +25,25 @@ use crate::metrics::Counters;
 use crate::projection::Tx;
 use crate::store::{EntityWrite, Store, StoreTx};
 
-/// An action's projections, to run in the batch's transaction: more than once when a
-/// neighbour's failure rolls them back. Its error is the entity's own `Error<E::Error>`, boxed,
-/// since one batch holds entities of every type.
-pub(crate) type ProjectFn = Box<
-    dyn for<'a, 'c> Fn(&'a mut Tx<'c>) -> BoxFuture<'a, Result<(), Box<dyn Any + Send>>>
-        + Send
-        + Sync,
->;
+/// An action's projections, as a committer runs them in its batch's transaction: more than
+/// once when a neighbour's failure rolls them back. One batch holds entities of every type, so
+/// a refusal stays with the action, in its entity's own error type; the committer only learns
+/// that it refused.
+pub(crate) trait ActionProjections: Send + Sync {
+    fn project<'a, 'c>(&'a self, tx: &'a mut Tx<'c>) -> BoxFuture<'a, Result<(), Refused>>;
+}
+
+/// A refusal by an action's projections; the refusal itself is kept by the action.
+#[derive(Debug)]
+pub(crate) struct Refused;
+
+pub(crate) type Projections = Arc<dyn ActionProjections>;
 
 /// One entity's chain of decided actions, waiting for a commit.
 pub(crate) struct Pending {
     pub write: EntityWrite,
     /// Per action of the chain, its projections; `None` when none of its events is projected.
-    pub projections: Vec<Option<ProjectFn>>,
+    pub projections: Vec<Option<Projections>>,
     pub reply: oneshot::Sender<Vec<Outcome>>,
 }
 
@@ -51,13 +55,16 @@ pub(crate) enum Outcome {
     Conflict,
     /// An earlier action of the chain failed, so this one, decided after it, was not written.
     Retry,
-    /// Its projections refused it (the entity's `Error<E::Error>`, boxed); it was rolled back.
-    Refused(Box<dyn Any + Send>),
+    /// Its projections refused it (the action holds why); it was rolled back.
+    Refused,
     /// The database failed. When it failed at the commit, the action may have been committed.
     Storage {
         error: Arc<sqlx::Error>,
         maybe_committed: bool,
     },
+    /// The committer ended (it panicked, or the runtime was dropped) before it answered: the
+    /// action may have been committed.
+    Unanswered,
 }
 
 /// Where workers send their chains. Cloned into the runtime; the committer tasks end on `stop`.
@@ -95,23 +102,12 @@ impl Committer {
     pub async fn commit(
         &self,
         write: EntityWrite,
-        projections: Vec<Option<ProjectFn>>,
+        projections: Vec<Option<Projections>>,
     ) -> Vec<Outcome> {
         let actions = write.actions.len();
         let (reply, outcome) = oneshot::channel();
-        // The committer stopped (shutdown) or panicked mid-batch: whether the batch committed
-        // is unknown, so the worker catches up before its next action.
-        let lost = || {
-            let error = Arc::new(sqlx::Error::Protocol(
-                "the committer stopped before answering".into(),
-            ));
-            (0..actions)
-                .map(|_| Outcome::Storage {
-                    error: error.clone(),
-                    maybe_committed: true,
-                })
-                .collect()
-        };
+        // Whether the batch committed is unknown, so the worker catches up before its next action.
+        let lost = || (0..actions).map(|_| Outcome::Unanswered).collect();
         self.counters.chains_waiting.incr();
         if self
             .sender
@@ -223,14 +219,14 @@ struct Step {
     write: usize,
     /// Its entity's version before it: a refused action's rows are taken back from there on.
     version_before: crate::entity::Version,
-    project: Option<ProjectFn>,
+    project: Option<Projections>,
 }
 
 impl Batcher {
     async fn write_batch(
         &self,
         writes: &[EntityWrite],
-        projections: Vec<Vec<Option<ProjectFn>>>,
+        projections: Vec<Vec<Option<Projections>>>,
     ) -> Vec<Vec<Outcome>> {
         let mut tx = match self.store.begin().await {
             Ok(tx) => tx,
@@ -271,9 +267,9 @@ impl Batcher {
             let outcome = match (appended[0], step.project.take()) {
                 (false, _) => Outcome::Conflict,
                 (true, None) => Outcome::Committed,
-                (true, Some(project)) => match project(&mut tx.projection()).await {
+                (true, Some(project)) => match project.project(&mut tx.projection()).await {
                     Ok(()) => Outcome::Committed,
-                    Err(refusal) => return vec![vec![Outcome::Refused(refusal)]],
+                    Err(Refused) => return vec![vec![Outcome::Refused]],
                 },
             };
             return self.commit(tx, vec![vec![outcome]]).await;
@@ -361,15 +357,18 @@ async fn project_batch(
             Some(project) => project,
         };
         if isolate_through.is_some_and(|last| at <= last) {
-            match tx.isolated(|tx| project(tx)).await? {
+            // In a savepoint of its own: when it fails, what it wrote is rolled back and the
+            // rest of the transaction stands.
+            tx.savepoint().await?;
+            match project.project(&mut tx.projection()).await {
                 Ok(()) => outcomes[at] = Some(Outcome::Committed),
-                Err(refusal) => {
-                    // Its own writes went with its savepoint; the rows appended for it and for
-                    // the rest of its chain go now.
+                Err(Refused) => {
+                    tx.rollback_to_savepoint().await?;
+                    // The rows appended for it and for the rest of its chain go too.
                     tx.truncate(writes[step.write].entity_id, step.version_before)
                         .await?;
                     broken[step.write] = true;
-                    outcomes[at] = Some(Outcome::Refused(refusal));
+                    outcomes[at] = Some(Outcome::Refused);
                 }
             }
             at += 1;
@@ -382,12 +381,12 @@ async fn project_batch(
                 *optimistic_from.insert(at)
             }
         };
-        match project(&mut tx.projection()).await {
+        match project.project(&mut tx.projection()).await {
             Ok(()) => {
                 outcomes[at] = Some(Outcome::Committed);
                 at += 1;
             }
-            Err(_) => {
+            Err(Refused) => {
                 // Undo every projection since the savepoint and run those steps again, one at
                 // a time: the failing one is found again and refused alone.
                 tx.rollback_to_savepoint().await?;

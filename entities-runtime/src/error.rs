@@ -10,6 +10,7 @@ use crate::entity::{EntityId, Version};
 /// exception that no client of a database escapes: a [`Storage`](Error::Storage) error from a
 /// `COMMIT` whose answer was lost, when the commit may have gone through.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error<D> {
     /// The entity's handler (or a projection) refused the action.
     #[error("rejected: {0}")]
@@ -61,6 +62,27 @@ pub enum Error<D> {
     /// is decided on it (but not recognised as the same one: that takes an idempotency key).
     #[error("storage unavailable: {0}")]
     Storage(#[source] Arc<sqlx::Error>),
+    /// A projection of `event` misbehaved: it went on after one of its statements failed
+    /// (ignoring the error rather than returning it), and on Postgres that statement aborted
+    /// the transaction. Nothing of the action was stored.
+    #[error("{entity_type} {id}: the projection of `{event}` failed: {message}")]
+    Projection {
+        entity_type: &'static str,
+        id: EntityId,
+        event: &'static str,
+        message: String,
+    },
+    /// The runtime's committer ended before it told whether the action committed (it
+    /// panicked, or the runtime was dropped without `shutdown`). As with a `Storage` error at
+    /// `COMMIT`, the action may have been stored: the entity reads the database before its next
+    /// action.
+    #[error(
+        "{entity_type} {id}: the committer ended before answering; the action may have been committed"
+    )]
+    Unanswered {
+        entity_type: &'static str,
+        id: EntityId,
+    },
     /// User code (a handler, `apply` or a projection) panicked; the entity reloads from the database.
     #[error("{entity_type} {id}: {during} panicked: {message}")]
     Panicked {
@@ -72,6 +94,30 @@ pub enum Error<D> {
     /// The runtime is shutting down and takes no more calls.
     #[error("the runtime is shutting down")]
     ShuttingDown,
+}
+
+impl<D> Error<D> {
+    /// The short name of this kind of failure, as the action's span records it (`outcome`).
+    pub(crate) fn outcome(&self) -> &'static str {
+        match self {
+            Error::Rejected(_) => "rejected",
+            Error::NotFound { .. } => "not_found",
+            Error::Conflict { .. } => "conflict",
+            Error::Constraint { .. } => "constraint",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Payload { .. } => "payload",
+            Error::Storage(_) => "storage",
+            Error::Projection { .. } => "projection",
+            Error::Unanswered { .. } => "unanswered",
+            Error::Panicked { .. } => "panicked",
+            Error::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// The `outcome` of a call's result: `ok`, or its error's.
+    pub(crate) fn outcome_of<T>(result: &Result<T, Self>) -> &'static str {
+        result.as_ref().map_or_else(Error::outcome, |_| "ok")
+    }
 }
 
 /// A failure that is not the entity's domain error: what a load can fail with, shared by every

@@ -3,10 +3,12 @@
 //! published state or commits: the entity's worker publishes only after the committer's commit.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
+use crate::commit::{ActionProjections, Refused};
 use crate::context::Context;
 use crate::entity::{Entity, EntityId, Tagged, Version};
 use crate::error::{Error, panic_message, persist_error};
@@ -21,6 +23,8 @@ pub(crate) struct Decision<E: Entity> {
     /// The state after each event but the last, kept only when a projection needs it.
     between: Vec<E>,
     pub after: Arc<E>,
+    /// Why its projections refused it, when a committer ran them and they did.
+    refusal: Mutex<Option<Error<E::Error>>>,
 }
 
 /// A decision and the rows that store it; `None` when the action decided no events.
@@ -140,6 +144,7 @@ pub(crate) fn decide<E: Entity>(
         before: before.clone(),
         between,
         after,
+        refusal: Mutex::new(None),
     };
     Ok(Some((decision, rows)))
 }
@@ -181,11 +186,15 @@ impl<E: Entity> Decision<E> {
             match projected {
                 Ok(()) => {
                     if let Some(failure) = tx.aborted() {
-                        return Err(Error::Storage(Arc::new(sqlx::Error::Protocol(format!(
-                            "the projection of `{}` went on after its statement failed ({failure}); \
-                             Postgres aborted the transaction, so the action is not committed",
-                            event.type_tag()
-                        )))));
+                        return Err(Error::Projection {
+                            entity_type: E::TYPE,
+                            id,
+                            event: event.type_tag(),
+                            message: format!(
+                                "it went on after its statement failed ({failure}); Postgres \
+                                 aborted the transaction, so the action is not committed"
+                            ),
+                        });
                     }
                 }
                 Err(ProjectionError::Rejected(error)) => return Err(Error::Rejected(error)),
@@ -195,6 +204,30 @@ impl<E: Entity> Decision<E> {
             }
         }
         Ok(())
+    }
+}
+
+impl<E: Entity> Decision<E> {
+    /// Why the committer's run of its projections refused it.
+    pub fn take_refusal(&self) -> Option<Error<E::Error>> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+}
+
+impl<E: Entity> ActionProjections for Decision<E> {
+    fn project<'a, 'c>(&'a self, tx: &'a mut Tx<'c>) -> BoxFuture<'a, Result<(), Refused>> {
+        Box::pin(async move {
+            Decision::project(self, tx).await.map_err(|error| {
+                *self
+                    .refusal
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error);
+                Refused
+            })
+        })
     }
 }
 

@@ -1,57 +1,22 @@
 //! The runtime (the seed's Supervisor): the store, the registry of live entities, and the API.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::commit::Committer;
 use crate::context::Context;
 use crate::entity::{Create, Entity, EntityId, Tagged};
 use crate::error::{Error, panic_message, persist_error, storage};
-use crate::metrics::{Counters, Metrics};
+use crate::metrics::Metrics;
 use crate::persist;
 use crate::projection::Backend;
-use crate::registry::{Command, Registry, Reply};
+use crate::shared::{Config, Shared};
+use crate::slot::{Command, Reply};
 use crate::store::{EntityWrite, EventRecord, Migration, Store};
-
-/// How the runtime behaves; set through [`RuntimeBuilder`].
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub idle_timeout: Duration,
-    pub snapshot_every: u64,
-    pub max_attempts: u32,
-    pub committers: usize,
-    pub batch_size: usize,
-}
-
-impl Config {
-    /// Whether `events` written since the last snapshot call for a new one.
-    pub fn snapshot_due(&self, events: i64) -> bool {
-        self.snapshot_every > 0 && events >= self.snapshot_every as i64
-    }
-}
-
-/// What the runtime and its entity workers share.
-pub(crate) struct Shared {
-    pub store: Store,
-    pub registry: Registry,
-    pub committer: Committer,
-    pub config: Config,
-    pub counters: Arc<Counters>,
-    /// Cancelled at shutdown: every live entity snapshots and leaves.
-    pub shutdown: CancellationToken,
-    /// Cancelled once every entity has left: the committers end.
-    committers_stop: CancellationToken,
-    closing: AtomicBool,
-    /// The entity workers and the idle sweep.
-    pub tasks: TaskTracker,
-}
+use crate::worker;
 
 /// Failed to start a runtime.
 #[derive(Debug, thiserror::Error)]
@@ -135,26 +100,7 @@ impl RuntimeBuilder {
                 .await
                 .map_err(StartError::Migrate)?;
         }
-        let committers_stop = CancellationToken::new();
-        let counters = Arc::new(Counters::default());
-        let committer = Committer::start(
-            store.clone(),
-            self.config.committers,
-            self.config.batch_size,
-            counters.clone(),
-            committers_stop.clone(),
-        );
-        let shared = Arc::new(Shared {
-            store,
-            registry: Registry::default(),
-            committer,
-            config: self.config,
-            counters,
-            shutdown: CancellationToken::new(),
-            committers_stop,
-            closing: AtomicBool::new(false),
-            tasks: TaskTracker::new(),
-        });
+        let shared = Shared::start(store, self.config);
         shared.tasks.spawn(sweep_idle(Arc::downgrade(&shared)));
         Ok(Runtime { shared })
     }
@@ -175,13 +121,7 @@ impl Runtime {
     pub fn builder(url: impl Into<String>) -> RuntimeBuilder {
         RuntimeBuilder {
             url: url.into(),
-            config: Config {
-                idle_timeout: Duration::from_secs(60),
-                snapshot_every: 100,
-                max_attempts: 5,
-                committers: 2,
-                batch_size: 64,
-            },
+            config: Config::default(),
             migrate: true,
             migrations: Vec::new(),
             max_connections: 10,
@@ -241,7 +181,7 @@ impl Runtime {
             .create_in_span::<E>(ctx, args, &span)
             .instrument(span.clone())
             .await;
-        span.record("outcome", crate::worker::outcome(&result));
+        span.record("outcome", Error::outcome_of(&result));
         if let Ok(created) = &result {
             span.record("version", created.version());
         }
@@ -339,19 +279,14 @@ impl Runtime {
     /// Stops taking calls, lets every live entity finish what it has queued, snapshot and stop,
     /// and closes the pool.
     pub async fn shutdown(&self) {
-        self.shared.closing.store(true, Ordering::SeqCst);
-        self.shared.shutdown.cancel();
-        self.shared.tasks.close();
-        self.shared.tasks.wait().await;
-        self.shared.committers_stop.cancel();
-        self.shared.store.close().await;
+        self.shared.shut_down().await;
     }
 
     fn open<D>(&self) -> Result<(), Error<D>> {
-        if self.shared.closing.load(Ordering::SeqCst) {
-            Err(Error::ShuttingDown)
-        } else {
+        if self.shared.is_open() {
             Ok(())
+        } else {
+            Err(Error::ShuttingDown)
         }
     }
 
@@ -365,9 +300,9 @@ impl Runtime {
         let _running = self.shared.tasks.token();
         self.open()?;
         let (reply, answer) = oneshot::channel();
-        self.shared
-            .registry
-            .dispatch(&self.shared, id, command(reply));
+        if let Some(idle) = self.shared.registry.dispatch(id, command(reply)) {
+            worker::start(&self.shared, idle);
+        }
         answer.await.unwrap_or_else(|_| {
             Err(Error::Panicked {
                 entity_type: E::TYPE,

@@ -3,18 +3,19 @@
 //! committed state, snapshots, and leaves memory when asked to (idle or shutdown).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tracing::Instrument;
 
-use crate::commit::{Outcome, ProjectFn};
+use crate::commit::{Outcome, Projections};
 use crate::context::Context;
-use crate::entity::{Entity, Tagged, Version};
+use crate::entity::{Entity, Tagged};
 use crate::error::{Error, Failure};
 use crate::persist::{self, Decision};
-use crate::registry::{Command, Reply, Slot};
+use crate::registry::Live;
 use crate::replay;
-use crate::runtime::Shared;
+use crate::shared::Shared;
+use crate::slot::{Command, Reply, Slot};
+use crate::snapshot;
 use crate::store::{ActionRows, EntityWrite};
 
 /// The most actions one chain decides and commits together.
@@ -23,6 +24,18 @@ const MAX_CHAIN: usize = 32;
 /// Starts the worker of `slot`, whose inbox has work.
 pub(crate) fn start<E: Entity>(shared: &Arc<Shared>, slot: Arc<Slot<E>>) {
     shared.tasks.spawn(run(shared.clone(), slot));
+}
+
+impl<E: Entity> Live<Arc<Shared>> for Slot<E> {
+    fn sweep(&self) -> bool {
+        Slot::sweep(self)
+    }
+
+    fn ask_to_leave(self: Arc<Self>, shared: &Arc<Shared>) {
+        if self.push(Command::Leave) {
+            start(shared, self);
+        }
+    }
 }
 
 async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
@@ -36,7 +49,7 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
         if commands.is_empty() {
             return;
         }
-        if worker.slot.state.load().is_none()
+        if !worker.slot.is_loaded()
             && let Err(failure) = worker.load().await
         {
             worker.fail(commands, failure);
@@ -64,14 +77,14 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
         if leave || worker.shared.shutdown.is_cancelled() {
             let counters = &worker.shared.counters;
             counters.leaving.incr();
-            snapshot_if_changed(&worker.shared, &worker.slot).await;
+            snapshot::write_if_changed(&worker.shared, &worker.slot).await;
             let left = worker.shared.registry.leave(&*worker.slot);
             counters.leaving.decr();
             if left {
                 counters.passivations.incr();
                 tracing::debug!(
                     entity_type = E::TYPE,
-                    entity_id = worker.slot.id,
+                    entity_id = worker.slot.id(),
                     "entity left memory"
                 );
                 return;
@@ -132,7 +145,7 @@ impl<E: Entity> Queued<E> {
         if let Ok(state) = &result {
             self.span.record("version", state.version());
         }
-        self.span.record("outcome", outcome(&result));
+        self.span.record("outcome", Error::outcome_of(&result));
         let _ = self.reply.send(result);
     }
 }
@@ -165,24 +178,14 @@ struct Worker<E: Entity> {
 impl<E: Entity> Worker<E> {
     fn state(&self) -> Arc<E> {
         self.slot
-            .state
-            .load_full()
+            .published()
             .unwrap_or_else(|| unreachable!("the worker loads the entity before serving it"))
     }
 
-    /// Publishes `state`; returns the state it replaces.
-    fn publish(&self, state: Arc<E>) -> Option<Arc<E>> {
-        self.slot.state.swap(Some(state))
-    }
-
     async fn load(&self) -> Result<(), Failure> {
-        let loaded = replay::load::<E>(&self.shared.store, self.slot.id).await?;
+        let loaded = replay::load::<E>(&self.shared.store, self.slot.id()).await?;
         self.slot
-            .snapshot_version
-            .store(loaded.snapshot_version, Ordering::Relaxed);
-        self.slot.stale.store(false, Ordering::Relaxed);
-        self.slot.drop_spare();
-        self.publish(Arc::new(loaded.state));
+            .publish_loaded(Arc::new(loaded.state), loaded.snapshot_version);
         self.shared.counters.loads.incr();
         Ok(())
     }
@@ -191,7 +194,7 @@ impl<E: Entity> Worker<E> {
     fn fail(&self, commands: Vec<Command<E>>, failure: Failure) {
         for command in commands {
             if let Command::Get(reply) | Command::Act { reply, .. } = command {
-                let _ = reply.send(Err(failure.clone().into_error(E::TYPE, self.slot.id)));
+                let _ = reply.send(Err(failure.clone().into_error(E::TYPE, self.slot.id())));
             }
         }
     }
@@ -199,7 +202,7 @@ impl<E: Entity> Worker<E> {
     /// Decides `queued` as chains and commits them, until each is answered: committed, refused,
     /// or given up after `max_attempts` version conflicts.
     async fn act(&mut self, queued: Vec<Queued<E>>) {
-        let id = self.slot.id;
+        let id = self.slot.id();
         let mut encoded = Vec::with_capacity(queued.len());
         for mut item in queued {
             item.span.record("entity_id", id);
@@ -214,7 +217,7 @@ impl<E: Entity> Worker<E> {
         let mut queued = encoded;
         let mut panicked = false;
         while !queued.is_empty() {
-            if self.slot.stale.load(Ordering::Relaxed)
+            if self.slot.is_stale()
                 && let Err(failure) = self.catch_up().await
             {
                 for item in queued.drain(..) {
@@ -238,18 +241,18 @@ impl<E: Entity> Worker<E> {
         if panicked {
             // User code panicked: reload from the database rather than trust anything in memory.
             if self.load().await.is_err() {
-                self.slot.stale.store(true, Ordering::Relaxed);
+                self.slot.mark_stale();
             }
             return;
         }
         // A write of unknown outcome (or conflicts past the bound): read what the database holds
         // now, so that `get` shows it too, not only the next action. Should that fail as well,
         // the next action tries again first.
-        if self.slot.stale.load(Ordering::Relaxed) {
+        if self.slot.is_stale() {
             let _ = self.catch_up().await;
         }
-        if snapshot_due(&self.shared, &self.slot) {
-            self.snapshot_in_background();
+        if snapshot::due(&self.shared, &self.slot) {
+            snapshot::write_in_background(&self.shared, &self.slot);
         }
     }
 
@@ -303,7 +306,7 @@ impl<E: Entity> Worker<E> {
     async fn commit(&self, decisions: &[Arc<Decision<E>>], rows: Vec<ActionRows>) -> Vec<Outcome> {
         let write = EntityWrite {
             entity_type: E::TYPE,
-            entity_id: self.slot.id,
+            entity_id: self.slot.id(),
             expected_version: decisions[0].before.version(),
             actions: rows,
         };
@@ -311,7 +314,7 @@ impl<E: Entity> Worker<E> {
         self.shared
             .committer
             .commit(write, projections)
-            .instrument(tracing::debug_span!("commit", entity_id = self.slot.id))
+            .instrument(tracing::debug_span!("commit", entity_id = self.slot.id()))
             .await
     }
 
@@ -350,7 +353,7 @@ impl<E: Entity> Worker<E> {
                 Some(Outcome::Committed) => {
                     // Published before the caller hears of it: its next `get` sees its write.
                     let after = decisions[index].after.clone();
-                    let previous = self.publish(after.clone());
+                    let previous = self.slot.publish(after.clone());
                     if replaced.is_none() {
                         replaced = previous;
                     }
@@ -360,13 +363,13 @@ impl<E: Entity> Worker<E> {
                 }
                 Some(Outcome::Conflict) => {
                     broken = true;
-                    self.slot.stale.store(true, Ordering::Relaxed);
+                    self.slot.mark_stale();
                     item.conflicts += 1;
                     if item.conflicts >= self.shared.config.max_attempts {
                         let attempts = item.conflicts;
                         item.answer(Err(Error::Conflict {
                             entity_type: E::TYPE,
-                            id: self.slot.id,
+                            id: self.slot.id(),
                             attempts,
                         }));
                     } else {
@@ -378,10 +381,10 @@ impl<E: Entity> Worker<E> {
                     broken = true;
                     again.push(item);
                 }
-                Some(Outcome::Refused(error)) => {
+                Some(Outcome::Refused) => {
                     broken = true;
-                    let error = *error.downcast::<Error<E::Error>>().unwrap_or_else(|_| {
-                        unreachable!("a projection refuses with its entity's error")
+                    let error = decisions[index].take_refusal().unwrap_or_else(|| {
+                        unreachable!("a refused action keeps why its projections refused it")
                     });
                     item.answer(Err(error));
                 }
@@ -391,9 +394,17 @@ impl<E: Entity> Worker<E> {
                 }) => {
                     broken = true;
                     if maybe_committed {
-                        self.slot.stale.store(true, Ordering::Relaxed);
+                        self.slot.mark_stale();
                     }
                     item.answer(Err(Error::Storage(error)));
+                }
+                Some(Outcome::Unanswered) => {
+                    broken = true;
+                    self.slot.mark_stale();
+                    item.answer(Err(Error::Unanswered {
+                        entity_type: E::TYPE,
+                        id: self.slot.id(),
+                    }));
                 }
                 None => unreachable!("each decision has one outcome"),
             }
@@ -439,161 +450,16 @@ impl<E: Entity> Worker<E> {
     /// Applies the events other writers stored since the published version, and publishes them.
     async fn catch_up(&self) -> Result<(), Failure> {
         let mut state = (*self.state()).clone();
-        replay::catch_up(&self.shared.store, self.slot.id, &mut state).await?;
-        self.slot.drop_spare();
-        self.publish(Arc::new(state));
-        self.slot.stale.store(false, Ordering::Relaxed);
+        replay::catch_up(&self.shared.store, self.slot.id(), &mut state).await?;
+        self.slot.publish_caught_up(Arc::new(state));
         self.shared.counters.catch_ups.incr();
         Ok(())
-    }
-
-    /// Writes a snapshot in a task of its own, so the entity's next actions do not wait for
-    /// it (its cost grows with the state); one at a time per entity.
-    fn snapshot_in_background(&self) {
-        if self.slot.snapshotting.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let (shared, slot) = (self.shared.clone(), self.slot.clone());
-        self.shared.tasks.spawn(async move {
-            // Cleared however the task ends (a panicking `Serialize` too), else the entity would
-            // never snapshot again.
-            let mut flag = Snapshotting {
-                flag: &slot.snapshotting,
-                held: true,
-            };
-            loop {
-                // Writes went on meanwhile (on SQLite the snapshot waits for the write lock):
-                // when another snapshot is due already, it is written now, not at the next
-                // action.
-                let mut stored = snapshot_if_changed(&shared, &slot).await;
-                while stored && snapshot_due(&shared, &slot) {
-                    stored = snapshot_if_changed(&shared, &slot).await;
-                }
-                flag.release();
-                // The worker may have found a snapshot due while this one still ran, and left
-                // it to this task: one more look after the flag is down. A failed save is not
-                // retried here (the next action's check tries again).
-                if !stored || !snapshot_due(&shared, &slot) || !flag.retake() {
-                    break;
-                }
-            }
-        });
-    }
-}
-
-/// An entity's `snapshotting` flag, held by its snapshot task: cleared when the task drops it
-/// while holding it.
-struct Snapshotting<'a> {
-    flag: &'a std::sync::atomic::AtomicBool,
-    held: bool,
-}
-
-impl Snapshotting<'_> {
-    fn release(&mut self) {
-        self.flag.store(false, Ordering::Relaxed);
-        self.held = false;
-    }
-
-    /// Takes the flag again, unless another snapshot task has it.
-    fn retake(&mut self) -> bool {
-        self.held = !self.flag.swap(true, Ordering::Relaxed);
-        self.held
-    }
-}
-
-impl Drop for Snapshotting<'_> {
-    fn drop(&mut self) {
-        if self.held {
-            self.flag.store(false, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Whether `snapshot_every` events were committed since the last snapshot (and the state in
-/// memory is known to be the stored one).
-fn snapshot_due<E: Entity>(shared: &Shared, slot: &Slot<E>) -> bool {
-    let version = slot
-        .state
-        .load()
-        .as_ref()
-        .map_or(0, |state| state.version());
-    !slot.stale.load(Ordering::Relaxed)
-        && shared
-            .config
-            .snapshot_due(version - slot.snapshot_version())
-}
-
-/// Stores the published state as the entity's snapshot, unless one of its version is there.
-/// Returns whether it stored one.
-async fn snapshot_if_changed<E: Entity>(shared: &Shared, slot: &Slot<E>) -> bool {
-    let Some(state) = slot.state.load_full() else {
-        return false;
-    };
-    let version: Version = state.version();
-    if version <= slot.snapshot_version() || slot.stale.load(Ordering::Relaxed) {
-        return false;
-    }
-    let saved = match serde_json::to_string(&*state) {
-        Ok(snapshot) => {
-            // Not kept while it is written: the worker may recycle it into its spare.
-            drop(state);
-            shared
-                .store
-                .save_snapshot(slot.id, version, &snapshot)
-                .await
-        }
-        Err(error) => {
-            tracing::warn!(entity_type = E::TYPE, entity_id = slot.id, %error, "state does not serialize; no snapshot");
-            return false;
-        }
-    };
-    match saved {
-        Ok(stored) => {
-            if stored {
-                shared.counters.snapshots_saved.incr();
-            } else {
-                // Another runtime stored a newer one: ours would have replaced it with an older state.
-                shared.counters.snapshots_superseded.incr();
-            }
-            // A later snapshot may have been stored meanwhile (this one in the background).
-            slot.snapshot_version.fetch_max(version, Ordering::Relaxed);
-            true
-        }
-        Err(error) => {
-            tracing::warn!(entity_type = E::TYPE, entity_id = slot.id, %error, "snapshot not saved");
-            false
-        }
     }
 }
 
 /// The projections of one decided action, for the committer to run in its transaction.
-fn projection<E: Entity>(decision: &Arc<Decision<E>>) -> Option<ProjectFn> {
-    if !decision.is_projected() {
-        return None;
-    }
-    let decision = decision.clone();
-    Some(Box::new(move |tx| {
-        let decision = decision.clone();
-        Box::pin(async move {
-            decision
-                .project(tx)
-                .await
-                .map_err(|error| Box::new(error) as Box<dyn std::any::Any + Send>)
-        })
-    }))
-}
-
-pub(crate) fn outcome<E, D>(result: &Result<E, Error<D>>) -> &'static str {
-    match result {
-        Ok(_) => "ok",
-        Err(Error::Rejected(_)) => "rejected",
-        Err(Error::NotFound { .. }) => "not_found",
-        Err(Error::Conflict { .. }) => "conflict",
-        Err(Error::Constraint { .. }) => "constraint",
-        Err(Error::Corrupt { .. }) => "corrupt",
-        Err(Error::Payload { .. }) => "payload",
-        Err(Error::Storage(_)) => "storage",
-        Err(Error::Panicked { .. }) => "panicked",
-        Err(Error::ShuttingDown) => "shutting_down",
-    }
+fn projection<E: Entity>(decision: &Arc<Decision<E>>) -> Option<Projections> {
+    decision
+        .is_projected()
+        .then(|| decision.clone() as Projections)
 }

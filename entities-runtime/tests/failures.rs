@@ -459,10 +459,11 @@ async fn a_projection_going_on_after_a_failed_statement_is_not_reported_committe
     match backend {
         Backend::Postgres => {
             match &result {
-                Err(Error::Storage(error)) => {
+                Err(error @ Error::Projection { event, .. }) => {
+                    assert_eq!(*event, "Renamed");
                     assert!(error.to_string().contains("went on after"), "{error}")
                 }
-                other => panic!("expected a storage error, got {other:?}"),
+                other => panic!("expected a projection error, got {other:?}"),
             }
             assert_eq!(counter.get().await.unwrap(), memory);
             assert_eq!(stored(&runtime, counter.id()).await, database);

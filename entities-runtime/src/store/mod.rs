@@ -324,22 +324,6 @@ impl StoreTx {
         }
     }
 
-    /// Runs `project` inside a savepoint of its own: when it fails, what it wrote is rolled
-    /// back and the rest of the transaction stands.
-    pub async fn isolated<T, F>(&mut self, project: F) -> Result<Result<(), T>, sqlx::Error>
-    where
-        F: for<'a, 'c> FnOnce(&'a mut Tx<'c>) -> futures::future::BoxFuture<'a, Result<(), T>>,
-    {
-        self.savepoint().await?;
-        match project(&mut self.projection()).await {
-            Ok(()) => Ok(Ok(())),
-            Err(refusal) => {
-                self.rollback_to_savepoint().await?;
-                Ok(Err(refusal))
-            }
-        }
-    }
-
     /// Sets a savepoint. It is never released: the next `SAVEPOINT` of the same name stacks on
     /// it (both backends keep the older one), a rollback goes to the newest, and `COMMIT`
     /// releases them all, which saves a round trip each.
