@@ -2,19 +2,19 @@
 //! transaction (`BEGIN`, version check, action row, event row, read-model row, `COMMIT`), on the
 //! runtime's own tables, with a pool of its own the same size as the runtime's.
 
-use entities_runtime::sqlx::{self, PgPool, SqlitePool};
-use entities_runtime::{Action as _, Context, EntityId, Event as _};
+use entities_runtime::{
+    Action as _, Backend, Context, Database, EntityId, Event as _, Transaction,
+};
 use example::ShoppingList;
 use example::shopping_list::{
     AddItem, CreateShoppingList, Item, ItemAdded, ItemRemoved, NameChanged, QuantityChanged,
     ShoppingListCreated, ShoppingListEvent,
 };
 
-/// A pool on the measured database, used directly.
+/// A pool of its own on the measured database, used directly.
 #[derive(Clone)]
-pub enum Baseline {
-    Postgres(PgPool),
-    Sqlite(SqlitePool),
+pub struct Baseline {
+    db: Database,
 }
 
 /// One entity as the baseline keeps it: its id and the version it last wrote.
@@ -23,137 +23,130 @@ pub struct Entity {
     pub version: i64,
 }
 
-/// Runs `$body` on the pool `$baseline` holds (with `$pg` or `$lite` as `$sql`: the Postgres
-/// tables are in schema `entities` and JSON goes in as `jsonb`).
-macro_rules! on_pool {
-    ($baseline:expr, $pool:ident => $body:expr) => {
-        match $baseline {
-            Baseline::Postgres($pool) => $body,
-            Baseline::Sqlite($pool) => $body,
-        }
-    };
-    ($baseline:expr, $pool:ident, $sql:ident = ($pg:expr, $lite:expr) => $body:expr) => {
-        match $baseline {
-            Baseline::Postgres($pool) => {
-                let $sql = $pg;
-                $body
-            }
-            Baseline::Sqlite($pool) => {
-                let $sql = $lite;
-                $body
-            }
-        }
-    };
+/// SQL in its two spellings: on Postgres the runtime's tables are in schema `entities` and
+/// JSON goes in as `jsonb`.
+struct Sql {
+    postgres: &'static str,
+    sqlite: &'static str,
 }
 
-/// Runs the statements of one write transaction on `$tx`, whichever backend it is on.
-macro_rules! in_transaction {
-    ($baseline:expr, |$tx:ident, $pg:ident| $body:expr) => {
-        match $baseline {
-            Baseline::Postgres(pool) => {
-                let $pg = true;
-                let mut $tx = pool.begin().await.expect("BEGIN");
-                $body;
-                $tx.commit().await.expect("COMMIT");
-            }
-            Baseline::Sqlite(pool) => {
-                let $pg = false;
-                // As the runtime: take the write lock up front.
-                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await.expect("BEGIN");
-                $body;
-                $tx.commit().await.expect("COMMIT");
-            }
-        }
-    };
-}
-
-const ACTION_PG: &str = "INSERT INTO entities.entity_actions (entity_id, entity_type, entity_version, type, payload, created_by, request_id, correlation_id) \
-     VALUES ($1, 'shopping_list', $2, $3, $4::jsonb, $5, $6, $7) RETURNING id";
-const ACTION_LITE: &str = "INSERT INTO entity_actions (entity_id, entity_type, entity_version, type, payload, created_by, request_id, correlation_id) \
-     VALUES ($1, 'shopping_list', $2, $3, $4, $5, $6, $7) RETURNING id";
-const EVENT_PG: &str = "INSERT INTO entities.entity_events (entity_id, entity_type, entity_version, type, payload, action_id, created_by, request_id, correlation_id) \
-     VALUES ($1, 'shopping_list', $2, $3, $4::jsonb, $5, $6, $7, $8)";
-const EVENT_LITE: &str = "INSERT INTO entity_events (entity_id, entity_type, entity_version, type, payload, action_id, created_by, request_id, correlation_id) \
-     VALUES ($1, 'shopping_list', $2, $3, $4, $5, $6, $7, $8)";
-
-/// Writes the action row and its one event row in `$tx`.
-macro_rules! action_and_event {
-    ($tx:ident, $pg:ident, $ctx:expr, $id:expr, $version:expr, $action:expr, $event:expr) => {{
-        let (action_type, action_payload) = $action;
-        let (event_type, event_payload) = $event;
-        let action_id: i64 = sqlx::query_scalar(if $pg { ACTION_PG } else { ACTION_LITE })
-            .bind($id)
-            .bind($version)
-            .bind(action_type)
-            .bind(&action_payload)
-            .bind(&$ctx.user_id)
-            .bind(&$ctx.request_id)
-            .bind(&$ctx.correlation_id)
-            .fetch_one(&mut *$tx)
-            .await
-            .expect("action row");
-        sqlx::query(if $pg { EVENT_PG } else { EVENT_LITE })
-            .bind($id)
-            .bind($version)
-            .bind(event_type)
-            .bind(&event_payload)
-            .bind(action_id)
-            .bind(&$ctx.user_id)
-            .bind(&$ctx.request_id)
-            .bind(&$ctx.correlation_id)
-            .execute(&mut *$tx)
-            .await
-            .expect("event row");
-    }};
-}
+const ACTION: Sql = Sql {
+    postgres: "INSERT INTO entities.entity_actions (entity_id, entity_type, entity_version, type, payload, created_by, request_id, correlation_id) \
+     VALUES ($1, 'shopping_list', $2, $3, $4::jsonb, $5, $6, $7) RETURNING id",
+    sqlite: "INSERT INTO entity_actions (entity_id, entity_type, entity_version, type, payload, created_by, request_id, correlation_id) \
+     VALUES ($1, 'shopping_list', $2, $3, $4, $5, $6, $7) RETURNING id",
+};
+const EVENT: Sql = Sql {
+    postgres: "INSERT INTO entities.entity_events (entity_id, entity_type, entity_version, type, payload, action_id, created_by, request_id, correlation_id) \
+     VALUES ($1, 'shopping_list', $2, $3, $4::jsonb, $5, $6, $7, $8)",
+    sqlite: "INSERT INTO entity_events (entity_id, entity_type, entity_version, type, payload, action_id, created_by, request_id, correlation_id) \
+     VALUES ($1, 'shopping_list', $2, $3, $4, $5, $6, $7, $8)",
+};
+const NEW_ENTITY: Sql = Sql {
+    postgres: "INSERT INTO entities.entities (type, version) VALUES ('shopping_list', 1) RETURNING id",
+    sqlite: "INSERT INTO entities (type, version) VALUES ('shopping_list', 1) RETURNING id",
+};
+const VERSION_CHECK: Sql = Sql {
+    postgres: "UPDATE entities.entities SET version = $3, updated_at = now() WHERE id = $1 AND version = $2",
+    sqlite: "UPDATE entities SET version = $3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = $1 AND version = $2",
+};
+const ALL_EVENTS: Sql = Sql {
+    postgres: "SELECT entity_version, type, payload::text FROM entities.entity_events WHERE entity_id = $1 ORDER BY entity_version",
+    sqlite: "SELECT entity_version, type, payload FROM entity_events WHERE entity_id = $1 ORDER BY entity_version",
+};
+const SNAPSHOT: Sql = Sql {
+    postgres: "SELECT snapshot::text, version FROM entities.entity_snapshots WHERE entity_id = $1",
+    sqlite: "SELECT snapshot, version FROM entity_snapshots WHERE entity_id = $1",
+};
+const EVENTS_AFTER: Sql = Sql {
+    postgres: "SELECT type, payload::text FROM entities.entity_events WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version",
+    sqlite: "SELECT type, payload FROM entity_events WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version",
+};
 
 fn json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("JSON")
 }
 
 impl Baseline {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    fn sql(&self, sql: Sql) -> &'static str {
+        match self.db.backend() {
+            Backend::Postgres => sql.postgres,
+            Backend::Sqlite => sql.sqlite,
+        }
+    }
+
+    /// Writes the action row and its one event row in `tx`.
+    async fn action_and_event(
+        &self,
+        tx: &mut Transaction,
+        ctx: &Context,
+        (id, version): (EntityId, i64),
+        (action_type, action_payload): (&str, String),
+        (event_type, event_payload): (&str, String),
+    ) {
+        let (action_id,): (i64,) = tx
+            .query(self.sql(ACTION))
+            .bind(id)
+            .bind(version)
+            .bind(action_type)
+            .bind(&action_payload)
+            .bind(&ctx.user_id)
+            .bind(&ctx.request_id)
+            .bind(&ctx.correlation_id)
+            .fetch_one()
+            .await
+            .expect("action row");
+        tx.query(self.sql(EVENT))
+            .bind(id)
+            .bind(version)
+            .bind(event_type)
+            .bind(&event_payload)
+            .bind(action_id)
+            .bind(&ctx.user_id)
+            .bind(&ctx.request_id)
+            .bind(&ctx.correlation_id)
+            .execute()
+            .await
+            .expect("event row");
+    }
+
     /// Creates a list as the runtime's create does, in one transaction: its entity row at
     /// version 1, the create action and event rows, and its read-model row. (Set-up, not timed.)
     pub async fn create(&self, ctx: &Context, name: &str) -> Entity {
-        let id: EntityId;
-        in_transaction!(self, |tx, pg| {
-            id = sqlx::query_scalar(if pg {
-                "INSERT INTO entities.entities (type, version) VALUES ('shopping_list', 1) RETURNING id"
-            } else {
-                "INSERT INTO entities (type, version) VALUES ('shopping_list', 1) RETURNING id"
-            })
-            .fetch_one(&mut *tx)
+        let mut tx = self.db.begin().await.expect("BEGIN");
+        let (id,): (EntityId,) = tx
+            .query(self.sql(NEW_ENTITY))
+            .fetch_one()
             .await
             .expect("entity row");
-            let name = name.to_owned();
-            action_and_event!(
-                tx,
-                pg,
-                ctx,
-                id,
-                1i64,
-                (
-                    CreateShoppingList::TYPE,
-                    json(&CreateShoppingList {
-                        id,
-                        name: name.clone()
-                    })
-                ),
-                (
-                    ShoppingListCreated::TYPE,
-                    json(&ShoppingListCreated {
-                        id,
-                        name: name.clone()
-                    })
-                )
-            );
-            sqlx::query("INSERT INTO shopping_lists (id, name) VALUES ($1, $2)")
-                .bind(id)
-                .bind(&name)
-                .execute(&mut *tx)
-                .await
-                .expect("list row");
-        });
+        let name = name.to_owned();
+        let action = CreateShoppingList {
+            id,
+            name: name.clone(),
+        };
+        let event = ShoppingListCreated {
+            id,
+            name: name.clone(),
+        };
+        self.action_and_event(
+            &mut tx,
+            ctx,
+            (id, 1),
+            (CreateShoppingList::TYPE, json(&action)),
+            (ShoppingListCreated::TYPE, json(&event)),
+        )
+        .await;
+        tx.query("INSERT INTO shopping_lists (id, name) VALUES ($1, $2)")
+            .bind(id)
+            .bind(&name)
+            .execute()
+            .await
+            .expect("list row");
+        tx.commit().await.expect("COMMIT");
         Entity { id, version: 1 }
     }
 
@@ -167,63 +160,58 @@ impl Baseline {
             name: action.name.clone(),
             quantity: action.quantity,
         };
-        in_transaction!(self, |tx, pg| {
-            let checked = sqlx::query(if pg {
-                "UPDATE entities.entities SET version = $3, updated_at = now() WHERE id = $1 AND version = $2"
-            } else {
-                "UPDATE entities SET version = $3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = $1 AND version = $2"
-            })
+        let mut tx = self.db.begin().await.expect("BEGIN");
+        let checked = tx
+            .query(self.sql(VERSION_CHECK))
             .bind(entity.id)
             .bind(expected)
             .bind(new)
-            .execute(&mut *tx)
+            .execute()
             .await
             .expect("version check");
-            assert_eq!(checked.rows_affected(), 1, "the baseline's version check");
-            action_and_event!(
-                tx,
-                pg,
-                ctx,
-                entity.id,
-                new,
-                (AddItem::TYPE, json(&action)),
-                (ItemAdded::TYPE, json(&event))
-            );
-            sqlx::query(
-                "INSERT INTO shopping_list_items (id, shopping_list_id, name, quantity, added_in_version) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&event.id)
-            .bind(entity.id)
-            .bind(&event.name)
-            .bind(event.quantity)
-            .bind(new)
-            .execute(&mut *tx)
-            .await
-            .expect("read-model row");
-        });
+        assert_eq!(checked, 1, "the baseline's version check");
+        self.action_and_event(
+            &mut tx,
+            ctx,
+            (entity.id, new),
+            (AddItem::TYPE, json(&action)),
+            (ItemAdded::TYPE, json(&event)),
+        )
+        .await;
+        tx.query(
+            "INSERT INTO shopping_list_items (id, shopping_list_id, name, quantity, added_in_version) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&event.id)
+        .bind(entity.id)
+        .bind(&event.name)
+        .bind(event.quantity)
+        .bind(new)
+        .execute()
+        .await
+        .expect("read-model row");
+        tx.commit().await.expect("COMMIT");
         entity.version = new;
     }
 
     /// A list read by hand from the read model: its row, then its items, on one connection.
     pub async fn read(&self, id: EntityId) -> ShoppingList {
-        const LIST: &str = "SELECT name FROM shopping_lists WHERE id = $1";
-        const ITEMS: &str = "SELECT id, name, quantity FROM shopping_list_items \
-                             WHERE shopping_list_id = $1 ORDER BY added_in_version";
-        let (name, items): (String, Vec<(String, String, i32)>) = on_pool!(self, pool => {
-            let mut conn = pool.acquire().await.expect("connection");
-            let name = sqlx::query_scalar(LIST)
-                .bind(id)
-                .fetch_one(&mut *conn)
-                .await
-                .expect("list row");
-            let items = sqlx::query_as(ITEMS)
-                .bind(id)
-                .fetch_all(&mut *conn)
-                .await
-                .expect("item rows");
-            (name, items)
-        });
+        let mut conn = self.db.acquire().await.expect("connection");
+        let (name,): (String,) = conn
+            .query("SELECT name FROM shopping_lists WHERE id = $1")
+            .bind(id)
+            .fetch_one()
+            .await
+            .expect("list row");
+        let items: Vec<(String, String, i32)> = conn
+            .query(
+                "SELECT id, name, quantity FROM shopping_list_items \
+                 WHERE shopping_list_id = $1 ORDER BY added_in_version",
+            )
+            .bind(id)
+            .fetch_all()
+            .await
+            .expect("item rows");
         ShoppingList {
             id,
             version: 0,
@@ -238,10 +226,13 @@ impl Baseline {
     /// Every event of entity `id`, selected and decoded by hand: W4's baseline for a load
     /// without a snapshot. Returns how many.
     pub async fn read_events(&self, id: EntityId) -> usize {
-        let rows: Vec<(i64, String, String)> = on_pool!(self, pool, sql = (
-            "SELECT entity_version, type, payload::text FROM entities.entity_events WHERE entity_id = $1 ORDER BY entity_version",
-            "SELECT entity_version, type, payload FROM entity_events WHERE entity_id = $1 ORDER BY entity_version"
-        ) => sqlx::query_as(sql).bind(id).fetch_all(pool).await.expect("event rows"));
+        let rows: Vec<(i64, String, String)> = self
+            .db
+            .query(self.sql(ALL_EVENTS))
+            .bind(id)
+            .fetch_all()
+            .await
+            .expect("event rows");
         for (_, event_type, payload) in &rows {
             std::hint::black_box(decode(event_type, payload));
         }
@@ -251,14 +242,21 @@ impl Baseline {
     /// The snapshot of entity `id` and the events after it, selected and decoded by hand: W4's
     /// baseline for a load from a snapshot.
     pub async fn read_snapshot(&self, id: EntityId) -> ShoppingList {
-        let (snapshot, version): (String, i64) = on_pool!(self, pool, sql = (
-            "SELECT snapshot::text, version FROM entities.entity_snapshots WHERE entity_id = $1",
-            "SELECT snapshot, version FROM entity_snapshots WHERE entity_id = $1"
-        ) => sqlx::query_as(sql).bind(id).fetch_one(pool).await.expect("snapshot row"));
-        let rows: Vec<(String, String)> = on_pool!(self, pool, sql = (
-            "SELECT type, payload::text FROM entities.entity_events WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version",
-            "SELECT type, payload FROM entity_events WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version"
-        ) => sqlx::query_as(sql).bind(id).bind(version).fetch_all(pool).await.expect("event rows"));
+        let (snapshot, version): (String, i64) = self
+            .db
+            .query(self.sql(SNAPSHOT))
+            .bind(id)
+            .fetch_one()
+            .await
+            .expect("snapshot row");
+        let rows: Vec<(String, String)> = self
+            .db
+            .query(self.sql(EVENTS_AFTER))
+            .bind(id)
+            .bind(version)
+            .fetch_all()
+            .await
+            .expect("event rows");
         let list: ShoppingList = serde_json::from_str(&snapshot).expect("snapshot JSON");
         for (event_type, payload) in &rows {
             std::hint::black_box(decode(event_type, payload));
@@ -268,24 +266,35 @@ impl Baseline {
 
     /// Runs raw SQL (set-up only).
     pub async fn exec(&self, sql: String) {
-        on_pool!(self, pool => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(pool)
+        self.db
+            .execute_script(entities_runtime::sqlx::AssertSqlSafe(sql))
             .await
-            .map(drop))
-        .expect("set-up SQL");
+            .expect("set-up SQL");
     }
 
     /// One number from SQL (set-up checks only).
     pub async fn scalar(&self, sql: &str) -> Option<i64> {
-        let sql = sql.to_owned();
-        on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(pool)
-            .await)
-        .expect("set-up query")
+        let (value,): (Option<i64>,) = self
+            .db
+            .query(entities_runtime::sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one()
+            .await
+            .expect("set-up query");
+        value
+    }
+
+    /// The server's version: `PostgreSQL 15.x` or `SQLite 3.x`.
+    pub async fn server_version(&self) -> Result<String, entities_runtime::sqlx::Error> {
+        let (query, name) = match self.db.backend() {
+            Backend::Postgres => ("SHOW server_version", "PostgreSQL"),
+            Backend::Sqlite => ("SELECT sqlite_version()", "SQLite"),
+        };
+        let (version,): (String,) = self.db.query(query).fetch_one().await?;
+        Ok(format!("{name} {version}"))
     }
 
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        self.db.close().await;
     }
 }
 

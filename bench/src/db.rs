@@ -2,16 +2,8 @@
 //! (dropped afterwards), or a fresh SQLite file in the temporary directory; and the runtime and
 //! the baseline's pool on it, configured alike.
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use entities_runtime::sqlx;
-use entities_runtime::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use entities_runtime::sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-};
 use entities_runtime::testing::TestDatabase;
-use entities_runtime::{Backend, Runtime, RuntimeBuilder};
+use entities_runtime::{Backend, Database, Runtime, RuntimeBuilder};
 
 use crate::baseline::Baseline;
 
@@ -19,7 +11,6 @@ use crate::baseline::Baseline;
 /// afterwards ([`BenchDb::drop_database`]).
 pub struct BenchDb {
     pub url: String,
-    pub backend: Backend,
     db: TestDatabase,
 }
 
@@ -30,7 +21,6 @@ impl BenchDb {
         let db = TestDatabase::new(backend).await;
         Self {
             url: db.url.clone(),
-            backend,
             db,
         }
     }
@@ -47,37 +37,14 @@ impl BenchDb {
             .max_connections(pool)
     }
 
-    /// The baseline's own pool of `pool` connections, configured as the runtime configures
-    /// its: on SQLite WAL, `synchronous = FULL`, foreign keys on, a 30 s busy timeout.
+    /// The baseline's own pool of `pool` connections, connected as the runtime connects its
+    /// (on SQLite: WAL, `synchronous = FULL`, foreign keys on, a 30 s busy timeout).
     pub async fn baseline(&self, pool: u32) -> Baseline {
-        match self.backend {
-            Backend::Postgres => {
-                let options = PgConnectOptions::from_str(&self.url).expect("URL");
-                Baseline::Postgres(
-                    PgPoolOptions::new()
-                        .max_connections(pool)
-                        .connect_with(options)
-                        .await
-                        .expect("baseline pool"),
-                )
-            }
-            Backend::Sqlite => {
-                let options = SqliteConnectOptions::from_str(&self.url)
-                    .expect("URL")
-                    .create_if_missing(true)
-                    .foreign_keys(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(Duration::from_secs(30));
-                Baseline::Sqlite(
-                    SqlitePoolOptions::new()
-                        .max_connections(pool)
-                        .connect_with(options)
-                        .await
-                        .expect("baseline pool"),
-                )
-            }
-        }
+        Baseline::new(
+            Database::connect(&self.url, pool)
+                .await
+                .expect("baseline pool"),
+        )
     }
 
     /// Drops the Postgres database, or deletes the SQLite file.
@@ -89,17 +56,12 @@ impl BenchDb {
 /// The server's version, for the results: `PostgreSQL 15.x` or `SQLite 3.x`.
 pub async fn server_version(backend: Backend) -> String {
     let db = BenchDb::new(backend).await;
-    let version = match db.baseline(1).await {
-        Baseline::Postgres(pool) => sqlx::query_scalar::<_, String>("SHOW server_version")
-            .fetch_one(&pool)
-            .await
-            .map(|v| format!("PostgreSQL {v}")),
-        Baseline::Sqlite(pool) => sqlx::query_scalar::<_, String>("SELECT sqlite_version()")
-            .fetch_one(&pool)
-            .await
-            .map(|v| format!("SQLite {v}")),
-    }
-    .unwrap_or_else(|error| format!("unknown ({error})"));
+    let baseline = db.baseline(1).await;
+    let version = baseline
+        .server_version()
+        .await
+        .unwrap_or_else(|error| format!("unknown ({error})"));
+    baseline.close().await;
     db.drop_database().await;
     version
 }

@@ -84,6 +84,7 @@
 
 mod commit;
 mod context;
+mod database;
 mod entity;
 mod error;
 mod metrics;
@@ -95,11 +96,13 @@ mod runtime;
 mod shared;
 mod slot;
 mod snapshot;
+mod sql;
 mod store;
 pub mod testing;
 mod worker;
 
 pub use context::Context;
+pub use database::{Connection, Database, Transaction};
 pub use entities_derive::{Action, Event, entity};
 pub use entity::{
     Action, Apply, Create, DecodeError, Entity, EntityId, Event, Handle, Project, Rejected, Tagged,
@@ -107,8 +110,9 @@ pub use entity::{
 };
 pub use error::Error;
 pub use metrics::Metrics;
-pub use projection::{Backend, ProjectionError, Query, Tx, is_unique_violation};
+pub use projection::{ProjectionError, Tx, is_unique_violation};
 pub use runtime::{EntityRef, Runtime, RuntimeBuilder, StartError};
+pub use sql::{Backend, Query, Row};
 pub use sqlx;
 pub use store::{EventRecord, Migration};
 

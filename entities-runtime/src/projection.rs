@@ -1,27 +1,21 @@
 //! What a projection gets: the action's own transaction, on whichever backend the runtime uses.
 
-use sqlx::postgres::{PgArguments, PgConnection};
-use sqlx::sqlite::{SqliteArguments, SqliteConnection};
-use sqlx::{Encode, Postgres, Sqlite, Type};
+use sqlx::SqlSafeStr;
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
 
-/// The database the runtime stores in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
+use crate::sql::{Backend, Query, Target};
 
 /// The open transaction of the action being persisted. Everything a projection writes through it
 /// commits or rolls back with the action and its events.
 ///
-/// [`Tx::query`] runs the same SQL on both backends: write placeholders as `$1`, `$2`, ... (SQLite
-/// reads `$N` as parameter N too) and keep to the SQL both speak (`INSERT ... ON CONFLICT`,
-/// `RETURNING`). For backend-specific SQL, take the connection with [`Tx::postgres`] or
-/// [`Tx::sqlite`] and use sqlx directly.
+/// [`Tx::query`] runs the same SQL on both backends (see [`Query`]). For backend-specific SQL,
+/// take the connection with [`Tx::postgres`] or [`Tx::sqlite`] and use sqlx directly.
 pub struct Tx<'c> {
     conn: Conn<'c>,
-    /// The first statement run through [`Tx::query`] that failed: on Postgres it aborted the
-    /// transaction, so a projection that went on as if not must not be reported committed.
+    /// The first statement run through [`Tx::query`] that the database failed: on Postgres it
+    /// aborted the transaction, so a projection that went on as if not must not be reported
+    /// committed.
     failed: Option<String>,
 }
 
@@ -52,12 +46,13 @@ impl<'c> Tx<'c> {
         }
     }
 
-    /// A statement to run in this transaction; bind its parameters, then [`Query::execute`].
-    pub fn query(&mut self, sql: &'static str) -> Query<'_> {
-        match &mut self.conn {
-            Conn::Postgres(conn) => Query::Postgres(conn, sqlx::query(sql), &mut self.failed),
-            Conn::Sqlite(conn) => Query::Sqlite(conn, sqlx::query(sql), &mut self.failed),
-        }
+    /// A statement to run in this transaction: bind its parameters, then execute or fetch.
+    pub fn query(&mut self, sql: impl SqlSafeStr) -> Query<'_> {
+        let target = match &mut self.conn {
+            Conn::Postgres(conn) => Target::PostgresConnection(conn),
+            Conn::Sqlite(conn) => Target::SqliteConnection(conn),
+        };
+        Query::new(target, sql, Some(&mut self.failed))
     }
 
     /// On Postgres, the failure of a statement run through [`Tx::query`] that the projection
@@ -84,61 +79,6 @@ impl<'c> Tx<'c> {
             Conn::Sqlite(conn) => Some(conn),
             Conn::Postgres(_) => None,
         }
-    }
-}
-
-/// A statement bound for one backend; built by [`Tx::query`].
-pub enum Query<'t> {
-    #[doc(hidden)]
-    Postgres(
-        &'t mut PgConnection,
-        sqlx::query::Query<'static, Postgres, PgArguments>,
-        &'t mut Option<String>,
-    ),
-    #[doc(hidden)]
-    Sqlite(
-        &'t mut SqliteConnection,
-        sqlx::query::Query<'static, Sqlite, SqliteArguments>,
-        &'t mut Option<String>,
-    ),
-}
-
-impl<'t> Query<'t> {
-    /// Binds the next `$N` parameter; the value must encode on both backends.
-    pub fn bind<'v, T>(self, value: T) -> Self
-    where
-        T: Encode<'v, Postgres> + Type<Postgres> + Encode<'v, Sqlite> + Type<Sqlite>,
-    {
-        match self {
-            Query::Postgres(conn, query, failed) => {
-                Query::Postgres(conn, query.bind(value), failed)
-            }
-            Query::Sqlite(conn, query, failed) => Query::Sqlite(conn, query.bind(value), failed),
-        }
-    }
-
-    /// Runs the statement and returns the number of rows it changed.
-    pub async fn execute(self) -> Result<u64, sqlx::Error> {
-        let (done, failed) = match self {
-            Query::Postgres(conn, query, failed) => (
-                query
-                    .execute(&mut *conn)
-                    .await
-                    .map(|done| done.rows_affected()),
-                failed,
-            ),
-            Query::Sqlite(conn, query, failed) => (
-                query
-                    .execute(&mut *conn)
-                    .await
-                    .map(|done| done.rows_affected()),
-                failed,
-            ),
-        };
-        if let Err(error) = &done {
-            failed.get_or_insert_with(|| error.to_string());
-        }
-        done
     }
 }
 

@@ -8,13 +8,14 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::context::Context;
+use crate::database::Database;
 use crate::entity::{Create, Entity, EntityId, Tagged};
 use crate::error::{Error, panic_message, persist_error, storage};
 use crate::metrics::Metrics;
 use crate::persist;
-use crate::projection::Backend;
 use crate::shared::{Config, Shared};
 use crate::slot::{Command, Reply};
+use crate::sql::Backend;
 use crate::store::{EntityWrite, EventRecord, Migration, Store};
 use crate::worker;
 
@@ -132,20 +133,9 @@ impl Runtime {
         self.shared.store.backend()
     }
 
-    /// The Postgres pool, when the runtime runs on Postgres: for queries of the read model.
-    pub fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
-        match &self.shared.store {
-            Store::Postgres(pool) => Some(pool),
-            Store::Sqlite(_) => None,
-        }
-    }
-
-    /// The SQLite pool, when the runtime runs on SQLite.
-    pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
-        match &self.shared.store {
-            Store::Sqlite(pool) => Some(pool),
-            Store::Postgres(_) => None,
-        }
+    /// The runtime's database: to read the read models its projections keep.
+    pub fn database(&self) -> &Database {
+        &self.shared.database
     }
 
     /// The handle of entity `id` of type `E` (the seed's `entity_process`). Nothing is loaded

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::commit::Committer;
+use crate::database::Database;
 use crate::metrics::Counters;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -44,6 +45,8 @@ impl Config {
 
 pub(crate) struct Shared {
     pub store: Store,
+    /// The same pool, as user code sees it.
+    pub database: Database,
     /// The live entities; the sweep starts their workers with this very `Shared`.
     pub registry: Registry<Arc<Shared>>,
     pub committer: Committer,
@@ -71,6 +74,7 @@ impl Shared {
             committers_stop.clone(),
         );
         Arc::new(Self {
+            database: Database::new(store.clone()),
             store,
             registry: Registry::default(),
             committer,

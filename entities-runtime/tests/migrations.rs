@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use entities_runtime::sqlx::migrate::{Migration, MigrationType, Migrator};
 use entities_runtime::sqlx::{self, SqlSafeStr};
 use entities_runtime::testing::TestDatabase;
-use entities_runtime::{Backend, Runtime};
+use entities_runtime::{Backend, Database, Runtime};
 use support::*;
 
 on_both_backends!(snapshots_survive_the_move_to_their_own_table);
@@ -43,34 +43,24 @@ async fn snapshots_survive_the_move_to_their_own_table(backend: Backend) {
         "INSERT INTO {schema}entities (id, type, version, snapshot, snapshot_version) \
          VALUES (1, 'counter', 3, '{SNAPSHOT}', 3)"
     );
-    // Runs migration 1 on `$pool`, inserts the old-style row, closes the pool.
-    macro_rules! first_runtime {
-        ($pool:expr) => {{
-            let pool = $pool;
-            first.run(&pool).await.expect("migration 1");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(insert))
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        }};
-    }
+    let database = Database::connect(&db.url, 1).await.unwrap();
     match backend {
         Backend::Postgres => {
             first.create_schema("entities");
             first.dangerous_set_table_name("entities._migrations");
-            first_runtime!(sqlx::PgPool::connect(&db.url).await.unwrap());
+            first.run(database.postgres().unwrap()).await
         }
         Backend::Sqlite => {
             first.dangerous_set_table_name("_entities_migrations");
-            let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
-            first_runtime!(
-                sqlx::SqlitePool::connect_with(options.create_if_missing(true))
-                    .await
-                    .unwrap()
-            );
+            first.run(database.sqlite().unwrap()).await
         }
     }
+    .expect("migration 1");
+    database
+        .execute_script(sqlx::AssertSqlSafe(insert))
+        .await
+        .unwrap();
+    database.close().await;
 
     let runtime = Runtime::builder(&db.url)
         .migrations(MIGRATIONS)

@@ -6,7 +6,7 @@ mod support;
 use entities_runtime::Backend;
 use example::api::{BODY_LIMIT, DEPTH_LIMIT, MAX_ID_LEN};
 use serde_json::{Value, json};
-use support::{Server, first_error};
+use support::{Server, first_error, on_both_backends};
 
 on_both_backends!(
     the_originals_test_over_http,

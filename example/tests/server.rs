@@ -84,13 +84,13 @@ async fn the_server_logs_where_it_listens_and_shuts_down_gracefully_on_ctrl_c() 
         .build()
         .await
         .expect("reopen");
-    let snapshot: Option<i64> = entities_runtime::sqlx::query_scalar(
-        "SELECT (SELECT version FROM entity_snapshots WHERE entity_id = $1)",
-    )
-    .bind(id)
-    .fetch_one(runtime.sqlite_pool().expect("sqlite"))
-    .await
-    .expect("the row");
+    let (snapshot,): (Option<i64>,) = runtime
+        .database()
+        .query("SELECT (SELECT version FROM entity_snapshots WHERE entity_id = $1)")
+        .bind(id)
+        .fetch_one()
+        .await
+        .expect("the row");
     assert_eq!(snapshot, Some(1));
     runtime.shutdown().await;
 }

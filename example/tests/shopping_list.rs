@@ -1,25 +1,10 @@
 //! The ShoppingList domain on both backends: the seed's own scenario, its validations, and a
 //! read model that always equals the entities.
 
-use entities_runtime::testing::TestDatabase;
+use entities_runtime::testing::{TestDatabase, on_both_backends};
 use entities_runtime::{Backend, Context, Error, Runtime};
 use example::shopping_list::{AddItem, ChangeQuantity, Item, RemoveItem, SetName};
 use example::{MIGRATIONS, ShoppingList, ShoppingListError, read_model};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(entities_runtime::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(entities_runtime::Backend::Postgres).await
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     the_seeds_scenario,

@@ -157,10 +157,7 @@ async fn write_history(runtime: &Runtime, events: i64) -> EntityId {
         payload
     };
     let (action, event) = (ChangeQuantity::TYPE, QuantityChanged::TYPE);
-    let baseline = match runtime.postgres_pool() {
-        Some(pool) => Baseline::Postgres(pool.clone()),
-        None => Baseline::Sqlite(runtime.sqlite_pool().expect("a pool").clone()),
-    };
+    let baseline = Baseline::new(runtime.database().clone());
     baseline
         .exec(format!(
             "BEGIN;

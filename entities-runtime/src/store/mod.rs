@@ -17,7 +17,8 @@ pub use migrate::Migration;
 
 use crate::context::Context;
 use crate::entity::{EntityId, Version};
-use crate::projection::{Backend, Tx};
+use crate::projection::Tx;
+use crate::sql::{Backend, Target};
 
 /// Runs `$body` on whichever pool `$store` holds, with `$sql` bound to that backend's version
 /// of a query: the queries both backends share are written once.
@@ -303,6 +304,14 @@ impl StoreTx {
         }
     }
 
+    /// What a statement of user code runs on in this transaction.
+    pub fn target(&mut self) -> Target<'_> {
+        match self {
+            StoreTx::Postgres(tx) => Target::PostgresConnection(tx),
+            StoreTx::Sqlite(tx) => Target::SqliteConnection(tx),
+        }
+    }
+
     /// The transaction as projections see it.
     pub fn projection(&mut self) -> Tx<'_> {
         match self {
@@ -347,6 +356,13 @@ impl StoreTx {
         match self {
             StoreTx::Postgres(tx) => tx.commit().await,
             StoreTx::Sqlite(tx) => tx.commit().await,
+        }
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            StoreTx::Postgres(tx) => tx.rollback().await,
+            StoreTx::Sqlite(tx) => tx.rollback().await,
         }
     }
 }

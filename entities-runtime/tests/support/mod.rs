@@ -17,23 +17,8 @@ use entities_runtime::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
-/// Runs each named `async fn(Backend)` once on SQLite and once on Postgres, as `name::sqlite` and
-/// `name::postgres`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(entities_runtime::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(entities_runtime::Backend::Postgres).await
-            }
-        }
-    )*};
-}
+#[allow(unused_imports, reason = "not every test file runs on both backends")]
+pub use entities_runtime::testing::on_both_backends;
 
 #[entity(
     type = "counter",
@@ -346,36 +331,27 @@ pub async fn new_counter(runtime: &Runtime, name: &str) -> Arc<Counter> {
         .expect("counter created")
 }
 
-/// Runs one raw statement, written for both backends (the runtime's tables are in schema
+/// Runs raw statements, written for both backends (the runtime's tables are in schema
 /// `entities` on Postgres: write `{entities}` where a table name needs it).
 pub async fn exec(runtime: &Runtime, sql: &str) {
     let sql = qualify(runtime, sql);
-    let result = match runtime.backend() {
-        Backend::Postgres => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(runtime.postgres_pool().expect("postgres"))
-            .await
-            .map(|_| ()),
-        Backend::Sqlite => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(runtime.sqlite_pool().expect("sqlite"))
-            .await
-            .map(|_| ()),
-    };
-    result.expect("raw statement runs");
+    runtime
+        .database()
+        .execute_script(sqlx::AssertSqlSafe(sql))
+        .await
+        .expect("raw statement runs");
 }
 
 /// One `i64` (or NULL) from a raw query, written as for [`exec`].
 pub async fn scalar(runtime: &Runtime, sql: &str) -> Option<i64> {
     let sql = qualify(runtime, sql);
-    match runtime.backend() {
-        Backend::Postgres => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(runtime.postgres_pool().expect("postgres"))
-            .await
-            .expect("raw query runs"),
-        Backend::Sqlite => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(runtime.sqlite_pool().expect("sqlite"))
-            .await
-            .expect("raw query runs"),
-    }
+    let (value,) = runtime
+        .database()
+        .query(sqlx::AssertSqlSafe(sql))
+        .fetch_one()
+        .await
+        .expect("raw query runs");
+    value
 }
 
 /// Polls [`scalar`] until its value passes `expected` (for what the runtime writes in the
@@ -420,19 +396,13 @@ pub async fn snapshot_version(runtime: &Runtime, id: EntityId) -> Option<i64> {
 
 /// The read-model row of a counter: (name, total, version).
 pub async fn read_model(runtime: &Runtime, id: EntityId) -> Option<(String, i64, i64)> {
-    let sql = "SELECT name, total, version FROM counters WHERE id = $1";
-    match runtime.backend() {
-        Backend::Postgres => sqlx::query_as(sql)
-            .bind(id)
-            .fetch_optional(runtime.postgres_pool().expect("postgres"))
-            .await
-            .expect("read model query"),
-        Backend::Sqlite => sqlx::query_as(sql)
-            .bind(id)
-            .fetch_optional(runtime.sqlite_pool().expect("sqlite"))
-            .await
-            .expect("read model query"),
-    }
+    runtime
+        .database()
+        .query("SELECT name, total, version FROM counters WHERE id = $1")
+        .bind(id)
+        .fetch_optional()
+        .await
+        .expect("read model query")
 }
 
 /// Everything stored about a counter: its row's version, its event versions, its action count

@@ -80,16 +80,14 @@ impl Server {
             Backend::Postgres => "SELECT count(*) FROM entities.entity_events",
             Backend::Sqlite => "SELECT count(*) FROM entity_events",
         };
-        match self.runtime.backend() {
-            Backend::Postgres => entities_runtime::sqlx::query_scalar(sql)
-                .fetch_one(self.runtime.postgres_pool().unwrap())
-                .await
-                .unwrap(),
-            Backend::Sqlite => entities_runtime::sqlx::query_scalar(sql)
-                .fetch_one(self.runtime.sqlite_pool().unwrap())
-                .await
-                .unwrap(),
-        }
+        let (count,) = self
+            .runtime
+            .database()
+            .query(sql)
+            .fetch_one()
+            .await
+            .unwrap();
+        count
     }
 }
 
@@ -107,19 +105,5 @@ pub async fn first_error(response: reqwest::Response) -> (u16, String, String) {
     )
 }
 
-/// Runs each named `async fn(Backend)` on SQLite and on Postgres.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(entities_runtime::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(entities_runtime::Backend::Postgres).await
-            }
-        }
-    )*};
-}
+#[allow(unused_imports, reason = "not every test file runs on both backends")]
+pub use entities_runtime::testing::on_both_backends;

@@ -1,0 +1,139 @@
+//! The database as user code reaches it outside an action: to read the read models, or to run
+//! a transaction of its own, with the one query shape of [`Query`] on both backends.
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Postgres, SqlSafeStr, Sqlite};
+
+use crate::sql::{Backend, Query, Target};
+use crate::store::{Store, StoreTx};
+
+/// The runtime's database (from [`Runtime::database`](crate::Runtime::database)), or a pool of
+/// its own on the same settings ([`Database::connect`]). Cheap to clone: clones share the pool.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let db = entities_runtime::Database::connect("sqlite::memory:", 1).await?;
+/// db.query("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)").execute().await?;
+/// db.query("INSERT INTO notes (id, text) VALUES ($1, $2)").bind(1_i64).bind("hello").execute().await?;
+/// let notes: Vec<(i64, String)> = db.query("SELECT id, text FROM notes").fetch_all().await?;
+/// assert_eq!(notes, [(1, "hello".to_owned())]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Database {
+    store: Store,
+}
+
+impl Database {
+    /// A pool of `max_connections` on `url` (`postgres://...` or `sqlite:...`, created if
+    /// missing), with the settings the runtime uses: on SQLite, WAL, full sync, foreign keys,
+    /// and a wait for the write lock rather than an error.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        Ok(Self::new(Store::connect(url, max_connections).await?))
+    }
+
+    pub(crate) fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.store.backend()
+    }
+
+    /// A statement to run on the pool: bind its parameters, then execute or fetch.
+    pub fn query(&self, sql: impl SqlSafeStr) -> Query<'_> {
+        let target = match &self.store {
+            Store::Postgres(pool) => Target::PostgresPool(pool),
+            Store::Sqlite(pool) => Target::SqlitePool(pool),
+        };
+        Query::new(target, sql, None)
+    }
+
+    /// Runs statements separated by `;`, without parameters (set-up and maintenance SQL).
+    pub async fn execute_script(&self, sql: impl SqlSafeStr) -> Result<(), sqlx::Error> {
+        match &self.store {
+            Store::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            Store::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        }
+    }
+
+    /// One connection of the pool, held until dropped: for several statements in a row
+    /// without a transaction, each without a trip to the pool.
+    pub async fn acquire(&self) -> Result<Connection, sqlx::Error> {
+        Ok(match &self.store {
+            Store::Postgres(pool) => Connection(Pooled::Postgres(pool.acquire().await?)),
+            Store::Sqlite(pool) => Connection(Pooled::Sqlite(pool.acquire().await?)),
+        })
+    }
+
+    /// Begins a transaction, as the runtime does: on SQLite it takes the write lock at once.
+    pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
+        Ok(Transaction {
+            tx: self.store.begin().await?,
+        })
+    }
+
+    /// The Postgres pool, for SQL of Postgres only.
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match &self.store {
+            Store::Postgres(pool) => Some(pool),
+            Store::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite pool, for SQL of SQLite only.
+    pub fn sqlite(&self) -> Option<&SqlitePool> {
+        match &self.store {
+            Store::Sqlite(pool) => Some(pool),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    /// Closes the pool: every clone's connections end.
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+}
+
+/// A connection taken from the pool with [`Database::acquire`]; back to the pool when dropped.
+pub struct Connection(Pooled);
+
+enum Pooled {
+    Postgres(PoolConnection<Postgres>),
+    Sqlite(PoolConnection<Sqlite>),
+}
+
+impl Connection {
+    /// A statement to run on this connection: bind its parameters, then execute or fetch.
+    pub fn query(&mut self, sql: impl SqlSafeStr) -> Query<'_> {
+        let target = match &mut self.0 {
+            Pooled::Postgres(conn) => Target::PostgresConnection(conn),
+            Pooled::Sqlite(conn) => Target::SqliteConnection(conn),
+        };
+        Query::new(target, sql, None)
+    }
+}
+
+/// A transaction begun with [`Database::begin`]; rolled back if dropped uncommitted.
+pub struct Transaction {
+    tx: StoreTx,
+}
+
+impl Transaction {
+    /// A statement to run in this transaction: bind its parameters, then execute or fetch.
+    pub fn query(&mut self, sql: impl SqlSafeStr) -> Query<'_> {
+        Query::new(self.tx.target(), sql, None)
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
