@@ -367,10 +367,6 @@ fn entity_impl(entity: &Entity) -> TokenStream {
                 #version_conv::to_i64(self.version)
             }
 
-            fn set_version(&mut self, __entities_version: #p::Version) {
-                self.version = #version_conv::from_i64(__entities_version);
-            }
-
             fn handle_action(
                 &self,
                 __entities_ctx: &#p::Context,
@@ -390,6 +386,13 @@ fn entity_impl(entity: &Entity) -> TokenStream {
             #is_projected
 
             #project
+        }
+
+        #[automatically_derived]
+        impl #p::SetVersion for #ident {
+            fn set_version(&mut self, __entities_version: #p::Version) {
+                self.version = #version_conv::from_i64(__entities_version);
+            }
         }
     }
 }
@@ -430,7 +433,6 @@ fn entity_stub(entity: &Entity) -> TokenStream {
             fn version(&self) -> #p::Version {
                 ::core::unimplemented!()
             }
-            fn set_version(&mut self, _: #p::Version) {}
             fn handle_action(
                 &self,
                 _: &#p::Context,
@@ -452,6 +454,11 @@ fn entity_stub(entity: &Entity) -> TokenStream {
                    + ::core::marker::Send {
                 ::core::future::ready(#result::Ok(()))
             }
+        }
+
+        #[automatically_derived]
+        impl #p::SetVersion for #ident {
+            fn set_version(&mut self, _: #p::Version) {}
         }
     }
 }

@@ -21,7 +21,16 @@ pub type Version = i64;
     message = "`{Self}` is not an entity",
     note = "annotate the state struct with `#[entity(type = \"...\", actions(...), events(...))]`"
 )]
-pub trait Entity: Clone + Default + Send + Sync + Serialize + DeserializeOwned + 'static {
+pub trait Entity:
+    crate::__private::SetVersion
+    + Clone
+    + Default
+    + Send
+    + Sync
+    + Serialize
+    + DeserializeOwned
+    + 'static
+{
     /// Type tag stored in every row of this entity (`entities.type`).
     const TYPE: &'static str;
     /// The generated enum of every action this entity accepts.
@@ -35,8 +44,6 @@ pub trait Entity: Clone + Default + Send + Sync + Serialize + DeserializeOwned +
     fn new(id: EntityId) -> Self;
     fn id(&self) -> EntityId;
     fn version(&self) -> Version;
-    /// Called by the runtime only: the version is the count of applied events.
-    fn set_version(&mut self, version: Version);
 
     /// Dispatches to the `Handle<A>` impl of the action's struct.
     fn handle_action(

@@ -202,6 +202,12 @@ pub const fn event<E: AppliesListedEvent<V>, V: Event>() -> EventOps<E, V> {
     }
 }
 
+/// Sets an entity's `version` field: the runtime's alone to call (the version is the count of
+/// applied events), so out of [`Entity`]'s public methods. Implemented by `#[entity]`.
+pub trait SetVersion {
+    fn set_version(&mut self, version: Version);
+}
+
 /// `E::default()` through the `Entity` bound, so an entity missing `Default` reports it
 /// once, on its `impl Entity`.
 pub fn default_state<E: Entity>() -> E {

@@ -197,8 +197,9 @@ fn new_sets_the_id_and_version_zero() {
     assert_eq!((list.id(), list.version()), (7, 0));
     assert_eq!((list.id, list.version), (7, 0));
     assert_eq!(list.name, "");
+    // The runtime's setter, not a public method of `Entity`.
     let mut list = list;
-    list.set_version(3);
+    entities_runtime::__private::SetVersion::set_version(&mut list, 3);
     assert_eq!(list.version, 3);
 }
 

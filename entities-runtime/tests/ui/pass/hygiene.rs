@@ -126,7 +126,8 @@ mod shadowed {
         }
         let _ = ListAction::Clear(Clear::Now);
         let _ = ListEvent::decode("Cleared", "null").expect("decodes");
-        list.set_version(<List as Entity>::version(&list) + <List as Entity>::id(&list));
+        let version = <List as Entity>::version(&list) + <List as Entity>::id(&list);
+        ::entities_runtime::__private::SetVersion::set_version(&mut list, version);
         assert_eq!(list.name, "x");
     }
 }
