@@ -42,7 +42,8 @@ pub(crate) type Projections = Arc<dyn ActionProjections>;
 /// One entity's chain of decided actions, waiting for a commit.
 pub(crate) struct Pending {
     pub write: EntityWrite,
-    /// Per action of the chain, its projections; `None` when none of its events is projected.
+    /// Per outcome of the write (see [`EntityWrite::outcomes`]), its action's projections;
+    /// `None` when none of its events is projected.
     pub projections: Vec<Option<Projections>>,
     pub reply: oneshot::Sender<Vec<Outcome>>,
 }
@@ -98,13 +99,13 @@ impl Committer {
         Self { sender, counters }
     }
 
-    /// Hands a chain to the committers and waits for its outcome, one per action.
+    /// Hands a chain to the committers and waits for its outcomes (see [`EntityWrite::outcomes`]).
     pub async fn commit(
         &self,
         write: EntityWrite,
         projections: Vec<Option<Projections>>,
     ) -> Vec<Outcome> {
-        let actions = write.actions.len();
+        let actions = write.outcomes();
         let (reply, outcome) = oneshot::channel();
         // Whether the batch committed is unknown, so the worker catches up before its next action.
         let lost = || (0..actions).map(|_| Outcome::Unanswered).collect();
@@ -151,11 +152,11 @@ async fn run(
             // Whatever else is ready now joins this batch, up to `max_batch` actions (each may
             // hold a savepoint: Postgres slows every session's snapshots past 64 of them in one
             // transaction); nothing waits for more to come.
-            let mut actions = batch[0].write.actions.len();
+            let mut actions = batch[0].write.outcomes();
             while actions < max_batch {
                 match receiver.try_recv() {
                     Ok(pending) => {
-                        actions += pending.write.actions.len();
+                        actions += pending.write.outcomes();
                         batch.push(pending);
                     }
                     Err(_) => break,
@@ -203,7 +204,7 @@ fn all_failed(
     writes
         .iter()
         .map(|write| {
-            (0..write.actions.len())
+            (0..write.outcomes())
                 .map(|_| Outcome::Storage {
                     error: error.clone(),
                     maybe_committed,
@@ -219,6 +220,8 @@ struct Step {
     write: usize,
     /// Its entity's version before it: a refused action's rows are taken back from there on.
     version_before: crate::entity::Version,
+    /// It created its entity: taking it back removes the entity's row.
+    creates: bool,
     project: Option<Projections>,
 }
 
@@ -242,7 +245,7 @@ impl Batcher {
                 self.counters.conflicts.add(writes.len() as u64);
                 return writes
                     .iter()
-                    .map(|write| write.actions.iter().map(|_| Outcome::Conflict).collect())
+                    .map(|write| (0..write.outcomes()).map(|_| Outcome::Conflict).collect())
                     .collect();
             }
             Err(error) => return all_failed(writes, error, false),
@@ -257,6 +260,7 @@ impl Batcher {
                 steps.push(Step {
                     write: index,
                     version_before,
+                    creates: write.creates && version_before == 0,
                     project,
                 });
             }
@@ -280,7 +284,7 @@ impl Batcher {
                 let mut outcomes = outcomes.into_iter();
                 let shaped = writes
                     .iter()
-                    .map(|write| outcomes.by_ref().take(write.actions.len()).collect())
+                    .map(|write| outcomes.by_ref().take(write.outcomes()).collect())
                     .collect();
                 self.commit(tx, shaped).await
             }
@@ -365,8 +369,12 @@ async fn project_batch(
                 Err(Refused) => {
                     tx.rollback_to_savepoint().await?;
                     // The rows appended for it and for the rest of its chain go too.
-                    tx.truncate(writes[step.write].entity_id, step.version_before)
-                        .await?;
+                    tx.truncate(
+                        writes[step.write].entity_id,
+                        step.version_before,
+                        step.creates,
+                    )
+                    .await?;
                     broken[step.write] = true;
                     outcomes[at] = Some(Outcome::Refused);
                 }

@@ -87,6 +87,7 @@ mod context;
 mod database;
 mod entity;
 mod error;
+mod ids;
 mod metrics;
 mod persist;
 mod projection;

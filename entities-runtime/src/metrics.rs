@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Metrics {
-    /// Database transactions that committed actions: one per batch of the committers, one per
-    /// `create`.
+    /// Database transactions that committed actions (creates too): one per batch of the
+    /// committers.
     pub transactions: u64,
     /// Actions committed (created entities included).
     pub actions_committed: u64,

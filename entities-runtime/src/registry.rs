@@ -101,17 +101,6 @@ impl<W: 'static> Registry<W> {
         }
     }
 
-    /// Registers a live entity whose state the caller already has (just created), unless it
-    /// is live already.
-    pub fn adopt<E: Entity>(&self, id: EntityId, state: Arc<E>)
-    where
-        Slot<E>: Live<W>,
-    {
-        if let Entry::Vacant(vacant) = self.live.entry(key::<E>(id)) {
-            vacant.insert(Arc::new(Slot::new(id, Some(state))));
-        }
-    }
-
     /// Removes `own` if nothing waits in its inbox: its worker then ends. `false` when a command
     /// arrived, which the worker serves before it tries again.
     pub fn leave<E: Entity>(&self, own: &Slot<E>) -> bool {

@@ -9,14 +9,13 @@ use tracing::Instrument;
 
 use crate::context::Context;
 use crate::database::Database;
-use crate::entity::{Create, Entity, EntityId, Tagged};
-use crate::error::{Error, panic_message, persist_error, storage};
+use crate::entity::{Create, Entity, EntityId};
+use crate::error::{Error, panic_message, storage};
 use crate::metrics::Metrics;
-use crate::persist;
 use crate::shared::{Config, Shared};
 use crate::slot::{Command, Reply};
 use crate::sql::Backend;
-use crate::store::{EntityWrite, EventRecord, Migration, Store};
+use crate::store::{EventRecord, Migration, Store};
 use crate::worker;
 
 /// Failed to start a runtime.
@@ -148,8 +147,10 @@ impl Runtime {
         }
     }
 
-    /// Creates an entity: its id comes from the database, [`Create::create`] turns `args` into
-    /// its first action, and the row, the action, its events and projections commit together.
+    /// Creates an entity: the database gives its id, [`Create::create`] turns `args` into its
+    /// first action, and that action commits with the entity's row, its events and projections,
+    /// through the same committers as every other action. A refused create stores nothing
+    /// (its id stays unused).
     pub async fn create<E: Create>(
         &self,
         ctx: &Context,
@@ -159,36 +160,41 @@ impl Runtime {
         // got in, and a call that comes after it starts is refused.
         let _running = self.shared.tasks.token();
         self.open()?;
-        let span = tracing::info_span!(
-            "action",
-            entity_type = E::TYPE,
-            entity_id = tracing::field::Empty,
-            action = tracing::field::Empty,
-            version = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
-        let result = self
-            .create_in_span::<E>(ctx, args, &span)
+        let span = worker::action_span::<E>();
+        let first = self
+            .first_action::<E>(ctx, args, &span)
             .instrument(span.clone())
             .await;
-        span.record("outcome", Error::outcome_of(&result));
-        if let Ok(created) = &result {
-            span.record("version", created.version());
-        }
-        let created = result?;
-        // Keep it live: its first call need not load what was just written.
-        self.shared.registry.adopt(created.id(), created.clone());
-        Ok(created)
+        let (id, action) = match first {
+            Ok(first) => first,
+            Err(error) => {
+                span.record("outcome", error.outcome());
+                return Err(error);
+            }
+        };
+        let ctx = Arc::new(ctx.clone());
+        self.dispatch(id, |reply| Command::Create {
+            ctx,
+            action,
+            reply,
+            span,
+        })
+        .await
     }
 
-    async fn create_in_span<E: Create>(
+    /// A new entity's id and the first action `E::create` makes of `args`.
+    async fn first_action<E: Create>(
         &self,
         ctx: &Context,
         args: E::Args,
         span: &tracing::Span,
-    ) -> Result<Arc<E>, Error<E::Error>> {
-        let mut tx = self.shared.store.begin().await.map_err(storage)?;
-        let id = tx.insert_entity(E::TYPE).await.map_err(storage)?;
+    ) -> Result<(EntityId, E::Action), Error<E::Error>> {
+        let id = self
+            .shared
+            .ids
+            .next(&self.shared.store)
+            .await
+            .map_err(storage)?;
         span.record("entity_id", id);
         let action =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| E::create(ctx, id, args)))
@@ -199,47 +205,7 @@ impl Runtime {
                     message: panic_message(payload.as_ref()),
                 })?
                 .map_err(Error::Rejected)?;
-        span.record("action", action.type_tag());
-        let payload = persist::encode_action::<E>(&action, ctx, id)?;
-        let before = Arc::new(E::new(id));
-        let Some((decision, rows)) = persist::decide(
-            &before,
-            &mut None,
-            &Arc::new(ctx.clone()),
-            &action,
-            &payload,
-        )?
-        else {
-            tx.commit().await.map_err(storage)?;
-            return Ok(before);
-        };
-        let write = EntityWrite {
-            entity_type: E::TYPE,
-            entity_id: id,
-            expected_version: 0,
-            actions: vec![rows],
-        };
-        // Nobody else knows this id yet, so its version cannot have moved; were it to, the
-        // write would report it rather than overwrite.
-        let appended = tx
-            .append(&[&write])
-            .await
-            .map_err(|error| persist_error(error, E::TYPE, id))?;
-        if appended != [true] {
-            return Err(Error::Conflict {
-                entity_type: E::TYPE,
-                id,
-                attempts: 1,
-            });
-        }
-        decision.project(&mut tx.projection()).await?;
-        if let Err(error) = tx.commit().await {
-            self.shared.counters.commits_failed.incr();
-            return Err(storage(error));
-        }
-        self.shared.counters.transactions.incr();
-        self.shared.counters.actions_committed.incr();
-        Ok(decision.after.clone())
+        Ok((id, action))
     }
 
     /// The stored events of entity `id`, with the actions that caused them, oldest first. Empty
@@ -289,6 +255,16 @@ impl Runtime {
         // got in, and a call that comes after it starts is refused.
         let _running = self.shared.tasks.token();
         self.open()?;
+        self.dispatch(id, command).await
+    }
+
+    /// Queues a command for entity `id`, starting its worker when none runs, and waits for the
+    /// answer.
+    async fn dispatch<E: Entity>(
+        &self,
+        id: EntityId,
+        command: impl FnOnce(Reply<E>) -> Command<E>,
+    ) -> Result<Arc<E>, Error<E::Error>> {
         let (reply, answer) = oneshot::channel();
         if let Some(idle) = self.shared.registry.dispatch(id, command(reply)) {
             worker::start(&self.shared, idle);

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::commit::Committer;
 use crate::database::Database;
+use crate::ids::Ids;
 use crate::metrics::Counters;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     /// The live entities; the sweep starts their workers with this very `Shared`.
     pub registry: Registry<Arc<Shared>>,
     pub committer: Committer,
+    /// Ids reserved for new entities.
+    pub ids: Ids,
     pub config: Config,
     pub counters: Arc<Counters>,
     /// Cancelled at shutdown: every live entity snapshots and leaves.
@@ -78,6 +81,7 @@ impl Shared {
             store,
             registry: Registry::default(),
             committer,
+            ids: Ids::default(),
             config,
             counters,
             shutdown: CancellationToken::new(),

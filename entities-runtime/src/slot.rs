@@ -26,6 +26,14 @@ pub(crate) enum Command<E: Entity> {
         action: E::Action,
         reply: Reply<E>,
     },
+    /// The first action of a new entity, whose id was just reserved: decided on the empty
+    /// state and committed with the entity's row. `span` is the create's, opened by its caller.
+    Create {
+        ctx: Arc<Context>,
+        action: E::Action,
+        reply: Reply<E>,
+        span: tracing::Span,
+    },
     /// Idle or shutting down: snapshot if changed, then leave memory if nothing else came.
     Leave,
 }

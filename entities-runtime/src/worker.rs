@@ -45,9 +45,31 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
     };
     let mut worker = Worker { shared, slot };
     loop {
-        let commands = worker.slot.next_commands(MAX_CHAIN);
+        let mut commands = worker.slot.next_commands(MAX_CHAIN);
         if commands.is_empty() {
             return;
+        }
+        // A create comes first, whatever reached the new id before it: there is nothing to
+        // load until it commits.
+        for create in commands.extract_if(.., |command| matches!(command, Command::Create { .. })) {
+            if let Command::Create {
+                ctx,
+                action,
+                reply,
+                span,
+            } = create
+            {
+                worker
+                    .create(Queued::in_span(ctx, action, reply, span))
+                    .await;
+            }
+        }
+        if commands.is_empty() {
+            // A create that failed leaves no entity to keep in memory.
+            if !worker.slot.is_loaded() && worker.shared.registry.leave(&*worker.slot) {
+                return;
+            }
+            continue;
         }
         if !worker.slot.is_loaded()
             && let Err(failure) = worker.load().await
@@ -69,6 +91,7 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
                     actions.push(Queued::new(ctx, action, reply))
                 }
                 Command::Leave => leave = true,
+                Command::Create { .. } => unreachable!("creates are served first"),
             }
         }
         if !actions.is_empty() {
@@ -121,16 +144,26 @@ struct Queued<E: Entity> {
     span: tracing::Span,
 }
 
+/// The span of one action (a create's too), recorded as the action goes: its entity, the
+/// version it was decided on and then committed at, and its outcome.
+pub(crate) fn action_span<E: Entity>() -> tracing::Span {
+    tracing::info_span!(
+        "action",
+        entity_type = E::TYPE,
+        entity_id = tracing::field::Empty,
+        action = tracing::field::Empty,
+        version = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
+}
+
 impl<E: Entity> Queued<E> {
     fn new(ctx: Arc<Context>, action: E::Action, reply: Reply<E>) -> Self {
-        let span = tracing::info_span!(
-            "action",
-            entity_type = E::TYPE,
-            entity_id = tracing::field::Empty,
-            action = action.type_tag(),
-            version = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
+        Self::in_span(ctx, action, reply, action_span::<E>())
+    }
+
+    fn in_span(ctx: Arc<Context>, action: E::Action, reply: Reply<E>, span: tracing::Span) -> Self {
+        span.record("action", action.type_tag());
         Self {
             ctx,
             action,
@@ -193,8 +226,108 @@ impl<E: Entity> Worker<E> {
     /// A load failed: every caller of these commands gets the failure.
     fn fail(&self, commands: Vec<Command<E>>, failure: Failure) {
         for command in commands {
-            if let Command::Get(reply) | Command::Act { reply, .. } = command {
+            if let Command::Get(reply)
+            | Command::Act { reply, .. }
+            | Command::Create { reply, .. } = command
+            {
                 let _ = reply.send(Err(failure.clone().into_error(E::TYPE, self.slot.id())));
+            }
+        }
+    }
+
+    /// Decides a create's action on the entity's empty state and commits it with the entity's
+    /// row, then publishes the first state. A conflict (a deadlock with another runtime's
+    /// batch; the id is reserved, so it is not taken unless by hand) is retried up to
+    /// `max_attempts` times.
+    async fn create(&mut self, mut item: Queued<E>) {
+        let id = self.slot.id();
+        item.span.record("entity_id", id);
+        match persist::encode_action::<E>(&item.action, &item.ctx, id) {
+            Ok(payload) => item.payload = payload,
+            Err(error) => return item.answer(Err(error)),
+        }
+        let empty = Arc::new(E::new(id));
+        loop {
+            item.span.record("version", 0);
+            let decided = {
+                let _entered = item.span.enter();
+                persist::decide(&empty, &mut None, &item.ctx, &item.action, &item.payload)
+            };
+            let (decision, actions) = match decided {
+                Ok(Some((decision, rows))) => (Some(Arc::new(decision)), vec![rows]),
+                Ok(None) => (None, Vec::new()),
+                Err(error) => return item.answer(Err(error)),
+            };
+            let write = EntityWrite {
+                entity_type: E::TYPE,
+                entity_id: id,
+                expected_version: 0,
+                creates: true,
+                actions,
+            };
+            let projections = vec![decision.as_ref().and_then(projection)];
+            let outcome = self
+                .shared
+                .committer
+                .commit(write, projections)
+                .instrument(tracing::debug_span!("commit", entity_id = id))
+                .await
+                .pop();
+            match outcome {
+                Some(Outcome::Committed) => {
+                    let created = decision.map_or(empty, |decision| decision.after.clone());
+                    self.slot.publish_loaded(created.clone(), 0);
+                    item.answer(Ok(created));
+                    if snapshot::due(&self.shared, &self.slot) {
+                        snapshot::write_in_background(&self.shared, &self.slot);
+                    }
+                    return;
+                }
+                Some(Outcome::Conflict | Outcome::Retry) => {
+                    item.conflicts += 1;
+                    if item.conflicts >= self.shared.config.max_attempts {
+                        let attempts = item.conflicts;
+                        return item.answer(Err(Error::Conflict {
+                            entity_type: E::TYPE,
+                            id,
+                            attempts,
+                        }));
+                    }
+                }
+                Some(failed) => return item.answer(Err(self.failed(failed, decision.as_deref()))),
+                None => unreachable!("a write has an outcome"),
+            }
+        }
+    }
+
+    /// The error of an action whose commit failed: refused by its projections, the database
+    /// failed, or the committer vanished. When it may have committed all the same, the entity
+    /// reads the database before its next action.
+    fn failed(&self, outcome: Outcome, decision: Option<&Decision<E>>) -> Error<E::Error> {
+        match outcome {
+            Outcome::Refused => decision
+                .and_then(Decision::take_refusal)
+                .unwrap_or_else(|| {
+                    unreachable!("a refused action keeps why its projections refused it")
+                }),
+            Outcome::Storage {
+                error,
+                maybe_committed,
+            } => {
+                if maybe_committed {
+                    self.slot.mark_stale();
+                }
+                Error::Storage(error)
+            }
+            Outcome::Unanswered => {
+                self.slot.mark_stale();
+                Error::Unanswered {
+                    entity_type: E::TYPE,
+                    id: self.slot.id(),
+                }
+            }
+            Outcome::Committed | Outcome::Conflict | Outcome::Retry => {
+                unreachable!("only a failed commit has an error")
             }
         }
     }
@@ -308,6 +441,7 @@ impl<E: Entity> Worker<E> {
             entity_type: E::TYPE,
             entity_id: self.slot.id(),
             expected_version: decisions[0].before.version(),
+            creates: false,
             actions: rows,
         };
         let projections = decisions.iter().map(projection).collect();
@@ -381,30 +515,9 @@ impl<E: Entity> Worker<E> {
                     broken = true;
                     again.push(item);
                 }
-                Some(Outcome::Refused) => {
+                Some(failed) => {
                     broken = true;
-                    let error = decisions[index].take_refusal().unwrap_or_else(|| {
-                        unreachable!("a refused action keeps why its projections refused it")
-                    });
-                    item.answer(Err(error));
-                }
-                Some(Outcome::Storage {
-                    error,
-                    maybe_committed,
-                }) => {
-                    broken = true;
-                    if maybe_committed {
-                        self.slot.mark_stale();
-                    }
-                    item.answer(Err(Error::Storage(error)));
-                }
-                Some(Outcome::Unanswered) => {
-                    broken = true;
-                    self.slot.mark_stale();
-                    item.answer(Err(Error::Unanswered {
-                        entity_type: E::TYPE,
-                        id: self.slot.id(),
-                    }));
+                    item.answer(Err(self.failed(failed, Some(&decisions[index]))));
                 }
                 None => unreachable!("each decision has one outcome"),
             }

@@ -194,7 +194,7 @@ async fn a_batch_failed_by_a_deadlock_is_a_conflict_and_commits_when_retried() {
     blocker.await.unwrap();
     // The batch holds `a` and waits for `b`.
     let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-                   AND wait_event_type = 'Lock' AND query LIKE '%WITH bumped%'";
+                   AND wait_event_type = 'Lock' AND query LIKE '%bumped AS%'";
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while scalar(&runtime, waiting).await != Some(1) {
         assert!(

@@ -82,7 +82,7 @@ async fn shutdown_waits_for_an_action_in_flight_and_snapshots_its_result(backend
     fresh.shutdown().await;
 }
 
-/// A create runs in its caller's task, in a transaction of its own: held at a gate while
+/// A create commits through its entity's worker and the committers: held at a gate while
 /// shutdown starts, it still commits, and shutdown does not close the pool under it.
 async fn shutdown_lets_a_create_in_flight_commit(backend: Backend) {
     let db = TestDatabase::new(backend).await;

@@ -6,6 +6,7 @@ mod migrate;
 mod postgres;
 mod sqlite;
 
+use std::ops::Range;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -95,6 +96,10 @@ pub(crate) struct EntityWrite {
     pub entity_id: EntityId,
     /// The stored version the chain was decided from; the write fails if it moved on.
     pub expected_version: Version,
+    /// The chain creates the entity (`expected_version` is 0): its row is inserted rather than
+    /// its version checked and bumped, and the write fails in the same way if the id is taken.
+    pub creates: bool,
+    /// None only for a create that recorded no events: the entity's row alone.
     pub actions: Vec<ActionRows>,
 }
 
@@ -107,6 +112,12 @@ impl EntityWrite {
                 *version += action.event_types.len() as Version;
                 Some(*version)
             })
+    }
+
+    /// How many outcomes the committer answers it with: one per action, or one for the row of
+    /// a create that recorded no events.
+    pub fn outcomes(&self) -> usize {
+        self.actions.len().max(1)
     }
 
     pub fn new_version(&self) -> Version {
@@ -251,6 +262,28 @@ impl Store {
             .collect()
     }
 
+    /// Reserves `count` ids for new entities; nobody else is given them.
+    pub async fn reserve_ids(&self, count: i64) -> Result<Range<EntityId>, sqlx::Error> {
+        match self {
+            Store::Postgres(pool) => {
+                let first: EntityId = sqlx::query_scalar(postgres::NEXT_ID)
+                    .fetch_one(pool)
+                    .await?;
+                debug_assert_eq!(count, 1, "Postgres reserves one id at a time");
+                Ok(first..first + 1)
+            }
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let last: EntityId = sqlx::query_scalar(sqlite::RESERVE_IDS)
+                    .bind(count)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(last - count + 1..last + 1)
+            }
+        }
+    }
+
     /// Stores `snapshot` as the state at `version`, unless a newer snapshot is there already
     /// (one of the same version is rewritten: it may be one that no longer decodes). Returns
     /// whether it was written.
@@ -276,24 +309,6 @@ impl Store {
 }
 
 impl StoreTx {
-    /// Inserts the `entities` row of a new entity at version 0 and returns its id.
-    pub async fn insert_entity(&mut self, entity_type: &str) -> Result<EntityId, sqlx::Error> {
-        match self {
-            StoreTx::Postgres(tx) => {
-                sqlx::query_scalar(postgres::INSERT_ENTITY)
-                    .bind(entity_type)
-                    .fetch_one(&mut **tx)
-                    .await
-            }
-            StoreTx::Sqlite(tx) => {
-                sqlx::query_scalar(sqlite::INSERT_ENTITY)
-                    .bind(entity_type)
-                    .fetch_one(&mut **tx)
-                    .await
-            }
-        }
-    }
-
     /// For each write: checks and bumps the version, and writes its action rows and event rows.
     /// Returns, per write, whether it was written; a write whose stored version moved on
     /// writes nothing.
@@ -321,15 +336,17 @@ impl StoreTx {
     }
 
     /// Takes back an appended chain from `version` on: its later actions and events go, and the
-    /// entity's version returns to `version`. For a projection that failed after the append.
+    /// entity's version returns to `version`; at version 0 of a chain that created the entity,
+    /// its row goes too. For a projection that failed after the append.
     pub async fn truncate(
         &mut self,
         entity_id: EntityId,
         version: Version,
+        uncreate: bool,
     ) -> Result<(), sqlx::Error> {
         match self {
-            StoreTx::Postgres(tx) => postgres::truncate(tx, entity_id, version).await,
-            StoreTx::Sqlite(tx) => sqlite::truncate(tx, entity_id, version).await,
+            StoreTx::Postgres(tx) => postgres::truncate(tx, entity_id, version, uncreate).await,
+            StoreTx::Sqlite(tx) => sqlite::truncate(tx, entity_id, version, uncreate).await,
         }
     }
 

@@ -16,8 +16,13 @@ pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO entity_snapshots AS s (entit
      ON CONFLICT (entity_id) DO UPDATE SET version = excluded.version, snapshot = excluded.snapshot, \
      taken_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE s.version <= excluded.version";
 
-pub(super) const INSERT_ENTITY: &str =
-    "INSERT INTO entities (type, version) VALUES ($1, 0) RETURNING id";
+/// Reserves `$1` ids after the greatest ever given out, which `AUTOINCREMENT` keeps in
+/// `sqlite_sequence` (whose row for `entities` appears with its first row: made here when
+/// missing). An entity inserted with a reserved id leaves the counter where it is.
+pub(super) const RESERVE_IDS: &str = "\
+INSERT INTO sqlite_sequence (name, seq) SELECT 'entities', 0 \
+    WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'entities');
+UPDATE sqlite_sequence SET seq = seq + $1 WHERE name = 'entities' RETURNING seq";
 
 pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload, e.action_id, a.type, e.created_by, \
             e.request_id, e.correlation_id, e.inserted_at \
@@ -65,10 +70,12 @@ pub(super) async fn append(
 /// statement: 1-4 are the entity's, then 6 per action and 3 per event, in order.
 fn append_sql(write: &EntityWrite) -> String {
     use std::fmt::Write;
-    let mut sql = String::from(
+    let mut sql = String::from(if write.creates {
+        "INSERT INTO entities (id, type, version) VALUES ($1, $4, $3) ON CONFLICT (id) DO NOTHING;\n"
+    } else {
         "UPDATE entities SET version = $3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-         WHERE id = $1 AND version = $2;\n",
-    );
+         WHERE id = $1 AND version = $2;\n"
+    });
     let mut next = 5;
     for action in &write.actions {
         let a = next;
@@ -109,11 +116,17 @@ pub(super) async fn truncate(
     conn: &mut SqliteConnection,
     entity_id: EntityId,
     version: Version,
+    uncreate: bool,
 ) -> Result<(), sqlx::Error> {
+    let entity = if uncreate {
+        "DELETE FROM entities WHERE id = $1"
+    } else {
+        "UPDATE entities SET version = $2 WHERE id = $1"
+    };
     for sql in [
         "DELETE FROM entity_events WHERE entity_id = $1 AND entity_version > $2",
         "DELETE FROM entity_actions WHERE entity_id = $1 AND entity_version > $2",
-        "UPDATE entities SET version = $2 WHERE id = $1",
+        entity,
     ] {
         sqlx::query(sql)
             .bind(entity_id)

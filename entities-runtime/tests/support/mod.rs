@@ -101,12 +101,17 @@ pub const SWALLOWED_FAILURE: &str = "swallowed failure";
 /// Renaming to `FAILS_AT_COMMIT` makes the projection write a row that breaks a deferred
 /// foreign key: every statement succeeds, and the transaction's `COMMIT` fails.
 pub const FAILS_AT_COMMIT: &str = "fails at commit";
+/// A counter created with this name is created by a `Nothing` action: it records no events.
+pub const CREATE_NOTHING: &str = "create nothing";
 /// Adding `PANIC_IN_APPLY` makes `apply` of its event panic.
 pub const PANIC_IN_APPLY: i64 = 666_666;
 
 impl Create for Counter {
     type Args = String;
     fn create(_ctx: &Context, _id: EntityId, name: String) -> Result<CounterAction, CounterError> {
+        if name == CREATE_NOTHING {
+            return Ok(Nothing.into());
+        }
         Ok(Open { name }.into())
     }
 }
@@ -342,16 +347,16 @@ pub async fn exec(runtime: &Runtime, sql: &str) {
         .expect("raw statement runs");
 }
 
-/// One `i64` (or NULL) from a raw query, written as for [`exec`].
+/// One `i64` from a raw query, written as for [`exec`]; `None` for NULL or no row.
 pub async fn scalar(runtime: &Runtime, sql: &str) -> Option<i64> {
     let sql = qualify(runtime, sql);
-    let (value,) = runtime
+    let row: Option<(Option<i64>,)> = runtime
         .database()
         .query(sqlx::AssertSqlSafe(sql))
-        .fetch_one()
+        .fetch_optional()
         .await
         .expect("raw query runs");
-    value
+    row.and_then(|(value,)| value)
 }
 
 /// Polls [`scalar`] until its value passes `expected` (for what the runtime writes in the
