@@ -1,8 +1,6 @@
 //! W5's entity: the smallest state there is beside its id and version.
 
-use entities_runtime::{
-    Action, Apply, Context, EntityId, Event, Handle, Rejected, Version, entity,
-};
+use entities_runtime::{Action, Apply, Context, EntityId, Event, Events, Handle, Version, entity};
 use serde::{Deserialize, Serialize};
 
 #[entity(type = "tally", actions(Bump), events(Bumped))]
@@ -13,14 +11,14 @@ pub struct Tally {
     pub n: i64,
 }
 
-#[derive(Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
 pub struct Bump;
 
-#[derive(Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, Event, Serialize, Deserialize)]
 pub struct Bumped;
 
 impl Handle<Bump> for Tally {
-    fn handle(&self, _: &Context, _: &Bump) -> Result<Vec<TallyEvent>, Rejected> {
+    fn handle(&self, _: &Context, _: &Bump) -> Events<Self> {
         Ok(vec![Bumped.into()])
     }
 }

@@ -40,7 +40,7 @@ impl PayloadKind {
     }
 }
 
-/// A struct listed in `actions(...)`, `events(...)` or `project(...)`.
+/// A struct listed in `actions(...)` or `events(...)`.
 pub struct Member<'a> {
     /// The path as written: every check about this member is spanned on it.
     pub path: &'a Path,
@@ -54,7 +54,8 @@ pub struct Entity<'a> {
     pub type_tag: Option<&'a LitStr>,
     pub actions: Vec<Member<'a>>,
     pub events: Vec<Member<'a>>,
-    pub project: Vec<Member<'a>>,
+    /// What the generated enums derive besides `Debug` and `Clone`.
+    pub derives: &'a [Path],
     pub error: Option<&'a Type>,
     pub krate: Path,
     pub id: Option<&'a Field>,
@@ -112,7 +113,7 @@ impl<'a> Entity<'a> {
             type_tag: args.type_tag.as_ref(),
             actions: members(args.actions.as_ref()),
             events: members(args.events.as_ref()),
-            project: members(args.project.as_ref()),
+            derives: args.derives.as_ref().map_or(&[], |list| &list.paths),
             error: args.error.as_ref(),
             krate: args.krate.clone().unwrap_or_else(attr::default_crate),
             id,

@@ -17,12 +17,13 @@ pub const ACTIONS: &str = "actions";
 pub const EVENTS: &str = "events";
 pub const PROJECT: &str = "project";
 pub const ERROR: &str = "error";
+pub const DERIVE: &str = "derive";
 pub const CRATE: &str = "crate";
 pub const RENAME: &str = "rename";
 pub const ALIAS: &str = "alias";
 
 /// The keys of `#[entity(...)]`, in the order the unknown-key message lists them.
-pub const ENTITY_KEYS: &[&str] = &[TYPE, ACTIONS, EVENTS, PROJECT, ERROR, CRATE];
+pub const ENTITY_KEYS: &[&str] = &[TYPE, ACTIONS, EVENTS, ERROR, DERIVE, CRATE];
 /// The keys of `#[action(...)]` and `#[event(...)]`.
 pub const PAYLOAD_KEYS: &[&str] = &[RENAME, ALIAS, CRATE];
 
@@ -37,7 +38,8 @@ pub struct EntityArgs {
     pub type_tag: Option<LitStr>,
     pub actions: Option<List>,
     pub events: Option<List>,
-    pub project: Option<List>,
+    /// Traits the generated enums derive besides `Debug` and `Clone` (`derive(PartialEq)`).
+    pub derives: Option<List>,
     pub error: Option<Type>,
     pub krate: Option<Path>,
     /// Set when a key could not be parsed: "missing key" errors would then only repeat it.
@@ -78,8 +80,14 @@ fn entity_key(out: &mut EntityArgs, meta: &ParseNestedMeta) -> syn::Result<()> {
         let list = path_list(meta, "events(NameChanged, ItemAdded)", false)?;
         set_once(&mut out.events, list, path)
     } else if path.is_ident(PROJECT) {
-        let list = path_list(meta, "project(NameChanged)", true)?;
-        set_once(&mut out.project, list, path)
+        Err(syn::Error::new_spanned(
+            path,
+            "`project(...)` is not needed: every event with an `impl Project` is projected, and \
+             the others are not; remove `project(...)`",
+        ))
+    } else if path.is_ident(DERIVE) {
+        let list = path_list(meta, "derive(PartialEq)", false)?;
+        set_once(&mut out.derives, list, path)
     } else if path.is_ident(ERROR) {
         let ty = type_value(meta, "error = ShoppingListError")?;
         set_once(&mut out.error, ty, path)

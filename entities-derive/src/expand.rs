@@ -115,8 +115,10 @@ fn enum_def(entity: &Entity, kind: PayloadKind) -> TokenStream {
         let doc = format!(" `{}`", attr::path_string(path));
         quote!(#[doc = #doc] #variant(#path),)
     });
+    let derives = entity.derives;
     quote! {
         #[doc = #doc]
+        #[derive(::core::fmt::Debug, ::core::clone::Clone, #(#derives),*)]
         #[allow(
             clippy::large_enum_variant,
             reason = "the variants are the user's own structs; boxing them is the user's call"
@@ -260,9 +262,11 @@ fn entity_impl(entity: &Entity) -> TokenStream {
     let version_ty = &version.ty;
     let id_conv = quote_spanned!(id.ty.span()=> <#id_ty as #p::I64Field>);
     let version_conv = quote_spanned!(version.ty.span()=> <#version_ty as #p::I64Field>);
-    let rest = entity
-        .has_other_fields
-        .then(|| quote!(..#p::default_state::<Self>()));
+    // Spanned on the struct's name: a state without `Default` is this one error, there.
+    let rest = entity.has_other_fields.then(|| {
+        let default = quote_spanned!(ident.span()=> <Self as #p::DefaultState>::default_state());
+        quote!(..#default)
+    });
 
     let handle_arms = entity.actions.iter().enumerate().map(|(i, member)| {
         let (variant, ops) = (member.variant, ops_ident(PayloadKind::Action, i));
@@ -277,67 +281,49 @@ fn entity_impl(entity: &Entity) -> TokenStream {
             #event_enum::#variant(__entities_event) => (#ops.apply)(self, __entities_event),
         }
     });
-    let is_projected = if entity.project.is_empty() {
-        quote! {
-            fn is_projected(_: &#event_enum) -> ::core::primitive::bool {
-                false
-            }
-        }
-    } else {
-        let variants = entity.project.iter().map(|member| member.variant);
-        quote! {
-            fn is_projected(__entities_event: &#event_enum) -> ::core::primitive::bool {
-                ::core::matches!(__entities_event, #(#event_enum::#variants(_))|*)
+    // Each event is projected when the entity has an `impl Project` for it: found by
+    // `ProjectProbe` (see its doc), for every listed event.
+    let probes: Vec<_> = entity
+        .events
+        .iter()
+        .map(|Member { path, .. }| quote!((&&#p::ProjectProbe::<Self, #path>::NEW)))
+        .collect();
+    let variants: Vec<_> = entity.events.iter().map(|member| member.variant).collect();
+    let is_projected = quote! {
+        fn is_projected(__entities_event: &#event_enum) -> ::core::primitive::bool {
+            use #p::{ProjectsEvent as _, SkipsEvent as _};
+            match __entities_event {
+                #(#event_enum::#variants(_) => #probes.is_projected(),)*
             }
         }
     };
-    let project_output = quote! {
-        impl #p::Future<Output = #result<(), #p::ProjectionError<#error>>>
-            + ::core::marker::Send
-    };
-    let project = if entity.project.is_empty() {
-        quote! {
-            fn project_event(
-                _: &mut #p::Tx<'_>,
-                _: &#p::Context,
-                _: &Self,
-                _: &#event_enum,
-                _: &Self,
-            ) -> #project_output {
-                ::core::future::ready(#result::Ok(()))
-            }
-        }
-    } else {
-        let arms = entity.project.iter().map(|Member { path, variant }| {
-            // The whole call, `.await` included, is spanned on the path in `project(...)`:
-            // a missing `impl Project` is then one error there.
-            let project = quote_spanned! {path.span()=>
-                <Self as #p::Project<#path>>::project(
-                    __entities_tx,
-                    __entities_ctx,
-                    __entities_before,
-                    __entities_event,
-                    __entities_after,
-                )
-                .await
-            };
-            quote!(#event_enum::#variant(__entities_event) => #project,)
-        });
-        let rest =
-            (entity.project.len() < entity.events.len()).then(|| quote!(_ => #result::Ok(()),));
-        quote! {
-            fn project_event(
-                __entities_tx: &mut #p::Tx<'_>,
-                __entities_ctx: &#p::Context,
-                __entities_before: &Self,
-                __entities_event: &#event_enum,
-                __entities_after: &Self,
-            ) -> #project_output {
-                async move {
-                    match __entities_event {
-                        #(#arms)*
-                        #rest
-                    }
+    let project = quote! {
+        fn project_event(
+            __entities_tx: &mut #p::Tx<'_>,
+            __entities_ctx: &#p::Context,
+            __entities_before: &Self,
+            __entities_event: &#event_enum,
+            __entities_after: &Self,
+        ) -> impl #p::Future<Output = #result<(), #p::ProjectionError<#error>>>
+               + ::core::marker::Send {
+            use #p::{ProjectsEvent as _, SkipsEvent as _};
+            async move {
+                match __entities_event {
+                    #(
+                        #event_enum::#variants(__entities_event) => {
+                            #probes
+                                .project(
+                                    __entities_tx,
+                                    #p::Change {
+                                        ctx: __entities_ctx,
+                                        before: __entities_before,
+                                        event: __entities_event,
+                                        after: __entities_after,
+                                    },
+                                )
+                                .await
+                        }
+                    )*
                 }
             }
         }
@@ -551,7 +537,7 @@ mod tests {
     #[test]
     fn valid_entity_expands_without_errors() {
         let out = entity_str(
-            quote!(type = "list", actions(SetName), events(NameChanged), project(NameChanged)),
+            quote!(type = "list", actions(SetName), events(NameChanged), derive(PartialEq)),
             quote!(
                 pub struct List {
                     pub id: EntityId,
@@ -564,6 +550,7 @@ mod tests {
         assert!(out.contains("pub enum ListAction"), "{out}");
         assert!(out.contains("pub enum ListEvent"), "{out}");
         assert!(out.contains("action :: < List , SetName >"), "{out}");
+        assert!(out.contains("Clone , PartialEq"), "{out}");
     }
 
     #[test]
@@ -580,7 +567,7 @@ mod tests {
         assert!(
             out.contains(
                 "unknown entity attribute `typ`; expected one of `type`, `actions`, `events`, \
-                 `project`, `error`, `crate`"
+                 `error`, `derive`, `crate`"
             ),
             "{out}"
         );
@@ -602,7 +589,7 @@ mod tests {
         for needle in [
             "expected a string literal for `type`",
             "`A` is listed twice",
-            "`F` is in `project(...)` but not in `events(...)`",
+            "`project(...)` is not needed",
             "needs a field `id: EntityId`",
             "the `version` field of an entity must be `Version`",
         ] {

@@ -13,8 +13,6 @@ use crate::ctxt::Errors;
 pub fn entity(entity: &mut Entity, errors: &mut Errors) {
     dedup(&mut entity.actions, attr::ACTIONS, errors);
     dedup(&mut entity.events, attr::EVENTS, errors);
-    dedup(&mut entity.project, attr::PROJECT, errors);
-    projected_are_events(entity, errors);
     if let Some(id) = entity.id {
         field_type(id, "id", "EntityId", errors);
     }
@@ -58,29 +56,6 @@ fn dedup(members: &mut Vec<Member>, key: &str, errors: &mut Errors) {
     }
     let mut keep = keep.into_iter();
     members.retain(|_| keep.next().unwrap_or(false));
-}
-
-/// Every `project(...)` entry must be one of the `events(...)`.
-fn projected_are_events(entity: &mut Entity, errors: &mut Errors) {
-    let events: HashSet<String> = entity
-        .events
-        .iter()
-        .map(|e| e.variant.to_string())
-        .collect();
-    entity.project.retain(|member| {
-        let listed = events.contains(&member.variant.to_string());
-        if !listed {
-            errors.spanned(
-                member.path,
-                format!(
-                    "`{0}` is in `project(...)` but not in `events(...)`; add `{0}` to `events(...)` \
-                     or remove it from `project(...)`",
-                    path_string(member.path)
-                ),
-            );
-        }
-        listed
-    });
 }
 
 /// `id` must be an `EntityId` and `version` a `Version` (both `i64`). Checked by name here for

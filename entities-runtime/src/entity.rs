@@ -22,14 +22,7 @@ pub type Version = i64;
     note = "annotate the state struct with `#[entity(type = \"...\", actions(...), events(...))]`"
 )]
 pub trait Entity:
-    crate::__private::SetVersion
-    + Clone
-    + Default
-    + Send
-    + Sync
-    + Serialize
-    + DeserializeOwned
-    + 'static
+    crate::__private::SetVersion + Clone + Send + Sync + Serialize + DeserializeOwned + 'static
 {
     /// Type tag stored in every row of this entity (`entities.type`).
     const TYPE: &'static str;
@@ -53,10 +46,10 @@ pub trait Entity:
     ) -> Result<Vec<Self::Event>, Self::Error>;
     /// Dispatches to the `Apply<E>` impl of the event's struct.
     fn apply_event(&mut self, event: &Self::Event);
-    /// Whether `project_event` does anything for this event; lets the runtime skip keeping the state
-    /// before each event when nothing reads it.
+    /// Whether `project_event` does anything for this event (it has an `impl Project`); lets
+    /// the runtime skip keeping the state before each event when nothing reads it.
     fn is_projected(event: &Self::Event) -> bool;
-    /// Dispatches to the `Project<E>` impl of events listed in `project(...)`; `Ok(())` for the rest.
+    /// Dispatches to the `Project<E>` impl of the event, if it has one; `Ok(())` for the rest.
     fn project_event(
         tx: &mut Tx<'_>,
         ctx: &Context,
@@ -147,13 +140,21 @@ pub trait Event: Payload + Send + Sync + 'static {
     const ALIASES: &'static [&'static str] = &[];
 }
 
+/// What a handler returns: the events the action decides, or the entity's refusal.
+/// `fn handle(&self, ctx: &Context, action: &AddItem) -> Events<Self>`.
+pub type Events<E> = Result<Vec<<E as Entity>::Event>, <E as Entity>::Error>;
+
+/// What a projection returns. `async fn project(tx: &mut Tx<'_>, change: Change<'_, Self,
+/// ItemAdded>) -> Projected<Self>`.
+pub type Projected<E> = Result<(), ProjectionError<<E as Entity>::Error>>;
+
 /// Validates an action against the current state and decides its events.
 ///
 /// `A` is left unbounded here (`#[entity]` checks that it derives `Action`), so that a missing
 /// derive is one error rather than one more at every impl. Runs once per action
 /// (again only if a version conflict forces a retry on fresher state); must not have side effects.
 pub trait Handle<A>: Entity {
-    fn handle(&self, ctx: &Context, action: &A) -> Result<Vec<Self::Event>, Self::Error>;
+    fn handle(&self, ctx: &Context, action: &A) -> Events<Self>;
 }
 
 /// Applies an event to the state: a pure change, run on every load. It must depend on nothing but
@@ -164,28 +165,52 @@ pub trait Apply<E>: Entity {
     fn apply(&mut self, event: &E);
 }
 
+/// One event as a projection sees it: the event, the states on either side of it, and the call
+/// that caused it.
+pub struct Change<'a, S, V> {
+    pub ctx: &'a Context,
+    /// The state before this event.
+    pub before: &'a S,
+    pub event: &'a V,
+    /// The state after this event (its `version` is the event's).
+    pub after: &'a S,
+}
+
+impl<S, V> Clone for Change<'_, S, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S, V> Copy for Change<'_, S, V> {}
+
 /// Writes an event to a read model inside the transaction that records it, so the read model is
-/// always consistent and its constraints (a unique name, say) can reject the action.
+/// always consistent and its constraints (a unique name, say) can reject the action. Every event
+/// of the entity that has an `impl Project` is projected; the others are not.
 ///
 /// A projection may run more than once for one commit: when another action of the same batch
 /// fails, what the batch's projections wrote is rolled back and they run again. So it should
 /// only write through `tx`, with no effects outside the transaction, and it must return the
 /// error of a statement that failed (`?`): on Postgres a failed statement aborts the
 /// transaction, which then cannot commit.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` has no projection for event `{E}`",
-    label = "event `{E}` is listed in `project(...)` here",
-    note = "add `impl Project<{E}> for {Self} {{ async fn project(tx: &mut Tx<'_>, ctx: &Context, before: &Self, event: &{E}, after: &Self) -> Result<(), ProjectionError<Self::Error>> {{ ... }} }}`, or remove `{E}` from `project(...)`"
-)]
 pub trait Project<E>: Entity {
     fn project(
         tx: &mut Tx<'_>,
-        ctx: &Context,
-        before: &Self,
-        event: &E,
-        after: &Self,
-    ) -> impl Future<Output = Result<(), ProjectionError<Self::Error>>> + Send;
+        change: Change<'_, Self, E>,
+    ) -> impl Future<Output = Projected<Self>> + Send;
 }
+
+/// An action of entity `E`: a struct listed in its `actions(...)`, or the generated action enum.
+/// Implemented for each; not by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an action of `{E}`",
+    label = "not in `actions(...)` of `{E}`",
+    note = "list `{Self}` in `#[entity(actions(...))]` on `{E}`, and give `{E}` an `impl Handle<{Self}>`"
+)]
+pub trait ActionOf<E: Entity>: Into<E::Action> {}
+
+#[diagnostic::do_not_recommend]
+impl<E: Entity, A: Into<E::Action>> ActionOf<E> for A {}
 
 /// The seed's `handle_create`: turns the arguments of `Runtime::create` into the entity's first
 /// action, once the database has given the entity its id.

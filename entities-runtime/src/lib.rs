@@ -106,8 +106,8 @@ pub use context::Context;
 pub use database::{Connection, Database, Transaction};
 pub use entities_derive::{Action, Event, entity};
 pub use entity::{
-    Action, Apply, Create, DecodeError, Entity, EntityId, Event, Handle, Project, Rejected, Tagged,
-    Version,
+    Action, ActionOf, Apply, Change, Create, DecodeError, Entity, EntityId, Event, Events, Handle,
+    Project, Projected, Rejected, Tagged, Version,
 };
 pub use error::Error;
 pub use metrics::Metrics;

@@ -3,8 +3,8 @@
 
 pub use crate::context::Context;
 pub use crate::entity::{
-    Action, Apply, DecodeError, Entity, EntityId, Event, Handle, Payload, Project, Rejected,
-    Tagged, Version,
+    Action, Apply, Change, DecodeError, Entity, EntityId, Event, Handle, Payload, Project,
+    Projected, Rejected, Tagged, Version,
 };
 pub use crate::projection::{ProjectionError, Tx};
 pub use serde;
@@ -208,10 +208,80 @@ pub trait SetVersion {
     fn set_version(&mut self, version: Version);
 }
 
-/// `E::default()` through the `Entity` bound, so an entity missing `Default` reports it
-/// once, on its `impl Entity`.
-pub fn default_state<E: Entity>() -> E {
-    E::default()
+/// The state's `Default`, which `Entity::new` fills the fields besides `id` and `version` from.
+/// Asked for through this trait, in `new` alone, rather than as a supertrait of `Entity`: a
+/// state without `Default` is then this one error, not one more at every impl of the entity.
+#[diagnostic::on_unimplemented(
+    message = "the entity state `{Self}` needs `Default`: its fields start from it",
+    label = "`{Self}` does not implement `Default`",
+    note = "add `#[derive(Default)]` to `{Self}`, or `impl Default for {Self}`"
+)]
+pub trait DefaultState: Sized {
+    fn default_state() -> Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Default> DefaultState for T {
+    fn default_state() -> Self {
+        T::default()
+    }
+}
+
+/// Finds an entity's `Project<V>` impl for event `V`, if it has one, by method resolution:
+/// `(&&ProjectProbe::<E, V>::NEW).is_projected()` reaches [`ProjectsEvent`] (implemented for
+/// `&ProjectProbe` where `E: Project<V>`) before [`SkipsEvent`] (for every `ProjectProbe`). The
+/// macro's code names concrete types, where this resolves at compile time; so an event is
+/// projected exactly when its `impl Project` exists, and there is no list to forget it in.
+pub struct ProjectProbe<E, V>(core::marker::PhantomData<fn() -> (E, V)>);
+
+impl<E, V> ProjectProbe<E, V> {
+    pub const NEW: Self = Self(core::marker::PhantomData);
+}
+
+pub trait ProjectsEvent<E: Entity, V> {
+    fn is_projected(&self) -> bool;
+    fn project<'a>(
+        &self,
+        tx: &'a mut Tx<'_>,
+        change: Change<'a, E, V>,
+    ) -> impl Future<Output = Projected<E>> + Send + 'a;
+}
+
+impl<E: Project<V>, V> ProjectsEvent<E, V> for &ProjectProbe<E, V> {
+    fn is_projected(&self) -> bool {
+        true
+    }
+
+    fn project<'a>(
+        &self,
+        tx: &'a mut Tx<'_>,
+        change: Change<'a, E, V>,
+    ) -> impl Future<Output = Projected<E>> + Send + 'a {
+        E::project(tx, change)
+    }
+}
+
+pub trait SkipsEvent<E: Entity, V> {
+    fn is_projected(&self) -> bool;
+    fn project<'a>(
+        &self,
+        tx: &'a mut Tx<'_>,
+        change: Change<'a, E, V>,
+    ) -> impl Future<Output = Projected<E>> + Send + 'a;
+}
+
+impl<E: Entity, V> SkipsEvent<E, V> for ProjectProbe<E, V> {
+    fn is_projected(&self) -> bool {
+        false
+    }
+
+    fn project<'a>(
+        &self,
+        _: &'a mut Tx<'_>,
+        _: Change<'a, E, V>,
+    ) -> impl Future<Output = Projected<E>> + Send + 'a {
+        core::future::ready(Ok(()))
+    }
 }
 
 /// The type of an entity's `id` and `version` fields. The generated accessors convert through

@@ -4,12 +4,13 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::context::Context;
 use crate::database::Database;
-use crate::entity::{Create, Entity, EntityId};
+use crate::entity::{ActionOf, Create, Entity, EntityId};
 use crate::error::{Error, panic_message, storage};
 use crate::metrics::Metrics;
 use crate::shared::{Config, Shared};
@@ -314,16 +315,21 @@ impl<E: Entity> EntityRef<E> {
 
     /// Runs `action`: handler, events, version check, projections, one transaction; returns the
     /// new state once committed. On failure nothing changed, in the database or in memory.
-    pub async fn send_action(
+    ///
+    /// A boxed future rather than an `async fn`: the future's type then does not name the
+    /// action's, so an action `E` does not list is one error, on the argument, instead of one
+    /// more at the call and at its `.await`.
+    pub fn send_action(
         &self,
         ctx: &Context,
-        action: impl Into<E::Action>,
-    ) -> Result<Arc<E>, Error<E::Error>> {
+        action: impl ActionOf<E>,
+    ) -> BoxFuture<'_, Result<Arc<E>, Error<E::Error>>> {
         let action = action.into();
         let ctx = Arc::new(ctx.clone());
-        self.runtime
-            .call(self.id, |reply| Command::Act { ctx, action, reply })
-            .await
+        Box::pin(
+            self.runtime
+                .call(self.id, |reply| Command::Act { ctx, action, reply }),
+        )
     }
 }
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 use entities_runtime::sqlx;
 use entities_runtime::testing::TestDatabase;
 use entities_runtime::{
-    Action, Apply, Backend, Context, Create, EntityId, EntityRef, Event, Handle, Metrics,
-    Migration, Project, ProjectionError, Runtime, RuntimeBuilder, Tx, Version, entity,
+    Action, Apply, Backend, Change, Context, Create, EntityId, EntityRef, Event, Events, Handle,
+    Metrics, Migration, Project, Projected, Runtime, RuntimeBuilder, Tx, Version, entity,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
@@ -24,7 +24,6 @@ pub use entities_runtime::testing::on_both_backends;
     type = "counter",
     actions(Open, Add, AddTwice, Rename, Explode, Nothing, Note),
     events(Opened, Added, Renamed, Noted),
-    project(Opened, Added, Renamed),
     error = CounterError
 )]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -117,7 +116,7 @@ impl Create for Counter {
 }
 
 impl Handle<Open> for Counter {
-    fn handle(&self, _ctx: &Context, action: &Open) -> Result<Vec<CounterEvent>, CounterError> {
+    fn handle(&self, _ctx: &Context, action: &Open) -> Events<Self> {
         if action.name.trim().is_empty() {
             return Err(CounterError::BlankName);
         }
@@ -130,7 +129,7 @@ impl Handle<Open> for Counter {
     }
 }
 impl Handle<Add> for Counter {
-    fn handle(&self, _ctx: &Context, action: &Add) -> Result<Vec<CounterEvent>, CounterError> {
+    fn handle(&self, _ctx: &Context, action: &Add) -> Events<Self> {
         if action.amount <= 0 {
             return Err(CounterError::NotPositive(action.amount));
         }
@@ -143,7 +142,7 @@ impl Handle<Add> for Counter {
     }
 }
 impl Handle<AddTwice> for Counter {
-    fn handle(&self, _ctx: &Context, action: &AddTwice) -> Result<Vec<CounterEvent>, CounterError> {
+    fn handle(&self, _ctx: &Context, action: &AddTwice) -> Events<Self> {
         if action.amount <= 0 {
             return Err(CounterError::NotPositive(action.amount));
         }
@@ -160,7 +159,7 @@ impl Handle<AddTwice> for Counter {
     }
 }
 impl Handle<Rename> for Counter {
-    fn handle(&self, _ctx: &Context, action: &Rename) -> Result<Vec<CounterEvent>, CounterError> {
+    fn handle(&self, _ctx: &Context, action: &Rename) -> Events<Self> {
         if action.name.trim().is_empty() {
             return Err(CounterError::BlankName);
         }
@@ -176,17 +175,17 @@ impl Handle<Rename> for Counter {
     }
 }
 impl Handle<Explode> for Counter {
-    fn handle(&self, _ctx: &Context, _action: &Explode) -> Result<Vec<CounterEvent>, CounterError> {
+    fn handle(&self, _ctx: &Context, _action: &Explode) -> Events<Self> {
         panic!("the handler blew up")
     }
 }
 impl Handle<Note> for Counter {
-    fn handle(&self, _ctx: &Context, _action: &Note) -> Result<Vec<CounterEvent>, CounterError> {
+    fn handle(&self, _ctx: &Context, _action: &Note) -> Events<Self> {
         Ok(vec![Noted.into()])
     }
 }
 impl Handle<Nothing> for Counter {
-    fn handle(&self, _ctx: &Context, _action: &Nothing) -> Result<Vec<CounterEvent>, CounterError> {
+    fn handle(&self, _ctx: &Context, _action: &Nothing) -> Events<Self> {
         Ok(vec![])
     }
 }
@@ -215,13 +214,8 @@ impl Apply<Renamed> for Counter {
 }
 
 impl Project<Opened> for Counter {
-    async fn project(
-        tx: &mut Tx<'_>,
-        _ctx: &Context,
-        _before: &Self,
-        event: &Opened,
-        after: &Self,
-    ) -> Result<(), ProjectionError<CounterError>> {
+    async fn project(tx: &mut Tx<'_>, change: Change<'_, Self, Opened>) -> Projected<Self> {
+        let Change { event, after, .. } = change;
         tx.query("INSERT INTO counters (id, name, total, version) VALUES ($1, $2, 0, $3)")
             .bind(after.id)
             .bind(&event.name)
@@ -235,13 +229,13 @@ impl Project<Opened> for Counter {
     }
 }
 impl Project<Added> for Counter {
-    async fn project(
-        tx: &mut Tx<'_>,
-        _ctx: &Context,
-        before: &Self,
-        event: &Added,
-        after: &Self,
-    ) -> Result<(), ProjectionError<CounterError>> {
+    async fn project(tx: &mut Tx<'_>, change: Change<'_, Self, Added>) -> Projected<Self> {
+        let Change {
+            before,
+            event,
+            after,
+            ..
+        } = change;
         // Checks that the projection sees the states on either side of its own event.
         assert_eq!(before.total + event.amount, after.total);
         assert_eq!(before.version + 1, after.version);
@@ -255,13 +249,8 @@ impl Project<Added> for Counter {
     }
 }
 impl Project<Renamed> for Counter {
-    async fn project(
-        tx: &mut Tx<'_>,
-        _ctx: &Context,
-        _before: &Self,
-        event: &Renamed,
-        after: &Self,
-    ) -> Result<(), ProjectionError<CounterError>> {
+    async fn project(tx: &mut Tx<'_>, change: Change<'_, Self, Renamed>) -> Projected<Self> {
+        let Change { event, after, .. } = change;
         tx.query("UPDATE counters SET name = $2, version = $3 WHERE id = $1")
             .bind(after.id)
             .bind(&event.name)

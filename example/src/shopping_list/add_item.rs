@@ -1,9 +1,11 @@
 //! Adding an item (the seed's AddItem): a name, a quantity above 0, and an id of its own.
 
-use entities_runtime::{Action, Apply, Context, Event, Handle, Project, ProjectionError, Tx};
+use entities_runtime::{
+    Action, Apply, Change, Context, Event, Events, Handle, Project, Projected, Tx,
+};
 use serde::{Deserialize, Serialize};
 
-use super::{Item, ShoppingList, ShoppingListError, ShoppingListEvent, valid_name, valid_quantity};
+use super::{Item, ShoppingList, ShoppingListError, valid_name, valid_quantity};
 
 #[derive(Debug, Clone, Action, Serialize, Deserialize)]
 pub struct AddItem {
@@ -32,11 +34,7 @@ pub struct ItemAdded {
 }
 
 impl Handle<AddItem> for ShoppingList {
-    fn handle(
-        &self,
-        _ctx: &Context,
-        action: &AddItem,
-    ) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+    fn handle(&self, _ctx: &Context, action: &AddItem) -> Events<Self> {
         if self.item(&action.id).is_ok() {
             return Err(ShoppingListError::ItemExists(action.id.clone()));
         }
@@ -62,13 +60,8 @@ impl Apply<ItemAdded> for ShoppingList {
 }
 
 impl Project<ItemAdded> for ShoppingList {
-    async fn project(
-        tx: &mut Tx<'_>,
-        _ctx: &Context,
-        _before: &Self,
-        event: &ItemAdded,
-        after: &Self,
-    ) -> Result<(), ProjectionError<ShoppingListError>> {
+    async fn project(tx: &mut Tx<'_>, change: Change<'_, Self, ItemAdded>) -> Projected<Self> {
+        let Change { event, after, .. } = change;
         tx.query(
             "INSERT INTO shopping_list_items (id, shopping_list_id, name, quantity, added_in_version) \
              VALUES ($1, $2, $3, $4, $5)",

@@ -1,9 +1,11 @@
 //! Changing an item's quantity: the item must be on the list, the quantity above 0.
 
-use entities_runtime::{Action, Apply, Context, Event, Handle, Project, ProjectionError, Tx};
+use entities_runtime::{
+    Action, Apply, Change, Context, Event, Events, Handle, Project, Projected, Tx,
+};
 use serde::{Deserialize, Serialize};
 
-use super::{ShoppingList, ShoppingListError, ShoppingListEvent, valid_quantity};
+use super::{ShoppingList, valid_quantity};
 
 #[derive(Debug, Clone, Action, Serialize, Deserialize)]
 pub struct ChangeQuantity {
@@ -18,11 +20,7 @@ pub struct QuantityChanged {
 }
 
 impl Handle<ChangeQuantity> for ShoppingList {
-    fn handle(
-        &self,
-        _ctx: &Context,
-        action: &ChangeQuantity,
-    ) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+    fn handle(&self, _ctx: &Context, action: &ChangeQuantity) -> Events<Self> {
         let item = self.item(&action.item_id)?;
         let quantity = valid_quantity(action.quantity)?;
         if item.quantity == quantity {
@@ -49,11 +47,9 @@ impl Apply<QuantityChanged> for ShoppingList {
 impl Project<QuantityChanged> for ShoppingList {
     async fn project(
         tx: &mut Tx<'_>,
-        _ctx: &Context,
-        _before: &Self,
-        event: &QuantityChanged,
-        _after: &Self,
-    ) -> Result<(), ProjectionError<ShoppingListError>> {
+        change: Change<'_, Self, QuantityChanged>,
+    ) -> Projected<Self> {
+        let Change { event, .. } = change;
         tx.query("UPDATE shopping_list_items SET quantity = $2 WHERE id = $1")
             .bind(&event.item_id)
             .bind(event.quantity)

@@ -1,11 +1,11 @@
 //! Creating a list (the seed's CreateShoppingList): rejected if the list exists.
 
 use entities_runtime::{
-    Action, Apply, Context, EntityId, Event, Handle, Project, ProjectionError, Tx,
+    Action, Apply, Change, Context, EntityId, Event, Events, Handle, Project, Projected, Tx,
 };
 use serde::{Deserialize, Serialize};
 
-use super::{ShoppingList, ShoppingListError, ShoppingListEvent, name_taken, valid_name};
+use super::{ShoppingList, ShoppingListError, name_taken, valid_name};
 
 #[derive(Debug, Clone, Action, Serialize, Deserialize)]
 pub struct CreateShoppingList {
@@ -20,11 +20,7 @@ pub struct ShoppingListCreated {
 }
 
 impl Handle<CreateShoppingList> for ShoppingList {
-    fn handle(
-        &self,
-        _ctx: &Context,
-        action: &CreateShoppingList,
-    ) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+    fn handle(&self, _ctx: &Context, action: &CreateShoppingList) -> Events<Self> {
         if self.version > 0 {
             return Err(ShoppingListError::AlreadyExists(self.id));
         }
@@ -49,11 +45,9 @@ impl Apply<ShoppingListCreated> for ShoppingList {
 impl Project<ShoppingListCreated> for ShoppingList {
     async fn project(
         tx: &mut Tx<'_>,
-        _ctx: &Context,
-        _before: &Self,
-        event: &ShoppingListCreated,
-        _after: &Self,
-    ) -> Result<(), ProjectionError<ShoppingListError>> {
+        change: Change<'_, Self, ShoppingListCreated>,
+    ) -> Projected<Self> {
+        let Change { event, .. } = change;
         tx.query("INSERT INTO shopping_lists (id, name) VALUES ($1, $2)")
             .bind(event.id)
             .bind(&event.name)

@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
     type = "shopping_list",
     actions(CreateShoppingList, SetName, AddItem, RemoveItem, ChangeQuantity),
     events(ShoppingListCreated, NameChanged, ItemAdded, ItemRemoved, QuantityChanged),
-    project(ShoppingListCreated, NameChanged, ItemAdded, ItemRemoved, QuantityChanged),
     error = ShoppingListError
 )]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -1,9 +1,11 @@
 //! Removing an item: it must be on the list.
 
-use entities_runtime::{Action, Apply, Context, Event, Handle, Project, ProjectionError, Tx};
+use entities_runtime::{
+    Action, Apply, Change, Context, Event, Events, Handle, Project, Projected, Tx,
+};
 use serde::{Deserialize, Serialize};
 
-use super::{ShoppingList, ShoppingListError, ShoppingListEvent};
+use super::ShoppingList;
 
 #[derive(Debug, Clone, Action, Serialize, Deserialize)]
 pub struct RemoveItem {
@@ -16,11 +18,7 @@ pub struct ItemRemoved {
 }
 
 impl Handle<RemoveItem> for ShoppingList {
-    fn handle(
-        &self,
-        _ctx: &Context,
-        action: &RemoveItem,
-    ) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+    fn handle(&self, _ctx: &Context, action: &RemoveItem) -> Events<Self> {
         self.item(&action.item_id)?;
         Ok(vec![
             ItemRemoved {
@@ -38,13 +36,8 @@ impl Apply<ItemRemoved> for ShoppingList {
 }
 
 impl Project<ItemRemoved> for ShoppingList {
-    async fn project(
-        tx: &mut Tx<'_>,
-        _ctx: &Context,
-        _before: &Self,
-        event: &ItemRemoved,
-        _after: &Self,
-    ) -> Result<(), ProjectionError<ShoppingListError>> {
+    async fn project(tx: &mut Tx<'_>, change: Change<'_, Self, ItemRemoved>) -> Projected<Self> {
+        let Change { event, .. } = change;
         tx.query("DELETE FROM shopping_list_items WHERE id = $1")
             .bind(&event.item_id)
             .execute()

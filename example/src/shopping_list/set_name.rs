@@ -1,9 +1,11 @@
 //! Renaming a list (the seed's SetName): the new name must not be blank nor taken.
 
-use entities_runtime::{Action, Apply, Context, Event, Handle, Project, ProjectionError, Tx};
+use entities_runtime::{
+    Action, Apply, Change, Context, Event, Events, Handle, Project, Projected, Tx,
+};
 use serde::{Deserialize, Serialize};
 
-use super::{ShoppingList, ShoppingListError, ShoppingListEvent, name_taken, valid_name};
+use super::{ShoppingList, name_taken, valid_name};
 
 #[derive(Debug, Clone, Action, Serialize, Deserialize)]
 pub struct SetName {
@@ -16,11 +18,7 @@ pub struct NameChanged {
 }
 
 impl Handle<SetName> for ShoppingList {
-    fn handle(
-        &self,
-        _ctx: &Context,
-        action: &SetName,
-    ) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+    fn handle(&self, _ctx: &Context, action: &SetName) -> Events<Self> {
         let name = valid_name(&action.name)?;
         if name == self.name {
             return Ok(vec![]);
@@ -36,13 +34,8 @@ impl Apply<NameChanged> for ShoppingList {
 }
 
 impl Project<NameChanged> for ShoppingList {
-    async fn project(
-        tx: &mut Tx<'_>,
-        _ctx: &Context,
-        _before: &Self,
-        event: &NameChanged,
-        after: &Self,
-    ) -> Result<(), ProjectionError<ShoppingListError>> {
+    async fn project(tx: &mut Tx<'_>, change: Change<'_, Self, NameChanged>) -> Projected<Self> {
+        let Change { event, after, .. } = change;
         tx.query("UPDATE shopping_lists SET name = $2 WHERE id = $1")
             .bind(after.id)
             .bind(&event.name)

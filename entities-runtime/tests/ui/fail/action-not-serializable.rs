@@ -1,7 +1,7 @@
 use entities_runtime::Action;
 use serde::Deserialize;
 
-#[derive(Action, Deserialize)]
+#[derive(Debug, Clone, Action, Deserialize)]
 pub struct SetName {
     pub name: String,
 }

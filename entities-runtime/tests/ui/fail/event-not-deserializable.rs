@@ -1,7 +1,7 @@
 use entities_runtime::Event;
 use serde::Serialize;
 
-#[derive(Event, Serialize)]
+#[derive(Debug, Clone, Event, Serialize)]
 pub enum NameChanged {
     Cleared,
     To(String),

@@ -1,7 +1,7 @@
 use entities_runtime::Action;
 use serde::{Deserialize, Serialize};
 
-#[derive(Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
 pub struct SetName<T> {
     pub name: T,
 }

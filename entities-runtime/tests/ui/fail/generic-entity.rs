@@ -10,12 +10,12 @@ pub struct List<T> {
     pub tag: T,
 }
 
-#[derive(Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
 pub struct SetName {
     pub name: String,
 }
 
-#[derive(Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, Event, Serialize, Deserialize)]
 pub struct NameChanged {
     pub name: String,
 }

@@ -9,12 +9,12 @@ pub struct List {
     pub name: String,
 }
 
-#[derive(Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
 pub struct SetName {
     pub name: String,
 }
 
-#[derive(Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, Event, Serialize, Deserialize)]
 pub struct NameChanged {
     pub name: String,
 }

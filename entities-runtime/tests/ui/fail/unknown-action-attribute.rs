@@ -9,13 +9,13 @@ pub struct List {
     pub name: String,
 }
 
-#[derive(Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
 #[action(renam = "set_name")]
 pub struct SetName {
     pub name: String,
 }
 
-#[derive(Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, Event, Serialize, Deserialize)]
 pub struct NameChanged {
     pub name: String,
 }

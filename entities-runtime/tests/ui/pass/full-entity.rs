@@ -6,8 +6,8 @@ mod runtime {
 }
 
 use runtime::{
-    Action, Apply, Context, Entity, EntityId, Event, Handle, Project, ProjectionError, Tagged, Tx,
-    Version, entity,
+    Action, Apply, Change, Context, Entity, EntityId, Event, Events, Handle, Project, Projected,
+    Tagged, Tx, Version, entity,
 };
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
     type = "shopping_list",
     actions(SetName, AddItem, Clear),
     events(NameChanged, ItemAdded, events::Cleared),
-    project(NameChanged, events::Cleared),
     error = ShoppingListError,
     crate = crate::runtime,
 )]
@@ -38,30 +37,30 @@ pub enum ShoppingListError {
     NameTaken(String),
 }
 
-#[derive(Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
 #[action(crate = crate::runtime)]
 pub struct SetName {
     pub name: String,
 }
 
-#[derive(Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
 #[action(rename = "add_item", alias = "AddItem", alias = "AddItemV0", crate = crate::runtime)]
 pub struct AddItem(pub String);
 
-#[derive(Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
 #[action(crate = crate::runtime)]
 pub enum Clear {
     All,
     Matching { prefix: String },
 }
 
-#[derive(Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, Event, Serialize, Deserialize)]
 #[event(crate = crate::runtime)]
 pub struct NameChanged {
     pub name: String,
 }
 
-#[derive(Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, Event, Serialize, Deserialize)]
 #[event(rename = "item_added", crate = crate::runtime)]
 #[event(alias = "ItemAdded")]
 pub struct ItemAdded {
@@ -71,17 +70,13 @@ pub struct ItemAdded {
 mod events {
     use serde::{Deserialize, Serialize};
 
-    #[derive(crate::runtime::Event, Serialize, Deserialize)]
+    #[derive(Debug, Clone, crate::runtime::Event, Serialize, Deserialize)]
     #[event(crate = crate::runtime)]
     pub struct Cleared;
 }
 
 impl Handle<SetName> for ShoppingList {
-    fn handle(
-        &self,
-        _: &Context,
-        action: &SetName,
-    ) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+    fn handle(&self, _: &Context, action: &SetName) -> Events<Self> {
         if action.name == "taken" {
             return Err(ShoppingListError::NameTaken(action.name.clone()));
         }
@@ -95,11 +90,7 @@ impl Handle<SetName> for ShoppingList {
 }
 
 impl Handle<AddItem> for ShoppingList {
-    fn handle(
-        &self,
-        _: &Context,
-        action: &AddItem,
-    ) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+    fn handle(&self, _: &Context, action: &AddItem) -> Events<Self> {
         Ok(vec![
             ItemAdded {
                 item: Item {
@@ -112,7 +103,7 @@ impl Handle<AddItem> for ShoppingList {
 }
 
 impl Handle<Clear> for ShoppingList {
-    fn handle(&self, _: &Context, _: &Clear) -> Result<Vec<ShoppingListEvent>, ShoppingListError> {
+    fn handle(&self, _: &Context, _: &Clear) -> Events<Self> {
         Ok(vec![events::Cleared.into()])
     }
 }
@@ -136,13 +127,8 @@ impl Apply<events::Cleared> for ShoppingList {
 }
 
 impl Project<NameChanged> for ShoppingList {
-    async fn project(
-        tx: &mut Tx<'_>,
-        _: &Context,
-        _: &Self,
-        event: &NameChanged,
-        after: &Self,
-    ) -> Result<(), ProjectionError<ShoppingListError>> {
+    async fn project(tx: &mut Tx<'_>, change: Change<'_, Self, NameChanged>) -> Projected<Self> {
+        let Change { event, after, .. } = change;
         tx.query("UPDATE shopping_lists SET name = $1 WHERE id = $2")
             .bind(event.name.clone())
             .bind(after.id)
@@ -153,13 +139,7 @@ impl Project<NameChanged> for ShoppingList {
 }
 
 impl Project<events::Cleared> for ShoppingList {
-    async fn project(
-        _: &mut Tx<'_>,
-        _: &Context,
-        _: &Self,
-        _: &events::Cleared,
-        _: &Self,
-    ) -> Result<(), ProjectionError<ShoppingListError>> {
+    async fn project(_: &mut Tx<'_>, _: Change<'_, Self, events::Cleared>) -> Projected<Self> {
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ mod shadowed {
     #![allow(dead_code, reason = "these only shadow the prelude's names")]
 
     use entities_runtime::{
-        Action, Apply, Context, Entity, EntityId, Event, Handle, Project, ProjectionError,
+        Action, Apply, Change, Context, Entity, EntityId, Event, Handle, Project, Projected,
         Rejected, Tagged, Tx, Version, entity,
     };
     use serde::{Deserialize, Serialize};
@@ -36,7 +36,6 @@ mod shadowed {
         type = "list",
         actions(SetName, Clear),
         events(NameChanged, Cleared),
-        project(NameChanged)
     )]
     #[derive(Clone, Default, Serialize, Deserialize)]
     pub struct List {
@@ -45,24 +44,24 @@ mod shadowed {
         pub name: ::std::string::String,
     }
 
-    #[derive(Action, Serialize, Deserialize)]
+    #[derive(Debug, Clone, Action, Serialize, Deserialize)]
     #[action(rename = "set_name", alias = "SetName")]
     pub struct SetName {
         pub name: ::std::string::String,
     }
 
-    #[derive(Action, Serialize, Deserialize)]
+    #[derive(Debug, Clone, Action, Serialize, Deserialize)]
     pub enum Clear {
         Now,
     }
 
-    #[derive(Event, Serialize, Deserialize)]
+    #[derive(Debug, Clone, Event, Serialize, Deserialize)]
     #[event(alias = "NameSet")]
     pub struct NameChanged {
         pub name: ::std::string::String,
     }
 
-    #[derive(Event, Serialize, Deserialize)]
+    #[derive(Debug, Clone, Event, Serialize, Deserialize)]
     pub struct Cleared;
 
     impl Handle<SetName> for List {
@@ -103,13 +102,7 @@ mod shadowed {
     }
 
     impl Project<NameChanged> for List {
-        async fn project(
-            _: &mut Tx<'_>,
-            _: &Context,
-            _: &Self,
-            _: &NameChanged,
-            _: &Self,
-        ) -> ::core::result::Result<(), ProjectionError<Rejected>> {
+        async fn project(_: &mut Tx<'_>, _: Change<'_, Self, NameChanged>) -> Projected<Self> {
             ::core::result::Result::Ok(())
         }
     }

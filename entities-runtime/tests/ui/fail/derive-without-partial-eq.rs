@@ -1,7 +1,7 @@
-use entities_runtime::{Action, Apply, Context, EntityId, Event, Handle, Rejected, Version, entity};
+use entities_runtime::{Action, Apply, Context, EntityId, Event, Events, Handle, Version, entity};
 use serde::{Deserialize, Serialize};
 
-#[entity(type = "list", actions(SetName), events(NameChanged), project(NameChanged))]
+#[entity(type = "list", actions(SetName), events(NameChanged), derive(PartialEq))]
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct List {
     pub id: EntityId,
@@ -9,18 +9,18 @@ pub struct List {
     pub name: String,
 }
 
-#[derive(Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct SetName {
     pub name: String,
 }
 
-#[derive(Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, Event, Serialize, Deserialize)]
 pub struct NameChanged {
     pub name: String,
 }
 
 impl Handle<SetName> for List {
-    fn handle(&self, _: &Context, action: &SetName) -> Result<Vec<ListEvent>, Rejected> {
+    fn handle(&self, _: &Context, action: &SetName) -> Events<Self> {
         Ok(vec![NameChanged { name: action.name.clone() }.into()])
     }
 }

@@ -1,7 +1,7 @@
 use entities_runtime::{Action, Apply, Context, EntityId, Event, Handle, Rejected, Version, entity};
 use serde::{Deserialize, Serialize};
 
-#[entity(type = "list", actions(SetName), events(NameChanged), project(Renamed))]
+#[entity(type = "list", actions(SetName), events(NameChanged), project(NameChanged))]
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct List {
     pub id: EntityId,
@@ -9,12 +9,12 @@ pub struct List {
     pub name: String,
 }
 
-#[derive(Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
 pub struct SetName {
     pub name: String,
 }
 
-#[derive(Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, Event, Serialize, Deserialize)]
 pub struct NameChanged {
     pub name: String,
 }

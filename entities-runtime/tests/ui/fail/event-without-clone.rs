@@ -1,0 +1,34 @@
+use entities_runtime::{Action, Apply, Context, EntityId, Event, Events, Handle, Version, entity};
+use serde::{Deserialize, Serialize};
+
+#[entity(type = "list", actions(SetName), events(NameChanged))]
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct List {
+    pub id: EntityId,
+    pub version: Version,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+pub struct SetName {
+    pub name: String,
+}
+
+#[derive(Debug, Event, Serialize, Deserialize)]
+pub struct NameChanged {
+    pub name: String,
+}
+
+impl Handle<SetName> for List {
+    fn handle(&self, _: &Context, action: &SetName) -> Events<Self> {
+        Ok(vec![NameChanged { name: action.name.clone() }.into()])
+    }
+}
+
+impl Apply<NameChanged> for List {
+    fn apply(&mut self, event: &NameChanged) {
+        self.name = event.name.clone();
+    }
+}
+
+fn main() {}
