@@ -27,9 +27,9 @@ pub trait Entity:
     /// Type tag stored in every row of this entity (`entities.type`).
     const TYPE: &'static str;
     /// The generated enum of every action this entity accepts.
-    type Action: Tagged;
+    type Action: Tagged + std::fmt::Debug + Clone;
     /// The generated enum of every event this entity records.
-    type Event: Tagged;
+    type Event: Tagged + std::fmt::Debug + Clone;
     /// The entity's own domain error, returned by its handlers (`error = ...`, default [`Rejected`]).
     type Error: std::error::Error + Send + Sync + 'static;
 

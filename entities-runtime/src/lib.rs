@@ -8,10 +8,10 @@
 //! check.
 //!
 //! ```
-//! use entities_runtime::{entity, Action, Apply, Context, Create, EntityId, Event, Handle, Runtime, Version};
+//! use entities_runtime::{entity, Action, Apply, Context, Create, EntityId, Event, Events, Handle, Runtime, Version};
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[entity(type = "account", actions(Open, Deposit), events(Opened, Deposited), error = AccountError)]
+//! #[entity(type = "account", actions(Open, Deposit), events(Opened, Deposited), error = AccountError, derive(PartialEq))]
 //! #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 //! pub struct Account {
 //!     pub id: EntityId,
@@ -20,29 +20,29 @@
 //!     pub balance: i64,
 //! }
 //!
-//! #[derive(Debug, thiserror::Error)]
+//! #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 //! pub enum AccountError {
 //!     #[error("deposits must be positive")]
 //!     NotPositive,
 //! }
 //!
-//! #[derive(Action, Serialize, Deserialize)]
+//! #[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 //! pub struct Open { pub owner: String }
-//! #[derive(Action, Serialize, Deserialize)]
+//! #[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 //! pub struct Deposit { pub amount: i64 }
-//! #[derive(Event, Serialize, Deserialize)]
+//! #[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
 //! pub struct Opened { pub owner: String }
-//! #[derive(Event, Serialize, Deserialize)]
+//! #[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
 //! #[event(rename = "deposited")] // the stored tag, pinned: the struct may be renamed freely
 //! pub struct Deposited { pub amount: i64 }
 //!
 //! impl Handle<Open> for Account {
-//!     fn handle(&self, _: &Context, action: &Open) -> Result<Vec<AccountEvent>, AccountError> {
+//!     fn handle(&self, _: &Context, action: &Open) -> Events<Self> {
 //!         Ok(vec![Opened { owner: action.owner.clone() }.into()])
 //!     }
 //! }
 //! impl Handle<Deposit> for Account {
-//!     fn handle(&self, _: &Context, action: &Deposit) -> Result<Vec<AccountEvent>, AccountError> {
+//!     fn handle(&self, _: &Context, action: &Deposit) -> Events<Self> {
 //!         if action.amount <= 0 {
 //!             return Err(AccountError::NotPositive);
 //!         }
@@ -62,6 +62,12 @@
 //!     }
 //! }
 //!
+//! // A handler's logic, as a unit test: no runtime, no database.
+//! use entities_runtime::testing::given;
+//! given::<Account>([Opened { owner: "ada".into() }.into()])
+//!     .when(Deposit { amount: 0 })
+//!     .then_refused(AccountError::NotPositive);
+//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let runtime = Runtime::connect("sqlite::memory:").await?;
@@ -79,8 +85,9 @@
 //! # }
 //! ```
 //!
-//! Read models kept in the action's own transaction implement [`Project`] for the events listed
-//! in `project(...)`; see the `example` crate's ShoppingList for one on both backends.
+//! Read models kept in the action's own transaction implement [`Project`] for the events they
+//! need (every event with an `impl Project` is projected); read them through
+//! [`Runtime::database`]. See the `example` crate's ShoppingList for one on both backends.
 
 mod commit;
 mod context;

@@ -24,7 +24,8 @@ pub use entities_runtime::testing::on_both_backends;
     type = "counter",
     actions(Open, Add, AddTwice, Rename, Explode, Nothing, Note),
     events(Opened, Added, Renamed, Noted),
-    error = CounterError
+    error = CounterError,
+    derive(PartialEq)
 )]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counter {
@@ -49,48 +50,48 @@ pub enum CounterError {
     SameName(String),
 }
 
-#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct Open {
     pub name: String,
 }
-#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct Add {
     pub amount: i64,
 }
 /// Two events from one action.
-#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct AddTwice {
     pub amount: i64,
 }
 /// Renaming to `PANIC_IN_PROJECTION` makes the projection panic.
-#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct Rename {
     pub name: String,
 }
 /// The handler panics.
-#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct Explode;
 /// Decides no events.
-#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct Nothing;
 /// Decides an event that no projection writes.
-#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct Note;
 
-#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
 pub struct Opened {
     pub name: String,
 }
-#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
 pub struct Added {
     pub amount: i64,
 }
-#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
 pub struct Renamed {
     pub name: String,
 }
 /// Not in `project(...)`: the read model does not see it.
-#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
 pub struct Noted;
 
 pub const PANIC_IN_PROJECTION: &str = "panic in projection";

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use async_graphql::{
-    ComplexObject, Context, EmptySubscription, Json, Object, Result, Schema, SimpleObject,
+    self as gql, ComplexObject, EmptySubscription, Json, Object, Result, Schema, SimpleObject,
 };
-use entities_runtime::{Context as Call, EntityId, EventRecord, Runtime, Version};
+use entities_runtime::{Context, EntityId, EventRecord, Runtime, Version};
 
 use super::error::{Code, RequestErrorCodes, api_error, coded};
 use super::{COMPLEXITY_LIMIT, DEPTH_LIMIT, PAGE_LIMIT};
@@ -90,9 +90,12 @@ impl From<&Item> for ShoppingListItem {
     }
 }
 
-/// One stored event of a list, with who caused it, by which action, in which request.
+/// One stored event of a list, with who caused it, by which action, in which request. Named
+/// `ShoppingListEvent` in the schema, as clients know it; not in Rust, where that is the
+/// entity's event enum.
 #[derive(SimpleObject)]
-pub struct ShoppingListEvent {
+#[graphql(name = "ShoppingListEvent")]
+pub struct HistoryEntry {
     /// The event's type tag, e.g. `ItemAdded`.
     #[graphql(name = "type")]
     event_type: String,
@@ -113,7 +116,7 @@ pub struct ShoppingListEvent {
     inserted_at: String,
 }
 
-impl From<EventRecord> for ShoppingListEvent {
+impl From<EventRecord> for HistoryEntry {
     fn from(record: EventRecord) -> Self {
         Self {
             event_type: record.event_type,
@@ -130,14 +133,14 @@ impl From<EventRecord> for ShoppingListEvent {
 }
 
 /// The runtime, and the request's context (user, request id) that every write stores.
-fn parts<'a>(ctx: &Context<'a>) -> Result<(&'a Runtime, &'a Call)> {
-    Ok((ctx.data::<Runtime>()?, ctx.data::<Call>()?))
+fn parts<'a>(ctx: &gql::Context<'a>) -> Result<(&'a Runtime, &'a Context)> {
+    Ok((ctx.data::<Runtime>()?, ctx.data::<Context>()?))
 }
 
 type Outcome = std::result::Result<Arc<ShoppingList>, entities_runtime::Error<ShoppingListError>>;
 
 /// The list the API answers with, or the coded error.
-fn list(outcome: Outcome, call: &Call) -> Result<Option<ShoppingListObject>> {
+fn list(outcome: Outcome, call: &Context) -> Result<Option<ShoppingListObject>> {
     outcome
         .map(|list| Some(list.into()))
         .map_err(|error| api_error(error, call))
@@ -164,7 +167,7 @@ impl Query {
     /// The list with this id; a `NOT_FOUND` error when there is none.
     async fn shopping_list(
         &self,
-        ctx: &Context<'_>,
+        ctx: &gql::Context<'_>,
         id: EntityId,
     ) -> Result<Option<ShoppingListObject>> {
         let (runtime, call) = parts(ctx)?;
@@ -175,7 +178,7 @@ impl Query {
     #[graphql(complexity = "(limit.clamp(0, PAGE_LIMIT) as usize) * child_complexity + 1")]
     async fn shopping_lists(
         &self,
-        ctx: &Context<'_>,
+        ctx: &gql::Context<'_>,
         #[graphql(default = 20)] limit: i32,
         #[graphql(default = 0)] offset: i32,
     ) -> Result<Option<Vec<ShoppingListObject>>> {
@@ -210,9 +213,9 @@ impl Query {
     /// it; a `NOT_FOUND` error when there is no such list.
     async fn shopping_list_history(
         &self,
-        ctx: &Context<'_>,
+        ctx: &gql::Context<'_>,
         id: EntityId,
-    ) -> Result<Option<Vec<ShoppingListEvent>>> {
+    ) -> Result<Option<Vec<HistoryEntry>>> {
         let (runtime, call) = parts(ctx)?;
         let history = runtime
             .history::<ShoppingList>(id)
@@ -228,9 +231,7 @@ impl Query {
                 call,
             ));
         }
-        Ok(Some(
-            history.into_iter().map(ShoppingListEvent::from).collect(),
-        ))
+        Ok(Some(history.into_iter().map(HistoryEntry::from).collect()))
     }
 }
 
@@ -241,7 +242,7 @@ impl Mutation {
     /// Creates a list: version 1. Names are unique across lists (`NAME_TAKEN`) and not blank.
     async fn create_shopping_list(
         &self,
-        ctx: &Context<'_>,
+        ctx: &gql::Context<'_>,
         name: String,
     ) -> Result<Option<ShoppingListObject>> {
         let (runtime, call) = parts(ctx)?;
@@ -251,7 +252,7 @@ impl Mutation {
     /// Renames a list. The same name again changes nothing (and keeps the version).
     async fn change_shopping_list_name(
         &self,
-        ctx: &Context<'_>,
+        ctx: &gql::Context<'_>,
         shopping_list_id: EntityId,
         name: String,
     ) -> Result<Option<ShoppingListObject>> {
@@ -263,7 +264,7 @@ impl Mutation {
     /// Adds an item with a new UUID; the quantity must be above 0.
     async fn add_item(
         &self,
-        ctx: &Context<'_>,
+        ctx: &gql::Context<'_>,
         shopping_list_id: EntityId,
         name: String,
         quantity: i64,
@@ -280,7 +281,7 @@ impl Mutation {
     /// Removes an item; `NOT_FOUND` when it is not on the list.
     async fn remove_item(
         &self,
-        ctx: &Context<'_>,
+        ctx: &gql::Context<'_>,
         shopping_list_id: EntityId,
         item_id: String,
     ) -> Result<Option<ShoppingListObject>> {
@@ -292,7 +293,7 @@ impl Mutation {
     /// Sets an item's quantity (above 0); `NOT_FOUND` when the item is not on the list.
     async fn change_item_quantity(
         &self,
-        ctx: &Context<'_>,
+        ctx: &gql::Context<'_>,
         shopping_list_id: EntityId,
         item_id: String,
         quantity: i64,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Item, ShoppingList, ShoppingListError, valid_name, valid_quantity};
 
-#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct AddItem {
     /// A UUID, chosen by the caller so a retried request adds nothing twice.
     pub id: String,
@@ -26,7 +26,7 @@ impl AddItem {
     }
 }
 
-#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
 pub struct ItemAdded {
     pub id: String,
     pub name: String,
@@ -74,5 +74,58 @@ impl Project<ItemAdded> for ShoppingList {
         .execute()
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use entities_runtime::testing::given;
+
+    use super::super::given::{created, groceries_with_milk, item};
+    use super::*;
+
+    fn add(id: &str, name: &str, quantity: i32) -> AddItem {
+        AddItem {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            quantity,
+        }
+    }
+
+    #[test]
+    fn an_item_is_added_with_its_trimmed_name() {
+        let list = given::<ShoppingList>([created("Groceries").into()])
+            .when(add("e", " eggs ", 12))
+            .then([item("e", "eggs", 12).into()]);
+        assert_eq!(
+            list.items,
+            [Item {
+                id: "e".into(),
+                name: "eggs".into(),
+                quantity: 12
+            }]
+        );
+    }
+
+    #[test]
+    fn an_item_id_is_added_once() {
+        groceries_with_milk()
+            .when(add("m", "more milk", 1))
+            .then_refused(ShoppingListError::ItemExists("m".into()));
+    }
+
+    #[test]
+    fn a_quantity_below_one_or_a_blank_name_is_refused() {
+        groceries_with_milk()
+            .when(add("e", "eggs", 0))
+            .then_refused(ShoppingListError::QuantityNotPositive(0));
+        groceries_with_milk()
+            .when(add("e", "  ", 1))
+            .then_refused(ShoppingListError::BlankName);
+    }
+
+    #[test]
+    fn new_items_get_a_fresh_id() {
+        assert_ne!(AddItem::new("a", 1).id, AddItem::new("a", 1).id);
     }
 }

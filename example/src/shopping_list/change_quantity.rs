@@ -7,13 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{ShoppingList, valid_quantity};
 
-#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct ChangeQuantity {
     pub item_id: String,
     pub quantity: i32,
 }
 
-#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
 pub struct QuantityChanged {
     pub item_id: String,
     pub quantity: i32,
@@ -56,5 +56,46 @@ impl Project<QuantityChanged> for ShoppingList {
             .execute()
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ShoppingListError;
+    use super::super::given::groceries_with_milk;
+    use super::*;
+
+    fn change(item_id: &str, quantity: i32) -> ChangeQuantity {
+        ChangeQuantity {
+            item_id: item_id.to_owned(),
+            quantity,
+        }
+    }
+
+    #[test]
+    fn a_quantity_is_changed() {
+        let list = groceries_with_milk()
+            .when(change("m", 5))
+            .then([QuantityChanged {
+                item_id: "m".into(),
+                quantity: 5,
+            }
+            .into()]);
+        assert_eq!(list.items[0].quantity, 5);
+    }
+
+    #[test]
+    fn the_same_quantity_records_nothing() {
+        groceries_with_milk().when(change("m", 2)).then([]);
+    }
+
+    #[test]
+    fn an_unknown_item_or_a_quantity_below_one_is_refused() {
+        groceries_with_milk()
+            .when(change("x", 1))
+            .then_refused(ShoppingListError::ItemNotFound("x".into()));
+        groceries_with_milk()
+            .when(change("m", -1))
+            .then_refused(ShoppingListError::QuantityNotPositive(-1));
     }
 }

@@ -7,13 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{ShoppingList, ShoppingListError, name_taken, valid_name};
 
-#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct CreateShoppingList {
     pub id: EntityId,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
 pub struct ShoppingListCreated {
     pub id: EntityId,
     pub name: String,
@@ -55,5 +55,41 @@ impl Project<ShoppingListCreated> for ShoppingList {
             .await
             .map_err(name_taken(&event.name))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use entities_runtime::testing::given;
+
+    use super::super::given::created;
+    use super::*;
+
+    #[test]
+    fn a_list_is_created_with_its_trimmed_name() {
+        let list = given::<ShoppingList>([])
+            .when_created("  Groceries ".into())
+            .then([created("Groceries").into()]);
+        assert_eq!(
+            (list.id, list.name.as_str(), list.version),
+            (1, "Groceries", 1)
+        );
+    }
+
+    #[test]
+    fn a_blank_name_is_refused() {
+        given::<ShoppingList>([])
+            .when_created(" ".into())
+            .then_refused(ShoppingListError::BlankName);
+    }
+
+    #[test]
+    fn a_list_is_not_created_twice() {
+        given::<ShoppingList>([created("Groceries").into()])
+            .when(CreateShoppingList {
+                id: 1,
+                name: "Again".into(),
+            })
+            .then_refused(ShoppingListError::AlreadyExists(1));
     }
 }

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
     type = "shopping_list",
     actions(CreateShoppingList, SetName, AddItem, RemoveItem, ChangeQuantity),
     events(ShoppingListCreated, NameChanged, ItemAdded, ItemRemoved, QuantityChanged),
-    error = ShoppingListError
+    error = ShoppingListError,
+    derive(PartialEq)
 )]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShoppingList {
@@ -108,5 +109,34 @@ fn name_taken(name: &str) -> impl FnOnce(sqlx::Error) -> ProjectionError<Shoppin
         } else {
             ProjectionError::Database(error)
         }
+    }
+}
+
+/// What the features' unit tests share: lists as their events leave them.
+#[cfg(test)]
+mod given {
+    use entities_runtime::testing::{Scenario, given};
+
+    use super::{ItemAdded, ShoppingList, ShoppingListCreated};
+
+    /// The list with id 1, named `name`.
+    pub fn created(name: &str) -> ShoppingListCreated {
+        ShoppingListCreated {
+            id: 1,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn item(id: &str, name: &str, quantity: i32) -> ItemAdded {
+        ItemAdded {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            quantity,
+        }
+    }
+
+    /// List 1, "Groceries", with 2 `milk` (item `m`).
+    pub fn groceries_with_milk() -> Scenario<ShoppingList> {
+        given([created("Groceries").into(), item("m", "milk", 2).into()])
     }
 }

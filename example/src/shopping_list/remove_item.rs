@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::ShoppingList;
 
-#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct RemoveItem {
     pub item_id: String,
 }
 
-#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
 pub struct ItemRemoved {
     pub item_id: String,
 }
@@ -43,5 +43,34 @@ impl Project<ItemRemoved> for ShoppingList {
             .execute()
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ShoppingListError;
+    use super::super::given::groceries_with_milk;
+    use super::*;
+
+    #[test]
+    fn an_item_is_removed() {
+        let list = groceries_with_milk()
+            .when(RemoveItem {
+                item_id: "m".into(),
+            })
+            .then([ItemRemoved {
+                item_id: "m".into(),
+            }
+            .into()]);
+        assert!(list.items.is_empty());
+    }
+
+    #[test]
+    fn an_item_not_on_the_list_is_refused() {
+        groceries_with_milk()
+            .when(RemoveItem {
+                item_id: "x".into(),
+            })
+            .then_refused(ShoppingListError::ItemNotFound("x".into()));
     }
 }

@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{ShoppingList, name_taken, valid_name};
 
-#[derive(Debug, Clone, Action, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct SetName {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
 pub struct NameChanged {
     pub name: String,
 }
@@ -43,5 +43,43 @@ impl Project<NameChanged> for ShoppingList {
             .await
             .map_err(name_taken(&event.name))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use entities_runtime::testing::given;
+
+    use super::super::ShoppingListError;
+    use super::super::given::created;
+    use super::*;
+
+    #[test]
+    fn a_list_is_renamed_to_the_trimmed_name() {
+        let list = given::<ShoppingList>([created("Groceries").into()])
+            .when(SetName {
+                name: " Market ".into(),
+            })
+            .then([NameChanged {
+                name: "Market".into(),
+            }
+            .into()]);
+        assert_eq!((list.name.as_str(), list.version), ("Market", 2));
+    }
+
+    #[test]
+    fn the_same_name_records_nothing() {
+        given::<ShoppingList>([created("Groceries").into()])
+            .when(SetName {
+                name: "Groceries".into(),
+            })
+            .then([]);
+    }
+
+    #[test]
+    fn a_blank_name_is_refused() {
+        given::<ShoppingList>([created("Groceries").into()])
+            .when(SetName { name: "".into() })
+            .then_refused(ShoppingListError::BlankName);
     }
 }

@@ -1,48 +1,11 @@
-//! Real databases for tests of your own entities: a fresh SQLite file, or a fresh database on
-//! the Postgres server that `DATABASE_URL` names; and [`on_both_backends!`] to run a test on
-//! each.
+//! Real databases for tests: a fresh SQLite file, or a fresh database on the Postgres server
+//! that `DATABASE_URL` names.
 
 use std::path::PathBuf;
 
 use sqlx::{Connection, PgConnection};
 
 use crate::sql::Backend;
-
-/// Runs each named `async fn(Backend)` once on SQLite and once on Postgres, as the tests
-/// `name::sqlite` and `name::postgres` (on a multi-threaded tokio runtime: your crate needs
-/// `tokio` with its `macros` and `rt-multi-thread` features). The Postgres run needs
-/// `DATABASE_URL`; see [`TestDatabase::postgres`].
-///
-/// ```no_run
-/// use entities_runtime::Backend;
-/// use entities_runtime::testing::{TestDatabase, on_both_backends};
-///
-/// on_both_backends!(a_list_is_created);
-///
-/// async fn a_list_is_created(backend: Backend) {
-///     let db = TestDatabase::new(backend).await;
-///     // ...
-/// }
-/// ```
-#[doc(inline)]
-pub use crate::__on_both_backends as on_both_backends;
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name($crate::Backend::Sqlite).await
-            }
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name($crate::Backend::Postgres).await
-            }
-        }
-    )*};
-}
 
 /// A database of its own for one test, on a real server or file, removed when this is dropped:
 /// the SQLite file deleted, the Postgres database dropped (its connections ended), so that a
