@@ -56,6 +56,7 @@ pub struct Entity<'a> {
     pub events: Vec<Member<'a>>,
     /// What the generated enums derive besides `Debug` and `Clone`.
     pub derives: &'a [Path],
+    pub snapshot_version: u32,
     pub error: Option<&'a Type>,
     pub krate: Path,
     pub id: Option<&'a Field>,
@@ -114,6 +115,7 @@ impl<'a> Entity<'a> {
             actions: members(args.actions.as_ref()),
             events: members(args.events.as_ref()),
             derives: args.derives.as_ref().map_or(&[], |list| &list.paths),
+            snapshot_version: args.snapshot_version.unwrap_or(1),
             error: args.error.as_ref(),
             krate: args.krate.clone().unwrap_or_else(attr::default_crate),
             id,

@@ -18,14 +18,25 @@ pub const EVENTS: &str = "events";
 pub const PROJECT: &str = "project";
 pub const ERROR: &str = "error";
 pub const DERIVE: &str = "derive";
+pub const SNAPSHOT_VERSION: &str = "snapshot_version";
 pub const CRATE: &str = "crate";
 pub const RENAME: &str = "rename";
 pub const ALIAS: &str = "alias";
+pub const VERSION: &str = "version";
+pub const UPCAST: &str = "upcast";
 
 /// The keys of `#[entity(...)]`, in the order the unknown-key message lists them.
-pub const ENTITY_KEYS: &[&str] = &[TYPE, ACTIONS, EVENTS, ERROR, DERIVE, CRATE];
+pub const ENTITY_KEYS: &[&str] = &[
+    TYPE,
+    ACTIONS,
+    EVENTS,
+    ERROR,
+    DERIVE,
+    SNAPSHOT_VERSION,
+    CRATE,
+];
 /// The keys of `#[action(...)]` and `#[event(...)]`.
-pub const PAYLOAD_KEYS: &[&str] = &[RENAME, ALIAS, CRATE];
+pub const PAYLOAD_KEYS: &[&str] = &[RENAME, ALIAS, VERSION, UPCAST, CRATE];
 
 /// A parenthesized list of paths, `actions(A, B)`.
 pub struct List {
@@ -40,6 +51,9 @@ pub struct EntityArgs {
     pub events: Option<List>,
     /// Traits the generated enums derive besides `Debug` and `Clone` (`derive(PartialEq)`).
     pub derives: Option<List>,
+    /// `snapshot_version = N`: mixed into the state's fingerprint, for a change of its JSON the
+    /// macro cannot see (a field's own type).
+    pub snapshot_version: Option<u32>,
     pub error: Option<Type>,
     pub krate: Option<Path>,
     /// Set when a key could not be parsed: "missing key" errors would then only repeat it.
@@ -85,6 +99,9 @@ fn entity_key(out: &mut EntityArgs, meta: &ParseNestedMeta) -> syn::Result<()> {
             "`project(...)` is not needed: every event with an `impl Project` is projected, and \
              the others are not; remove `project(...)`",
         ))
+    } else if path.is_ident(SNAPSHOT_VERSION) {
+        let version = version_value(meta)?;
+        set_once(&mut out.snapshot_version, version, path)
     } else if path.is_ident(DERIVE) {
         let list = path_list(meta, "derive(PartialEq)", false)?;
         set_once(&mut out.derives, list, path)
@@ -104,7 +121,17 @@ fn entity_key(out: &mut EntityArgs, meta: &ParseNestedMeta) -> syn::Result<()> {
 pub struct PayloadAttrs {
     pub rename: Option<LitStr>,
     pub aliases: Vec<LitStr>,
+    /// `version = N`: the version of an event's payload shape.
+    pub version: Option<(Path, u32)>,
+    /// `upcast(N = OldShape, ...)`: the older versions an event converts from.
+    pub upcasts: Vec<Upcast>,
     pub krate: Option<Path>,
+}
+
+/// `N = OldShape` in `upcast(...)`.
+pub struct Upcast {
+    pub version: syn::LitInt,
+    pub from: Path,
 }
 
 /// Parses every `#[action(...)]` (`name` = "action") or `#[event(...)]` attribute of a derive input.
@@ -133,11 +160,56 @@ fn payload_key(out: &mut PayloadAttrs, meta: &ParseNestedMeta, name: &str) -> sy
     } else if path.is_ident(ALIAS) {
         out.aliases.push(string_value(meta, "alias = \"OldName\"")?);
         Ok(())
+    } else if path.is_ident(VERSION) {
+        let version = version_value(meta)?;
+        set_once(&mut out.version, (path.clone(), version), path)
+    } else if path.is_ident(UPCAST) {
+        if !meta.input.peek(syn::token::Paren) {
+            return Err(expected(path, "upcast(1 = ItemAddedV1)"));
+        }
+        let content;
+        syn::parenthesized!(content in meta.input);
+        let entries = Punctuated::<Upcast, Token![,]>::parse_terminated(&content)?;
+        out.upcasts.extend(entries);
+        Ok(())
     } else if path.is_ident(CRATE) {
         let krate = path_value(meta, "crate = ::my_app::entities_runtime")?;
         set_once(&mut out.krate, krate, path)
     } else {
         Err(unknown_key(path, name, PAYLOAD_KEYS))
+    }
+}
+
+impl syn::parse::Parse for Upcast {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let version: syn::LitInt = input.parse().map_err(|error| {
+            syn::Error::new(
+                error.span(),
+                "write each upcast as `version = OldShape`, e.g. `upcast(1 = ItemAddedV1)`",
+            )
+        })?;
+        input.parse::<Token![=]>()?;
+        let from = Path::parse_mod_style(input)?;
+        Ok(Upcast { version, from })
+    }
+}
+
+/// `version = N`, N at least 1.
+fn version_value(meta: &ParseNestedMeta) -> syn::Result<u32> {
+    match value_expr(meta, "version = 2")? {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(lit), ..
+        }) => match lit.base10_parse::<u32>() {
+            Ok(version) if (1..=i32::MAX as u32).contains(&version) => Ok(version),
+            _ => Err(syn::Error::new_spanned(
+                &lit,
+                "a payload version is a whole number from 1, e.g. `version = 2`",
+            )),
+        },
+        other => Err(syn::Error::new_spanned(
+            other,
+            "expected a whole number for `version`, e.g. `version = 2`",
+        )),
     }
 }
 

@@ -189,7 +189,14 @@ fn tagged_impl(entity: &Entity, kind: PayloadKind, mode: Mode) -> TokenStream {
                 fn encode(&self) -> #result<::std::string::String, #krate::__private::serde_json::Error> {
                     ::core::unimplemented!()
                 }
-                fn decode(_: &#str_, _: &#str_) -> #result<Self, #krate::__private::DecodeError> {
+                fn payload_version(&self) -> #krate::__private::PayloadVersion {
+                    ::core::unimplemented!()
+                }
+                fn decode(
+                    _: &#str_,
+                    _: #krate::__private::PayloadVersion,
+                    _: &#str_,
+                ) -> #result<Self, #krate::__private::DecodeError> {
                     ::core::unimplemented!()
                 }
             }
@@ -218,6 +225,12 @@ fn tagged_impl(entity: &Entity, kind: PayloadKind, mode: Mode) -> TokenStream {
                 }
             }
 
+            fn payload_version(&self) -> #krate::__private::PayloadVersion {
+                match self {
+                    #(Self::#variants(_) => #ops.payload.version,)*
+                }
+            }
+
             fn encode(&self) -> #result<::std::string::String, #krate::__private::serde_json::Error> {
                 match self {
                     #(Self::#variants(__entities_value) => (#ops.payload.encode)(__entities_value),)*
@@ -226,11 +239,16 @@ fn tagged_impl(entity: &Entity, kind: PayloadKind, mode: Mode) -> TokenStream {
 
             fn decode(
                 __entities_tag: &#str_,
+                __entities_version: #krate::__private::PayloadVersion,
                 __entities_payload: &#str_,
             ) -> #result<Self, #krate::__private::DecodeError> {
                 #(
                     if let ::core::option::Option::Some(__entities_decoded) =
-                        #ops.payload.decode_tagged(__entities_tag, __entities_payload)
+                        #ops.payload.decode_tagged(
+                            __entities_tag,
+                            __entities_version,
+                            __entities_payload,
+                        )
                     {
                         return #result::map(__entities_decoded, Self::#variants);
                     }
@@ -329,10 +347,12 @@ fn entity_impl(entity: &Entity) -> TokenStream {
         }
     };
 
+    let shape = shape(entity);
     quote! {
         #[automatically_derived]
         impl #p::Entity for #ident {
             const TYPE: &'static ::core::primitive::str = #type_tag;
+            const SHAPE: &'static ::core::primitive::str = #shape;
             type Action = #action_enum;
             type Event = #event_enum;
             type Error = #error;
@@ -383,6 +403,38 @@ fn entity_impl(entity: &Entity) -> TokenStream {
     }
 }
 
+/// The fingerprint of the state's stored shape (see `Entity::SHAPE`): FNV-1a of its serde
+/// attributes, each field's attributes, name and type, and `snapshot_version`, in hex. Doc
+/// comments are left out: they change no JSON.
+fn shape(entity: &Entity) -> String {
+    use quote::ToTokens;
+    let stored = |attr: &&syn::Attribute| !attr.path().is_ident("doc");
+    let mut text = format!("v{};", entity.snapshot_version);
+    for attr in entity
+        .item
+        .attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("serde"))
+    {
+        text += &attr.to_token_stream().to_string();
+    }
+    for field in &entity.item.fields {
+        for attr in field.attrs.iter().filter(stored) {
+            text += &attr.to_token_stream().to_string();
+        }
+        let name = field
+            .ident
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        text += &format!("{name}:{};", field.ty.to_token_stream());
+    }
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
 /// `error = ...`, or the runtime's `Rejected`.
 fn error_type(entity: &Entity) -> TokenStream {
     let krate = &entity.krate;
@@ -406,6 +458,7 @@ fn entity_stub(entity: &Entity) -> TokenStream {
         #[automatically_derived]
         impl #p::Entity for #ident {
             const TYPE: &'static ::core::primitive::str = "";
+            const SHAPE: &'static ::core::primitive::str = "";
             type Action = #action_enum;
             type Event = #event_enum;
             type Error = #error;
@@ -515,12 +568,31 @@ fn payload_impl(payload: &Payload) -> TokenStream {
         let aliases = &payload.attrs.aliases;
         quote!(const ALIASES: &'static [&'static ::core::primitive::str] = &[#(#aliases),*];)
     });
+    let version = payload.attrs.version.as_ref().map(|(_, version)| {
+        let version = *version as i32;
+        quote!(const VERSION: #krate::__private::PayloadVersion = #version;)
+    });
+    let upcasts = (!payload.attrs.upcasts.is_empty()).then(|| {
+        let entries = payload.attrs.upcasts.iter().map(|upcast| {
+            let (version, from) = (&upcast.version, &upcast.from);
+            // Spanned on the old shape: one without `Deserialize`, or that the event does not
+            // convert from, is an error there.
+            quote_spanned! {from.span()=>
+                (#version, #krate::__private::upcast::<#from, Self>)
+            }
+        });
+        quote! {
+            const UPCASTS: &'static [#krate::__private::Upcast<Self>] = &[#(#entries),*];
+        }
+    });
     quote! {
         const _: () = {
             #[automatically_derived]
             impl #krate::__private::#trait_ for #ident {
                 const TYPE: &'static ::core::primitive::str = #tag;
                 #aliases
+                #version
+                #upcasts
             }
         };
     }
@@ -567,7 +639,7 @@ mod tests {
         assert!(
             out.contains(
                 "unknown entity attribute `typ`; expected one of `type`, `actions`, `events`, \
-                 `error`, `derive`, `crate`"
+                 `error`, `derive`, `snapshot_version`, `crate`"
             ),
             "{out}"
         );

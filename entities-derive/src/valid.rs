@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use quote::ToTokens;
 use syn::{Field, Type};
 
-use crate::ast::{Entity, Member, Payload};
+use crate::ast::{Entity, Member, Payload, PayloadKind};
 use crate::attr::{self, path_string};
 use crate::ctxt::Errors;
 
@@ -80,6 +80,7 @@ fn field_type(field: &Field, name: &str, alias: &str, errors: &mut Errors) {
 }
 
 pub fn payload(payload: &Payload, errors: &mut Errors) {
+    versions(payload, errors);
     let tag = payload.tag();
     let mut seen = HashSet::new();
     for alias in &payload.attrs.aliases {
@@ -97,6 +98,53 @@ pub fn payload(payload: &Payload, errors: &mut Errors) {
                 alias,
                 format!("alias `{value}` is given twice; remove the second `alias = \"{value}\"`"),
             );
+        }
+    }
+}
+
+/// `version` and `upcast` are for events, and each upcast converts a version older than the
+/// current one, once.
+fn versions(payload: &Payload, errors: &mut Errors) {
+    let attrs = &payload.attrs;
+    if payload.kind == PayloadKind::Action {
+        if let Some((key, _)) = &attrs.version {
+            errors.spanned(
+                key,
+                "`version` is for events: a stored action is a record, never decoded into state; \
+                 change its struct freely, or give it a new tag with `rename`",
+            );
+        }
+        if let Some(upcast) = attrs.upcasts.first() {
+            errors.spanned(&upcast.version, "`upcast` is for events, not actions");
+        }
+        return;
+    }
+    let current = attrs.version.as_ref().map_or(1, |(_, version)| *version);
+    let mut seen = HashSet::new();
+    for upcast in &attrs.upcasts {
+        match upcast.version.base10_parse::<u32>() {
+            Ok(version) if version >= 1 && version < current => {
+                if !seen.insert(version) {
+                    errors.spanned(
+                        &upcast.version,
+                        format!("version {version} is upcast twice; keep one `{version} = ...`"),
+                    );
+                }
+            }
+            _ => {
+                let older = match current {
+                    1 => "none: raise it with `version = N` first".to_owned(),
+                    2 => "version 1".to_owned(),
+                    _ => format!("versions 1 to {}", current - 1),
+                };
+                errors.spanned(
+                    &upcast.version,
+                    format!(
+                        "an upcast converts an older payload version; this event is at version \
+                         {current}, so it converts {older}"
+                    ),
+                )
+            }
         }
     }
 }

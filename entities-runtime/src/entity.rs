@@ -26,6 +26,10 @@ pub trait Entity:
 {
     /// Type tag stored in every row of this entity (`entities.type`).
     const TYPE: &'static str;
+    /// A fingerprint of the state's stored shape: its fields' names, types and attributes, and
+    /// `#[entity(snapshot_version = N)]`. Stored with each snapshot; a snapshot of another shape
+    /// is ignored and the entity replayed from its events.
+    const SHAPE: &'static str;
     /// The generated enum of every action this entity accepts.
     type Action: Tagged + std::fmt::Debug + Clone;
     /// The generated enum of every event this entity records.
@@ -64,11 +68,22 @@ pub trait Entity:
 pub trait Tagged: Sized + Send + Sync + 'static {
     /// The stored type tag of this value's variant.
     fn type_tag(&self) -> &'static str;
+    /// The version of this value's payload shape, stored beside it (`#[event(version = N)]`;
+    /// always 1 for actions).
+    fn payload_version(&self) -> PayloadVersion;
     /// The JSON payload of this value's variant.
     fn encode(&self) -> Result<String, serde_json::Error>;
-    /// Rebuilds a value from a stored (type tag, JSON payload) pair.
-    fn decode(type_tag: &str, payload: &str) -> Result<Self, DecodeError>;
+    /// Rebuilds a value from a stored (type tag, payload version, JSON payload) triple; a
+    /// payload of an older version goes through the upcast the type declares for it.
+    fn decode(
+        type_tag: &str,
+        payload_version: PayloadVersion,
+        payload: &str,
+    ) -> Result<Self, DecodeError>;
 }
+
+/// The version of a stored payload's shape: 1, then whatever `#[event(version = N)]` says.
+pub type PayloadVersion = i32;
 
 /// Why a stored (type tag, payload) pair could not be turned back into a value.
 #[derive(Debug, thiserror::Error)]
@@ -78,11 +93,21 @@ pub enum DecodeError {
         type_tag: String,
         known: &'static str,
     },
-    #[error("payload of `{type_tag}` does not decode: {source}")]
+    #[error("payload of `{type_tag}` (version {version}) does not decode: {source}")]
     Payload {
         type_tag: &'static str,
+        version: PayloadVersion,
         #[source]
         source: serde_json::Error,
+    },
+    #[error(
+        "`{type_tag}` has no payload version {version}: its version is {current}, and no \
+         `upcast` of it converts version {version}"
+    )]
+    UnknownVersion {
+        type_tag: &'static str,
+        version: PayloadVersion,
+        current: PayloadVersion,
     },
 }
 
@@ -138,6 +163,14 @@ pub trait Event: Payload + Send + Sync + 'static {
     /// Older tags that still decode into this struct (`#[event(alias = "...")]`): how an event's
     /// schema evolves without rewriting history.
     const ALIASES: &'static [&'static str] = &[];
+    /// The version of this struct's shape (`#[event(version = N)]`, default 1), stored with each
+    /// event. When the shape changes, raise it and keep the old shape as a struct of its own
+    /// that the new one converts from: `#[event(version = 2, upcast(1 = ItemAddedV1))]`.
+    const VERSION: PayloadVersion = 1;
+    /// The older versions this struct converts from, each with its conversion
+    /// (`#[event(upcast(...))]`).
+    #[doc(hidden)]
+    const UPCASTS: &'static [crate::__private::Upcast<Self>] = &[];
 }
 
 /// What a handler returns: the events the action decides, or the entity's refusal.

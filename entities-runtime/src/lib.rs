@@ -114,7 +114,7 @@ pub use database::{Connection, Database, Transaction};
 pub use entities_derive::{Action, Event, entity};
 pub use entity::{
     Action, ActionOf, Apply, Change, Create, DecodeError, Entity, EntityId, Event, Events, Handle,
-    Project, Projected, Rejected, Tagged, Version,
+    PayloadVersion, Project, Projected, Rejected, Tagged, Version,
 };
 pub use error::Error;
 pub use metrics::Metrics;

@@ -136,6 +136,7 @@ pub(crate) fn decide<E: Entity>(
         payload: payload.to_owned(),
         ctx: ctx.clone(),
         event_types: events.iter().map(Tagged::type_tag).collect(),
+        event_versions: events.iter().map(Tagged::payload_version).collect(),
         event_payloads,
     };
     let decision = Decision {

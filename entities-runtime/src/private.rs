@@ -3,8 +3,8 @@
 
 pub use crate::context::Context;
 pub use crate::entity::{
-    Action, Apply, Change, DecodeError, Entity, EntityId, Event, Handle, Payload, Project,
-    Projected, Rejected, Tagged, Version,
+    Action, Apply, Change, DecodeError, Entity, EntityId, Event, Handle, Payload, PayloadVersion,
+    Project, Projected, Rejected, Tagged, Version,
 };
 pub use crate::projection::{ProjectionError, Tx};
 pub use serde;
@@ -107,19 +107,86 @@ pub const fn joined_str(bytes: &[u8]) -> &str {
 pub struct PayloadOps<P> {
     pub tag: &'static str,
     pub aliases: &'static [&'static str],
+    pub version: PayloadVersion,
+    /// The conversion of an older version's JSON, if the type declares one for it.
+    pub upcast: fn(PayloadVersion) -> Option<UpcastFn<P>>,
     pub encode: fn(&P) -> Result<String, serde_json::Error>,
     pub decode: fn(&str) -> Result<P, serde_json::Error>,
 }
 
+/// How the JSON of an older payload version becomes the current struct.
+pub type UpcastFn<P> = fn(&str) -> Result<P, serde_json::Error>;
+
+/// An older payload version of an event, and its conversion.
+pub type Upcast<P> = (PayloadVersion, UpcastFn<P>);
+
+/// The upcast `V` declares for `version`.
+pub fn upcast_of<V: Event>(version: PayloadVersion) -> Option<UpcastFn<V>> {
+    V::UPCASTS
+        .iter()
+        .find(|(from, _)| *from == version)
+        .map(|(_, upcast)| *upcast)
+}
+
+/// Actions have one payload version.
+pub fn no_upcast<A>(_: PayloadVersion) -> Option<UpcastFn<A>> {
+    None
+}
+
+/// Decodes the JSON of `Old` and converts it: what `#[event(upcast(N = Old))]` stores.
+pub fn upcast<Old: serde::de::DeserializeOwned, New: UpcastFrom<Old>>(
+    json: &str,
+) -> Result<New, serde_json::Error> {
+    serde_json::from_str::<Old>(json).map(New::upcast_from)
+}
+
+/// `From<Old>`, as `upcast(...)` requires it: a missing conversion is this message.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not convert from its older shape `{Old}`",
+    label = "listed in `upcast(...)` here",
+    note = "add `impl From<{Old}> for {Self} {{ fn from(old: {Old}) -> Self {{ ... }} }}`"
+)]
+pub trait UpcastFrom<Old>: Sized {
+    fn upcast_from(old: Old) -> Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl<Old, New: From<Old>> UpcastFrom<Old> for New {
+    fn upcast_from(old: Old) -> Self {
+        New::from(old)
+    }
+}
+
 impl<P> PayloadOps<P> {
     /// `None` unless `tag` is this type's tag or one of its aliases.
-    pub fn decode_tagged(&self, tag: &str, payload: &str) -> Option<Result<P, DecodeError>> {
-        (str_eq(tag, self.tag) || contains(self.aliases, tag)).then(|| {
-            (self.decode)(payload).map_err(|source| DecodeError::Payload {
-                type_tag: self.tag,
-                source,
-            })
-        })
+    pub fn decode_tagged(
+        &self,
+        tag: &str,
+        version: PayloadVersion,
+        payload: &str,
+    ) -> Option<Result<P, DecodeError>> {
+        if !(str_eq(tag, self.tag) || contains(self.aliases, tag)) {
+            return None;
+        }
+        let decode = if version == self.version {
+            self.decode
+        } else {
+            match (self.upcast)(version) {
+                Some(upcast) => upcast,
+                None => {
+                    return Some(Err(DecodeError::UnknownVersion {
+                        type_tag: self.tag,
+                        version,
+                        current: self.version,
+                    }));
+                }
+            }
+        };
+        Some(decode(payload).map_err(|source| DecodeError::Payload {
+            type_tag: self.tag,
+            version,
+            source,
+        }))
     }
 }
 
@@ -182,6 +249,8 @@ pub const fn action<E: HandlesListedAction<A>, A: Action>() -> ActionOps<E, A> {
         payload: PayloadOps {
             tag: A::TYPE,
             aliases: A::ALIASES,
+            version: 1,
+            upcast: no_upcast::<A>,
             encode: <A as Payload>::to_json,
             decode: <A as Payload>::from_json,
         },
@@ -195,6 +264,8 @@ pub const fn event<E: AppliesListedEvent<V>, V: Event>() -> EventOps<E, V> {
         payload: PayloadOps {
             tag: V::TYPE,
             aliases: V::ALIASES,
+            version: V::VERSION,
+            upcast: upcast_of::<V>,
             encode: <V as Payload>::to_json,
             decode: <V as Payload>::from_json,
         },

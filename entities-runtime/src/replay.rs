@@ -20,6 +20,23 @@ pub(crate) async fn load<E: Entity>(store: &Store, id: EntityId) -> Result<Loade
         return Err(Failure::NotFound);
     }
     let (mut state, snapshot_version) = match (row.snapshot, row.snapshot_version) {
+        (Some(_), Some(version))
+            if row
+                .snapshot_shape
+                .as_deref()
+                .is_some_and(|shape| shape != E::SHAPE) =>
+        {
+            // Written by a state of another shape: even if it decodes, it may mean something
+            // else now (a field renamed back and forth, a type's JSON changed). The events hold
+            // the truth.
+            tracing::info!(
+                entity_type = E::TYPE,
+                entity_id = id,
+                snapshot_version = version,
+                "snapshot of another state shape; replaying every event"
+            );
+            (E::new(id), 0)
+        }
         (Some(snapshot), Some(version)) => match serde_json::from_str::<E>(&snapshot) {
             Ok(mut state) => {
                 state.set_version(version);
@@ -80,12 +97,11 @@ fn apply_stored<E: Entity>(state: &mut E, stored: StoredEvent) -> Result<(), Fai
             ),
         });
     }
-    let event = E::Event::decode(&stored.event_type, &stored.payload).map_err(|error| {
-        Failure::Corrupt {
+    let event = E::Event::decode(&stored.event_type, stored.payload_version, &stored.payload)
+        .map_err(|error| Failure::Corrupt {
             version: stored.version,
             reason: error.to_string(),
-        }
-    })?;
+        })?;
     catch_unwind(AssertUnwindSafe(|| state.apply_event(&event))).map_err(|payload| {
         Failure::Panicked {
             during: "apply",

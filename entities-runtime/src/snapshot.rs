@@ -92,7 +92,7 @@ pub(crate) async fn write_if_changed<E: Entity>(shared: &Shared, slot: &Slot<E>)
             drop(state);
             shared
                 .store
-                .save_snapshot(slot.id(), version, &snapshot)
+                .save_snapshot(slot.id(), version, &snapshot, E::SHAPE)
                 .await
         }
         Err(error) => {

@@ -30,6 +30,11 @@ const RUNTIME_POSTGRES: &[(i64, &str, &str)] = &[
         "entity snapshots",
         include_str!("../../../migrations/postgres/0002_entity_snapshots.sql"),
     ),
+    (
+        3,
+        "payload versions and snapshot shapes",
+        include_str!("../../../migrations/postgres/0003_shapes.sql"),
+    ),
 ];
 const RUNTIME_SQLITE: &[(i64, &str, &str)] = &[
     (
@@ -41,6 +46,11 @@ const RUNTIME_SQLITE: &[(i64, &str, &str)] = &[
         2,
         "entity snapshots",
         include_str!("../../../migrations/sqlite/0002_entity_snapshots.sql"),
+    ),
+    (
+        3,
+        "payload versions and snapshot shapes",
+        include_str!("../../../migrations/sqlite/0003_shapes.sql"),
     ),
 ];
 

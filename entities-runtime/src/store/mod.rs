@@ -17,7 +17,7 @@ use sqlx::{Postgres, Sqlite};
 pub use migrate::Migration;
 
 use crate::context::Context;
-use crate::entity::{EntityId, Version};
+use crate::entity::{EntityId, PayloadVersion, Version};
 use crate::projection::Tx;
 use crate::sql::{Backend, Target};
 
@@ -52,6 +52,9 @@ pub(crate) struct EntityRow {
     pub version: Version,
     pub snapshot: Option<String>,
     pub snapshot_version: Option<Version>,
+    /// The fingerprint of the state's shape the snapshot was written with (`Entity::SHAPE`);
+    /// `None` for one written before fingerprints.
+    pub snapshot_shape: Option<String>,
 }
 
 /// One stored event, as read back for a replay.
@@ -59,6 +62,7 @@ pub(crate) struct EntityRow {
 pub(crate) struct StoredEvent {
     pub version: Version,
     pub event_type: String,
+    pub payload_version: PayloadVersion,
     pub payload: String,
 }
 
@@ -68,6 +72,9 @@ pub struct EventRecord {
     /// The entity's version after this event.
     pub version: Version,
     pub event_type: String,
+    /// The version of the payload's shape it was stored with (`#[event(version = N)]`): the
+    /// payload is as stored, not upcast.
+    pub payload_version: PayloadVersion,
     pub payload: serde_json::Value,
     pub action_id: i64,
     pub action_type: String,
@@ -85,6 +92,8 @@ pub(crate) struct ActionRows {
     pub payload: String,
     pub ctx: Arc<Context>,
     pub event_types: Vec<&'static str>,
+    /// Each event's payload version (`#[event(version = N)]`).
+    pub event_versions: Vec<PayloadVersion>,
     pub event_payloads: Vec<String>,
 }
 
@@ -131,6 +140,7 @@ impl EntityWrite {
 type HistoryRow = (
     Version,
     String,
+    PayloadVersion,
     String,
     i64,
     String,
@@ -202,15 +212,23 @@ impl Store {
     }
 
     pub async fn entity_row(&self, id: EntityId) -> Result<Option<EntityRow>, sqlx::Error> {
-        let row: Option<(String, Version, Option<String>, Option<Version>)> = on_pool!(self, pool, sql = ENTITY_ROW => {
+        type Row = (
+            String,
+            Version,
+            Option<String>,
+            Option<Version>,
+            Option<String>,
+        );
+        let row: Option<Row> = on_pool!(self, pool, sql = ENTITY_ROW => {
             sqlx::query_as(sql).bind(id).fetch_optional(pool).await?
         });
         Ok(row.map(
-            |(entity_type, version, snapshot, snapshot_version)| EntityRow {
+            |(entity_type, version, snapshot, snapshot_version, snapshot_shape)| EntityRow {
                 entity_type,
                 version,
                 snapshot,
                 snapshot_version,
+                snapshot_shape,
             },
         ))
     }
@@ -221,16 +239,19 @@ impl Store {
         id: EntityId,
         version: Version,
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        let rows: Vec<(Version, String, String)> = on_pool!(self, pool, sql = EVENTS_AFTER => {
+        let rows: Vec<(Version, String, PayloadVersion, String)> = on_pool!(self, pool, sql = EVENTS_AFTER => {
             sqlx::query_as(sql).bind(id).bind(version).fetch_all(pool).await?
         });
         Ok(rows
             .into_iter()
-            .map(|(version, event_type, payload)| StoredEvent {
-                version,
-                event_type,
-                payload,
-            })
+            .map(
+                |(version, event_type, payload_version, payload)| StoredEvent {
+                    version,
+                    event_type,
+                    payload_version,
+                    payload,
+                },
+            )
             .collect())
     }
 
@@ -245,18 +266,19 @@ impl Store {
         });
         rows.into_iter()
             .map(|row| {
-                let payload = serde_json::from_str(&row.2)
+                let payload = serde_json::from_str(&row.3)
                     .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
                 Ok(EventRecord {
                     version: row.0,
                     event_type: row.1,
+                    payload_version: row.2,
                     payload,
-                    action_id: row.3,
-                    action_type: row.4,
-                    created_by: row.5,
-                    request_id: row.6,
-                    correlation_id: row.7,
-                    inserted_at: row.8,
+                    action_id: row.4,
+                    action_type: row.5,
+                    created_by: row.6,
+                    request_id: row.7,
+                    correlation_id: row.8,
+                    inserted_at: row.9,
                 })
             })
             .collect()
@@ -284,17 +306,18 @@ impl Store {
         }
     }
 
-    /// Stores `snapshot` as the state at `version`, unless a newer snapshot is there already
-    /// (one of the same version is rewritten: it may be one that no longer decodes). Returns
-    /// whether it was written.
+    /// Stores `snapshot`, of a state of shape `shape`, as the state at `version`, unless a newer
+    /// snapshot is there already (one of the same version is rewritten: it may be one that no
+    /// longer decodes, or of another shape). Returns whether it was written.
     pub async fn save_snapshot(
         &self,
         id: EntityId,
         version: Version,
         snapshot: &str,
+        shape: &str,
     ) -> Result<bool, sqlx::Error> {
         let done = on_pool!(self, pool, sql = SAVE_SNAPSHOT => {
-            sqlx::query(sql).bind(id).bind(version).bind(snapshot).execute(pool).await?.rows_affected()
+            sqlx::query(sql).bind(id).bind(version).bind(snapshot).bind(shape).execute(pool).await?.rows_affected()
         });
         Ok(done == 1)
     }

@@ -3,24 +3,25 @@
 use sqlx::postgres::PgConnection;
 
 use super::EntityWrite;
-use crate::entity::{EntityId, Version};
+use crate::entity::{EntityId, PayloadVersion, Version};
 
-pub(super) const ENTITY_ROW: &str = "SELECT e.type, e.version, s.snapshot::text, s.version \
+pub(super) const ENTITY_ROW: &str = "SELECT e.type, e.version, s.snapshot::text, s.version, s.shape \
      FROM entities.entities e LEFT JOIN entities.entity_snapshots s ON s.entity_id = e.id WHERE e.id = $1";
 
-pub(super) const EVENTS_AFTER: &str = "SELECT entity_version, type, payload::text FROM entities.entity_events \
+pub(super) const EVENTS_AFTER: &str = "SELECT entity_version, type, payload_version, payload::text FROM entities.entity_events \
      WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version";
 
-pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO entities.entity_snapshots AS s (entity_id, version, snapshot) \
-     SELECT id, $2, $3::jsonb FROM entities.entities WHERE id = $1 AND version >= $2 \
-     ON CONFLICT (entity_id) DO UPDATE SET version = excluded.version, snapshot = excluded.snapshot, taken_at = now() \
+pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO entities.entity_snapshots AS s (entity_id, version, snapshot, shape) \
+     SELECT id, $2, $3::jsonb, $4 FROM entities.entities WHERE id = $1 AND version >= $2 \
+     ON CONFLICT (entity_id) DO UPDATE SET version = excluded.version, snapshot = excluded.snapshot, \
+     shape = excluded.shape, taken_at = now() \
      WHERE s.version <= excluded.version";
 
 /// The next id of the `entities` table's own sequence (`bigserial`), reserved for a create.
 pub(super) const NEXT_ID: &str =
     "SELECT nextval(pg_get_serial_sequence('entities.entities', 'id'))";
 
-pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload::text, e.action_id, a.type, e.created_by, \
+pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload_version, e.payload::text, e.action_id, a.type, e.created_by, \
             e.request_id, e.correlation_id, \
             to_char(e.inserted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
      FROM entities.entity_events e JOIN entities.entity_actions a ON a.id = e.action_id \
@@ -57,10 +58,10 @@ WITH created AS (
     RETURNING id, entity_id, entity_type, entity_version, created_by, request_id, correlation_id
 ), events AS (
     INSERT INTO entities.entity_events
-        (entity_id, entity_type, entity_version, type, payload, action_id, created_by, request_id, correlation_id)
-    SELECT ev.entity_id, a.entity_type, ev.version, ev.type, ev.payload::jsonb, a.id, a.created_by, a.request_id, a.correlation_id
-    FROM unnest($12::bigint[], $13::bigint[], $14::bigint[], $15::text[], $16::text[])
-        AS ev(entity_id, action_version, version, type, payload)
+        (entity_id, entity_type, entity_version, type, payload_version, payload, action_id, created_by, request_id, correlation_id)
+    SELECT ev.entity_id, a.entity_type, ev.version, ev.type, ev.payload_version, ev.payload::jsonb, a.id, a.created_by, a.request_id, a.correlation_id
+    FROM unnest($12::bigint[], $13::bigint[], $14::bigint[], $15::text[], $16::text[], $20::int[])
+        AS ev(entity_id, action_version, version, type, payload, payload_version)
     JOIN actions a ON a.entity_id = ev.entity_id AND a.entity_version = ev.action_version
 )
 SELECT id FROM written";
@@ -84,6 +85,7 @@ struct Columns<'a> {
     event_version: Vec<Version>,
     event_type: Vec<&'static str>,
     event_payload: Vec<&'a str>,
+    event_payload_version: Vec<PayloadVersion>,
     created: Vec<EntityId>,
     created_type: Vec<&'static str>,
     created_version: Vec<Version>,
@@ -112,13 +114,19 @@ impl<'a> Columns<'a> {
                 columns.created_by.push(&action.ctx.user_id);
                 columns.request_id.push(&action.ctx.request_id);
                 columns.correlation_id.push(&action.ctx.correlation_id);
-                for (event_type, payload) in action.event_types.iter().zip(&action.event_payloads) {
+                let events = action
+                    .event_types
+                    .iter()
+                    .zip(&action.event_versions)
+                    .zip(&action.event_payloads);
+                for ((event_type, payload_version), payload) in events {
                     version += 1;
                     columns.event_entity.push(write.entity_id);
                     columns.event_action_version.push(after);
                     columns.event_version.push(version);
                     columns.event_type.push(event_type);
                     columns.event_payload.push(payload);
+                    columns.event_payload_version.push(*payload_version);
                 }
             }
         }
@@ -151,6 +159,7 @@ pub(super) async fn append(
         .bind(&columns.created)
         .bind(&columns.created_type)
         .bind(&columns.created_version)
+        .bind(&columns.event_payload_version)
         .fetch_all(conn)
         .await?;
     Ok(writes

@@ -5,15 +5,16 @@ use sqlx::sqlite::SqliteConnection;
 use super::EntityWrite;
 use crate::entity::{EntityId, Version};
 
-pub(super) const ENTITY_ROW: &str = "SELECT e.type, e.version, s.snapshot, s.version \
+pub(super) const ENTITY_ROW: &str = "SELECT e.type, e.version, s.snapshot, s.version, s.shape \
      FROM entities e LEFT JOIN entity_snapshots s ON s.entity_id = e.id WHERE e.id = $1";
 
-pub(super) const EVENTS_AFTER: &str = "SELECT entity_version, type, payload FROM entity_events \
+pub(super) const EVENTS_AFTER: &str = "SELECT entity_version, type, payload_version, payload FROM entity_events \
      WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version";
 
-pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO entity_snapshots AS s (entity_id, version, snapshot) \
-     SELECT id, $2, $3 FROM entities WHERE id = $1 AND version >= $2 \
+pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO entity_snapshots AS s (entity_id, version, snapshot, shape) \
+     SELECT id, $2, $3, $4 FROM entities WHERE id = $1 AND version >= $2 \
      ON CONFLICT (entity_id) DO UPDATE SET version = excluded.version, snapshot = excluded.snapshot, \
+     shape = excluded.shape, \
      taken_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE s.version <= excluded.version";
 
 /// Reserves `$1` ids after the greatest ever given out, which `AUTOINCREMENT` keeps in
@@ -24,7 +25,7 @@ INSERT INTO sqlite_sequence (name, seq) SELECT 'entities', 0 \
     WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'entities');
 UPDATE sqlite_sequence SET seq = seq + $1 WHERE name = 'entities' RETURNING seq";
 
-pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload, e.action_id, a.type, e.created_by, \
+pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload_version, e.payload, e.action_id, a.type, e.created_by, \
             e.request_id, e.correlation_id, e.inserted_at \
      FROM entity_events e JOIN entity_actions a ON a.id = e.action_id \
      WHERE e.entity_id = $1 AND e.entity_type = $2 ORDER BY e.entity_version";
@@ -55,9 +56,18 @@ pub(super) async fn append(
                 .bind(&action.ctx.user_id)
                 .bind(&action.ctx.request_id)
                 .bind(&action.ctx.correlation_id);
-            for (event_type, payload) in action.event_types.iter().zip(&action.event_payloads) {
+            let events = action
+                .event_types
+                .iter()
+                .zip(&action.event_versions)
+                .zip(&action.event_payloads);
+            for ((event_type, payload_version), payload) in events {
                 version += 1;
-                query = query.bind(version).bind(*event_type).bind(payload);
+                query = query
+                    .bind(version)
+                    .bind(*event_type)
+                    .bind(payload)
+                    .bind(*payload_version);
             }
         }
         appended.push(query.execute(&mut *conn).await?.rows_affected() > 0);
@@ -67,7 +77,7 @@ pub(super) async fn append(
 
 /// The statements of [`append`] for a chain of this shape (how many actions, how many events
 /// each); sqlx keeps each shape prepared. `$N` parameters are bound by number in every
-/// statement: 1-4 are the entity's, then 6 per action and 3 per event, in order.
+/// statement: 1-4 are the entity's, then 6 per action and 4 per event, in order.
 fn append_sql(write: &EntityWrite) -> String {
     use std::fmt::Write;
     let mut sql = String::from(if write.creates {
@@ -93,16 +103,17 @@ fn append_sql(write: &EntityWrite) -> String {
         );
         for _ in &action.event_types {
             let e = next;
-            next += 3;
+            next += 4;
             let _ = writeln!(
                 sql,
                 "INSERT INTO entity_events \
-                 (entity_id, entity_type, entity_version, type, payload, action_id, created_by, request_id, correlation_id) \
-                 SELECT $1, $4, ${e}, ${}, ${}, \
+                 (entity_id, entity_type, entity_version, type, payload, payload_version, action_id, created_by, request_id, correlation_id) \
+                 SELECT $1, $4, ${e}, ${}, ${}, ${}, \
                  (SELECT id FROM entity_actions WHERE entity_id = $1 AND entity_version = ${a}), ${}, ${}, ${} \
                  WHERE changes() > 0;",
                 e + 1,
                 e + 2,
+                e + 3,
                 a + 3,
                 a + 4,
                 a + 5,

@@ -86,11 +86,22 @@ pub struct Opened {
 pub struct Added {
     pub amount: i64,
 }
+/// At payload version 2: version 1 called the name `new_name`.
 #[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
+#[event(version = 2, upcast(1 = RenamedV1))]
 pub struct Renamed {
     pub name: String,
 }
-/// Not in `project(...)`: the read model does not see it.
+#[derive(Deserialize)]
+pub struct RenamedV1 {
+    pub new_name: String,
+}
+impl From<RenamedV1> for Renamed {
+    fn from(old: RenamedV1) -> Self {
+        Self { name: old.new_name }
+    }
+}
+/// Without an `impl Project`: the read model does not see it.
 #[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
 pub struct Noted;
 
@@ -370,7 +381,8 @@ pub async fn scalar_eventually(
     }
 }
 
-fn qualify(runtime: &Runtime, sql: &str) -> String {
+/// `sql` with `{entities}` made the runtime's schema (`entities.` on Postgres).
+pub fn qualify(runtime: &Runtime, sql: &str) -> String {
     let schema = match runtime.backend() {
         Backend::Postgres => "entities.",
         Backend::Sqlite => "",

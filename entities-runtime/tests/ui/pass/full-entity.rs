@@ -153,7 +153,7 @@ fn main() {
     let action = ShoppingListAction::from(AddItem("milk".into()));
     assert_eq!(action.type_tag(), "add_item");
     assert!(matches!(
-        ShoppingListAction::decode("AddItemV0", "\"eggs\""),
+        ShoppingListAction::decode("AddItemV0", 1, "\"eggs\""),
         Ok(ShoppingListAction::AddItem(_))
     ));
     let event = ShoppingListEvent::from(events::Cleared);

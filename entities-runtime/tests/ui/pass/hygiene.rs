@@ -112,13 +112,13 @@ mod shadowed {
         let mut list = <List as Entity>::new(1);
         let action = ListAction::from(SetName { name: "x".into() });
         let payload = action.encode().expect("encodes");
-        let action = ListAction::decode(action.type_tag(), &payload).expect("decodes");
+        let action = ListAction::decode(action.type_tag(), 1, &payload).expect("decodes");
         for event in <List as Entity>::handle_action(&list, &ctx, &action).expect("handled") {
             assert!(<List as Entity>::is_projected(&event));
             <List as Entity>::apply_event(&mut list, &event);
         }
         let _ = ListAction::Clear(Clear::Now);
-        let _ = ListEvent::decode("Cleared", "null").expect("decodes");
+        let _ = ListEvent::decode("Cleared", 1, "null").expect("decodes");
         let version = <List as Entity>::version(&list) + <List as Entity>::id(&list);
         ::entities_runtime::__private::SetVersion::set_version(&mut list, version);
         assert_eq!(list.name, "x");
