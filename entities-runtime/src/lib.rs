@@ -89,6 +89,7 @@
 //! need (every event with an `impl Project` is projected); read them through
 //! [`Runtime::database`]. See the `example` crate's ShoppingList for one on both backends.
 
+mod action_path;
 mod commit;
 mod context;
 mod database;

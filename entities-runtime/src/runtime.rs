@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::action_path;
 use crate::context::Context;
 use crate::database::Database;
 use crate::entity::{ActionOf, Create, Entity, EntityId};
@@ -161,7 +162,7 @@ impl Runtime {
         // got in, and a call that comes after it starts is refused.
         let _running = self.shared.tasks.token();
         self.open()?;
-        let span = worker::action_span::<E>();
+        let span = action_path::action_span::<E>();
         let first = self
             .first_action::<E>(ctx, args, &span)
             .instrument(span.clone())

@@ -112,6 +112,17 @@ pub(crate) struct EntityWrite {
     pub actions: Vec<ActionRows>,
 }
 
+impl ActionRows {
+    /// Each event's type tag, payload version and payload, in order.
+    pub fn events(&self) -> impl Iterator<Item = (&'static str, PayloadVersion, &str)> {
+        self.event_types
+            .iter()
+            .zip(&self.event_versions)
+            .zip(&self.event_payloads)
+            .map(|((event_type, version), payload)| (*event_type, *version, payload.as_str()))
+    }
+}
+
 impl EntityWrite {
     /// The entity's version after each action of the chain.
     pub fn versions_after(&self) -> impl Iterator<Item = Version> + '_ {

@@ -56,18 +56,13 @@ pub(super) async fn append(
                 .bind(&action.ctx.user_id)
                 .bind(&action.ctx.request_id)
                 .bind(&action.ctx.correlation_id);
-            let events = action
-                .event_types
-                .iter()
-                .zip(&action.event_versions)
-                .zip(&action.event_payloads);
-            for ((event_type, payload_version), payload) in events {
+            for (event_type, payload_version, payload) in action.events() {
                 version += 1;
                 query = query
                     .bind(version)
-                    .bind(*event_type)
+                    .bind(event_type)
                     .bind(payload)
-                    .bind(*payload_version);
+                    .bind(payload_version);
             }
         }
         appended.push(query.execute(&mut *conn).await?.rows_affected() > 0);
