@@ -194,21 +194,23 @@ impl syn::parse::Parse for Upcast {
     }
 }
 
-/// `version = N`, N at least 1.
+/// `version = N` or `snapshot_version = N`, N at least 1.
 fn version_value(meta: &ParseNestedMeta) -> syn::Result<u32> {
-    match value_expr(meta, "version = 2")? {
+    let key = path_string(&meta.path);
+    let example = format!("{key} = 2");
+    match value_expr(meta, &example)? {
         Expr::Lit(ExprLit {
             lit: Lit::Int(lit), ..
         }) => match lit.base10_parse::<u32>() {
             Ok(version) if (1..=i32::MAX as u32).contains(&version) => Ok(version),
             _ => Err(syn::Error::new_spanned(
                 &lit,
-                "a payload version is a whole number from 1, e.g. `version = 2`",
+                format!("`{key}` is a whole number from 1, e.g. `{example}`"),
             )),
         },
         other => Err(syn::Error::new_spanned(
             other,
-            "expected a whole number for `version`, e.g. `version = 2`",
+            format!("expected a whole number for `{key}`, e.g. `{example}`"),
         )),
     }
 }

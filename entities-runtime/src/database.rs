@@ -93,7 +93,9 @@ impl Database {
         }
     }
 
-    /// Closes the pool: every clone's connections end.
+    /// Closes the pool: every clone's connections end. On the runtime's own database that is
+    /// the runtime's pool, which `Runtime::shutdown` closes: closed early, every later call of
+    /// the runtime fails with `Error::Storage`.
     pub async fn close(&self) {
         self.store.close().await;
     }

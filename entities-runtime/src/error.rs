@@ -8,7 +8,8 @@ use crate::entity::{EntityId, Version};
 ///
 /// A failed call changed nothing, not the database and not the state in memory, with one
 /// exception that no client of a database escapes: a [`Storage`](Error::Storage) error from a
-/// `COMMIT` whose answer was lost, when the commit may have gone through.
+/// `COMMIT` whose answer was lost, when the commit may have gone through (and
+/// [`Unanswered`](Error::Unanswered), its like inside the runtime).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error<D> {
@@ -72,10 +73,10 @@ pub enum Error<D> {
         event: &'static str,
         message: String,
     },
-    /// The runtime's committer ended before it told whether the action committed (it
-    /// panicked, or the runtime was dropped without `shutdown`). As with a `Storage` error at
-    /// `COMMIT`, the action may have been stored: the entity reads the database before its next
-    /// action.
+    /// The runtime's committer ended before it told whether the action committed: a bug of the
+    /// runtime's made it panic, or the tokio runtime under it is shutting down. As with a
+    /// `Storage` error at `COMMIT`, the action may have been stored: the entity reads the
+    /// database before its next action.
     #[error(
         "{entity_type} {id}: the committer ended before answering; the action may have been committed"
     )]

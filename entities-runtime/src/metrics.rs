@@ -18,7 +18,8 @@ pub struct Metrics {
     /// callers got `Error::Storage` and their entities catch up before their next action.
     pub commits_failed: u64,
     /// Chains of actions whose version check found that another writer had moved the entity on
-    /// (deadlocks included): they wrote nothing and were decided again after a catch-up.
+    /// (or a create whose id was taken), deadlocks and serialization failures included: they
+    /// wrote nothing and were decided again after a catch-up, up to `max_attempts`.
     pub conflicts: u64,
     /// Batches the database broke out of a deadlock (Postgres): counted as conflicts too.
     pub deadlocks: u64,

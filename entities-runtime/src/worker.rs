@@ -59,13 +59,15 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
                     .await;
             }
         }
-        if commands.is_empty() {
+        if commands.is_empty() && !worker.slot.is_loaded() {
             // A create that failed leaves no entity to keep in memory.
-            if !worker.slot.is_loaded() && worker.shared.registry.leave(&*worker.slot) {
+            if worker.shared.registry.leave(&*worker.slot) {
                 return;
             }
             continue;
         }
+        // A created entity goes on below: at shutdown it leaves like any other, even when its
+        // create came after the shutdown's sweep had asked every live entity to leave.
         if !worker.slot.is_loaded()
             && let Err(failure) = worker.load().await
         {

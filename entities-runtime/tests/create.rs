@@ -165,8 +165,9 @@ async fn a_create_that_records_no_events_stores_the_entity_at_version_zero(backe
     assert_eq!(*added, cold_load(&db, created.id).await);
 }
 
-/// Two runtimes create on one database, more than one SQLite reservation each, and a third
-/// starts after the first stops: every id is given out once, and each runtime's ids grow.
+/// Two runtimes create on one database, in turns and then all at once, each more than two
+/// SQLite reservations' worth, and a third starts after the first stops: every id is given
+/// out once, and each runtime's ids grow.
 async fn runtimes_sharing_a_database_never_give_out_the_same_id(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let first = runtime(&db).await;
@@ -184,6 +185,15 @@ async fn runtimes_sharing_a_database_never_give_out_the_same_id(backend: Backend
         *last = id;
         assert!(ids.insert(id), "id {id} given out twice");
     }
+    // 50 at once from each: they wait for one another's reservations, and refill the blocks.
+    let concurrent = (0..100).map(|n| {
+        let runtime = if n % 2 == 0 { &first } else { &second };
+        spawn_create(runtime, &format!("at once {n}"))
+    });
+    for create in futures::future::join_all(concurrent.collect::<Vec<_>>()).await {
+        let id = create.unwrap().expect("created").id;
+        assert!(ids.insert(id), "id {id} given out twice");
+    }
     first.shutdown().await;
     let third = runtime_with(&db, |b| b.migrate(false)).await;
     for n in 0..3 {
@@ -195,7 +205,7 @@ async fn runtimes_sharing_a_database_never_give_out_the_same_id(backend: Backend
     assert!(matches!(refused, Err(Error::Rejected(_))), "{refused:?}");
     assert_eq!(
         scalar(&third, "SELECT count(*) FROM {entities}entities").await,
-        Some(43)
+        Some(143)
     );
     second.shutdown().await;
     third.shutdown().await;

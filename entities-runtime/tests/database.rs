@@ -159,5 +159,12 @@ async fn a_runtime_shares_its_pool_with_its_database(backend: Backend) {
         ),
         (backend == Backend::Postgres, backend == Backend::Sqlite)
     );
+    let handle = runtime.database().clone();
     runtime.shutdown().await;
+    // The runtime's own pool: closed with it.
+    let closed = match backend {
+        Backend::Postgres => handle.postgres().unwrap().is_closed(),
+        Backend::Sqlite => handle.sqlite().unwrap().is_closed(),
+    };
+    assert!(closed, "the handle shares the runtime's pool");
 }

@@ -110,3 +110,42 @@ async fn shutdown_lets_a_create_in_flight_commit(backend: Backend) {
     );
     fresh.shutdown().await;
 }
+
+/// A create that got in before shutdown but reaches its entity's worker only after shutdown's
+/// sweep asked every live entity to leave still commits, and its entity leaves memory too
+/// (snapshotted) instead of staying live in a stopped runtime. Staged on SQLite: another
+/// connection holds the write lock, so the create waits for its id while the sweep runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_created_after_the_shutdown_sweep_still_leaves() {
+    let db = TestDatabase::sqlite();
+    // Created by another runtime, which snapshots it as it stops: live in this one, it leaves
+    // without writing, so its leaving shows the sweep ran. And this runtime has reserved no
+    // ids yet, so its create reserves some, which waits for the write lock.
+    let earlier = runtime(&db).await;
+    let live = new_counter(&earlier, "live").await.id;
+    earlier.shutdown().await;
+    let runtime = runtime_with(&db, |b| b.migrate(false)).await;
+    runtime.entity::<Counter>(live).get().await.unwrap();
+    let mut blocker = SnapshotBlocker::connect(&db).await;
+    blocker.hold().await;
+
+    let ctx = ctx();
+    let mut create = std::pin::pin!(runtime.create::<Counter>(&ctx, "late".into()));
+    // One poll takes it past the shutdown check, to the reservation of its id, which waits.
+    assert!(futures::poll!(create.as_mut()).is_pending());
+    let shutdown = start_shutdown(&runtime).await;
+    metrics_until(&runtime, "the sweep to send the live counter away", |m| {
+        m.passivations == 1
+    })
+    .await;
+    blocker.release().await;
+
+    let created = create.await.expect("a create that got in commits");
+    shutdown.await.unwrap();
+    assert_eq!(runtime.live_entities(), 0, "the created entity left memory");
+    assert_eq!(runtime.metrics().passivations, 2);
+    let fresh = runtime_with(&db, |b| b.migrate(false)).await;
+    assert_eq!(snapshot_version(&fresh, created.id).await, Some(1));
+    fresh.shutdown().await;
+    assert_eq!(cold_load(&db, created.id).await, *created);
+}

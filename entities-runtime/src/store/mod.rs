@@ -108,7 +108,7 @@ pub(crate) struct EntityWrite {
     /// The chain creates the entity (`expected_version` is 0): its row is inserted rather than
     /// its version checked and bumped, and the write fails in the same way if the id is taken.
     pub creates: bool,
-    /// None only for a create that recorded no events: the entity's row alone.
+    /// Empty only for a create that recorded no events: the entity's row alone.
     pub actions: Vec<ActionRows>,
 }
 

@@ -19,9 +19,10 @@ pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO entity_snapshots AS s (entit
 
 /// Reserves `$1` ids after the greatest ever given out, which `AUTOINCREMENT` keeps in
 /// `sqlite_sequence` (whose row for `entities` appears with its first row: made here when
-/// missing). An entity inserted with a reserved id leaves the counter where it is.
+/// missing, from the greatest id there is, should the row have been deleted). An entity
+/// inserted with a reserved id leaves the counter where it is.
 pub(super) const RESERVE_IDS: &str = "\
-INSERT INTO sqlite_sequence (name, seq) SELECT 'entities', 0 \
+INSERT INTO sqlite_sequence (name, seq) SELECT 'entities', (SELECT coalesce(max(id), 0) FROM entities) \
     WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'entities');
 UPDATE sqlite_sequence SET seq = seq + $1 WHERE name = 'entities' RETURNING seq";
 
