@@ -115,8 +115,8 @@ impl<E: Entity> Worker<E> {
 
     /// Decides a create's action on the entity's empty state and commits it with the entity's
     /// row, then publishes the first state. A conflict (a deadlock with another runtime's
-    /// batch; the id is reserved, so it is not taken unless by hand) is retried up to
-    /// `max_attempts` times.
+    /// batch) is retried up to `max_attempts` times; an id taken already (reserved ids are taken
+    /// only by rows inserted by hand) is a conflict at once.
     pub async fn create(&mut self, mut item: Queued<E>) {
         let id = self.slot.id();
         item.span.record("entity_id", id);
@@ -161,9 +161,10 @@ impl<E: Entity> Worker<E> {
                     }
                     return;
                 }
-                Some(Outcome::Conflict | Outcome::Retry) => {
+                Some(outcome @ (Outcome::Conflict | Outcome::Retry | Outcome::Taken)) => {
                     item.conflicts += 1;
-                    if item.conflicts >= self.shared.config.max_attempts {
+                    let taken = matches!(outcome, Outcome::Taken);
+                    if taken || item.conflicts >= self.shared.config.max_attempts {
                         let attempts = item.conflicts;
                         return item.answer(Err(Error::Conflict {
                             entity_type: E::TYPE,
@@ -204,7 +205,7 @@ impl<E: Entity> Worker<E> {
                     id: self.slot.id(),
                 }
             }
-            Outcome::Committed | Outcome::Conflict | Outcome::Retry => {
+            Outcome::Committed | Outcome::Conflict | Outcome::Retry | Outcome::Taken => {
                 unreachable!("only a failed commit has an error")
             }
         }

@@ -54,6 +54,9 @@ pub(crate) enum Outcome {
     Committed,
     /// The stored version had moved on: nothing of the chain was written. Catch up, decide again.
     Conflict,
+    /// A create whose id another row holds already (only rows inserted by hand can take a
+    /// reserved id): nothing was written, and deciding again cannot help.
+    Taken,
     /// An earlier action of the chain failed, so this one, decided after it, was not written.
     Retry,
     /// Its projections refused it (the action holds why); it was rolled back.
@@ -269,7 +272,7 @@ impl Batcher {
         // transaction, which holds nothing else.
         if let [step] = steps.as_mut_slice() {
             let outcome = match (appended[0], step.project.take()) {
-                (false, _) => Outcome::Conflict,
+                (false, _) => not_written(&writes[0]),
                 (true, None) => Outcome::Committed,
                 (true, Some(project)) => match project.project(&mut tx.projection()).await {
                     Ok(()) => Outcome::Committed,
@@ -344,7 +347,7 @@ async fn project_batch(
         let step = &steps[at];
         let project = match &step.project {
             _ if !appended[step.write] => {
-                outcomes[at] = Some(Outcome::Conflict);
+                outcomes[at] = Some(not_written(&writes[step.write]));
                 at += 1;
                 continue;
             }
@@ -409,6 +412,15 @@ async fn project_batch(
         .into_iter()
         .map(|outcome| outcome.unwrap_or_else(|| unreachable!("every step is decided")))
         .collect())
+}
+
+/// The outcome of a write whose version check (or, for a create, whose insert) wrote nothing.
+fn not_written(write: &EntityWrite) -> Outcome {
+    if write.creates {
+        Outcome::Taken
+    } else {
+        Outcome::Conflict
+    }
 }
 
 /// A deadlock or serialization failure (SQLSTATE 40P01, 40001).

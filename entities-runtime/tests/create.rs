@@ -15,6 +15,7 @@ on_both_backends!(
     a_create_refused_in_its_batch_leaves_no_entity_and_its_neighbours_commit,
     a_create_that_records_no_events_stores_the_entity_at_version_zero,
     runtimes_sharing_a_database_never_give_out_the_same_id,
+    a_create_whose_id_is_taken_is_a_conflict_at_once,
 );
 
 /// Spawns a create of a counter named `name` on `runtime`.
@@ -209,4 +210,45 @@ async fn runtimes_sharing_a_database_never_give_out_the_same_id(backend: Backend
     );
     second.shutdown().await;
     third.shutdown().await;
+}
+
+/// Reserved ids are taken only by rows written by hand; should one be, its create fails at
+/// once as a conflict, writing nothing, instead of trying the same id again.
+async fn a_create_whose_id_is_taken_is_a_conflict_at_once(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let first = runtime(&db).await;
+    let taken = new_counter(&first, "first").await.id;
+    first.shutdown().await;
+    let raw = runtime_with(&db, |b| b.migrate(false)).await;
+    // The id counter set back: the next reservation gives out `taken` again.
+    exec(
+        &raw,
+        match backend {
+            Backend::Postgres => {
+                "SELECT setval(pg_get_serial_sequence('entities.entities', 'id'), 1, false)"
+            }
+            Backend::Sqlite => "UPDATE sqlite_sequence SET seq = 0 WHERE name = 'entities'",
+        },
+    )
+    .await;
+    let before = raw.metrics();
+    let result = raw.create::<Counter>(&ctx(), "second".into()).await;
+    assert!(
+        matches!(result, Err(Error::Conflict { id, attempts: 1, .. }) if id == taken),
+        "{result:?}"
+    );
+    assert_eq!(raw.metrics().conflicts, before.conflicts + 1);
+    // Nothing of the refused create stays in memory: the id's entity is the stored one.
+    let holder = raw.entity::<Counter>(taken).get().await.unwrap();
+    assert_eq!((holder.name.as_str(), holder.version), ("first", 1));
+    assert_eq!(
+        stored(&raw, taken).await.read_model,
+        Some(("first".to_owned(), 0, 1)),
+        "the entity holding the id is untouched"
+    );
+    assert_eq!(
+        scalar(&raw, "SELECT count(*) FROM {entities}entities").await,
+        Some(1)
+    );
+    raw.shutdown().await;
 }
