@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::entity::{Entity, EntityId, Tagged, Version};
 use crate::error::{Error, panic_message, persist_error};
 use crate::projection::{ProjectionError, Tx};
-use crate::store::ActionRows;
+use crate::store::{ActionRows, EventRow};
 
 /// What an action decided: its events and the states they lead through.
 pub(crate) struct Decision<E: Entity> {
@@ -103,14 +103,19 @@ pub(crate) fn decide<E: Entity>(
     if events.is_empty() {
         return Ok(None);
     }
-    let mut event_payloads = Vec::with_capacity(events.len());
+    let mut event_rows = Vec::with_capacity(events.len());
     for event in &events {
-        event_payloads.push(encode(event).map_err(|message| Error::Payload {
+        let payload = encode(event).map_err(|message| Error::Payload {
             entity_type: E::TYPE,
             id: before.id(),
             type_tag: event.type_tag(),
             message,
-        })?);
+        })?;
+        event_rows.push(EventRow {
+            event_type: event.type_tag(),
+            payload_version: event.payload_version(),
+            payload,
+        });
     }
     let keep_between = events.len() > 1 && events.iter().any(E::is_projected);
     let (after, between) = catch_unwind(AssertUnwindSafe(|| {
@@ -135,9 +140,7 @@ pub(crate) fn decide<E: Entity>(
         action_type: action.type_tag(),
         payload: payload.to_owned(),
         ctx: ctx.clone(),
-        event_types: events.iter().map(Tagged::type_tag).collect(),
-        event_versions: events.iter().map(Tagged::payload_version).collect(),
-        event_payloads,
+        events: event_rows,
     };
     let decision = Decision {
         events,

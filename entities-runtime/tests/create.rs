@@ -252,3 +252,28 @@ async fn a_create_whose_id_is_taken_is_a_conflict_at_once(backend: Backend) {
     );
     raw.shutdown().await;
 }
+
+/// SQLite keeps the greatest id given out in `sqlite_sequence`; should its row be gone (a
+/// restore, a hand-made copy), a reservation starts after the greatest id there is rather than
+/// from 1, where ids are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_id_counter_that_is_gone_restarts_after_the_greatest_id() {
+    let db = TestDatabase::sqlite();
+    let first = runtime(&db).await;
+    for n in 0..3 {
+        new_counter(&first, &format!("before {n}")).await;
+    }
+    first.shutdown().await;
+    let second = runtime_with(&db, |b| b.migrate(false)).await;
+    exec(
+        &second,
+        "DELETE FROM sqlite_sequence WHERE name = 'entities'",
+    )
+    .await;
+    let created = second
+        .create::<Counter>(&ctx(), "after".into())
+        .await
+        .expect("a fresh id");
+    assert_eq!(created.id, 4);
+    second.shutdown().await;
+}

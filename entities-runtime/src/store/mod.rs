@@ -91,10 +91,16 @@ pub(crate) struct ActionRows {
     pub action_type: &'static str,
     pub payload: String,
     pub ctx: Arc<Context>,
-    pub event_types: Vec<&'static str>,
-    /// Each event's payload version (`#[event(version = N)]`).
-    pub event_versions: Vec<PayloadVersion>,
-    pub event_payloads: Vec<String>,
+    pub events: Vec<EventRow>,
+}
+
+/// The row of one event: its type tag, the version of its payload's shape
+/// (`#[event(version = N)]`), and its JSON.
+#[derive(Debug)]
+pub(crate) struct EventRow {
+    pub event_type: &'static str,
+    pub payload_version: PayloadVersion,
+    pub payload: String,
 }
 
 /// What one entity writes in a transaction: a chain of actions, each decided on the state the
@@ -112,24 +118,13 @@ pub(crate) struct EntityWrite {
     pub actions: Vec<ActionRows>,
 }
 
-impl ActionRows {
-    /// Each event's type tag, payload version and payload, in order.
-    pub fn events(&self) -> impl Iterator<Item = (&'static str, PayloadVersion, &str)> {
-        self.event_types
-            .iter()
-            .zip(&self.event_versions)
-            .zip(&self.event_payloads)
-            .map(|((event_type, version), payload)| (*event_type, *version, payload.as_str()))
-    }
-}
-
 impl EntityWrite {
     /// The entity's version after each action of the chain.
     pub fn versions_after(&self) -> impl Iterator<Item = Version> + '_ {
         self.actions
             .iter()
             .scan(self.expected_version, |version, action| {
-                *version += action.event_types.len() as Version;
+                *version += action.events.len() as Version;
                 Some(*version)
             })
     }
@@ -296,23 +291,25 @@ impl Store {
     }
 
     /// Reserves `count` ids for new entities; nobody else is given them.
-    pub async fn reserve_ids(&self, count: i64) -> Result<Range<EntityId>, sqlx::Error> {
+    ///
+    /// Postgres reserves one (a round trip, no write); SQLite, whose reservation is a write
+    /// transaction, [`sqlite::ID_BLOCK`] at a time.
+    pub async fn reserve_ids(&self) -> Result<Range<EntityId>, sqlx::Error> {
         match self {
             Store::Postgres(pool) => {
                 let first: EntityId = sqlx::query_scalar(postgres::NEXT_ID)
                     .fetch_one(pool)
                     .await?;
-                debug_assert_eq!(count, 1, "Postgres reserves one id at a time");
                 Ok(first..first + 1)
             }
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let last: EntityId = sqlx::query_scalar(sqlite::RESERVE_IDS)
-                    .bind(count)
+                    .bind(sqlite::ID_BLOCK)
                     .fetch_one(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok(last - count + 1..last + 1)
+                Ok(last - sqlite::ID_BLOCK + 1..last + 1)
             }
         }
     }

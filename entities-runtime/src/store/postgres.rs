@@ -114,14 +114,14 @@ impl<'a> Columns<'a> {
                 columns.created_by.push(&action.ctx.user_id);
                 columns.request_id.push(&action.ctx.request_id);
                 columns.correlation_id.push(&action.ctx.correlation_id);
-                for (event_type, payload_version, payload) in action.events() {
+                for event in &action.events {
                     version += 1;
                     columns.event_entity.push(write.entity_id);
                     columns.event_action_version.push(after);
                     columns.event_version.push(version);
-                    columns.event_type.push(event_type);
-                    columns.event_payload.push(payload);
-                    columns.event_payload_version.push(payload_version);
+                    columns.event_type.push(event.event_type);
+                    columns.event_payload.push(&event.payload);
+                    columns.event_payload_version.push(event.payload_version);
                 }
             }
         }

@@ -17,6 +17,9 @@ pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO entity_snapshots AS s (entit
      shape = excluded.shape, \
      taken_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE s.version <= excluded.version";
 
+/// How many ids one reservation takes.
+pub(super) const ID_BLOCK: i64 = 32;
+
 /// Reserves `$1` ids after the greatest ever given out, which `AUTOINCREMENT` keeps in
 /// `sqlite_sequence` (whose row for `entities` appears with its first row: made here when
 /// missing, from the greatest id there is, should the row have been deleted). An entity
@@ -57,13 +60,13 @@ pub(super) async fn append(
                 .bind(&action.ctx.user_id)
                 .bind(&action.ctx.request_id)
                 .bind(&action.ctx.correlation_id);
-            for (event_type, payload_version, payload) in action.events() {
+            for event in &action.events {
                 version += 1;
                 query = query
                     .bind(version)
-                    .bind(event_type)
-                    .bind(payload)
-                    .bind(payload_version);
+                    .bind(event.event_type)
+                    .bind(&event.payload)
+                    .bind(event.payload_version);
             }
         }
         appended.push(query.execute(&mut *conn).await?.rows_affected() > 0);
@@ -97,7 +100,7 @@ fn append_sql(write: &EntityWrite) -> String {
             a + 4,
             a + 5,
         );
-        for _ in &action.event_types {
+        for _ in &action.events {
             let e = next;
             next += 4;
             let _ = writeln!(
