@@ -16,6 +16,7 @@ on_both_backends!(
     a_create_that_records_no_events_stores_the_entity_at_version_zero,
     runtimes_sharing_a_database_never_give_out_the_same_id,
     a_create_whose_id_is_taken_is_a_conflict_at_once,
+    a_create_refused_by_create_itself_stores_nothing,
 );
 
 /// Spawns a create of a counter named `name` on `runtime`.
@@ -276,4 +277,25 @@ async fn a_sqlite_id_counter_that_is_gone_restarts_after_the_greatest_id() {
         .expect("a fresh id");
     assert_eq!(created.id, 4);
     second.shutdown().await;
+}
+
+/// `Create::create` refusing runs no worker and writes nothing: the caller gets the refusal.
+async fn a_create_refused_by_create_itself_stores_nothing(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime(&db).await;
+    let before = runtime.metrics();
+    let result = runtime
+        .create::<Counter>(&ctx(), REFUSED_BY_CREATE.into())
+        .await;
+    assert!(
+        matches!(&result, Err(Error::Rejected(CounterError::SameName(name))) if name == REFUSED_BY_CREATE),
+        "{result:?}"
+    );
+    assert_eq!(runtime.metrics().transactions, before.transactions);
+    assert_eq!(runtime.live_entities(), 0);
+    assert_eq!(
+        scalar(&runtime, "SELECT count(*) FROM {entities}entities").await,
+        Some(0)
+    );
+    runtime.shutdown().await;
 }

@@ -93,3 +93,10 @@ fn result_and_then_state_give_what_was_decided() {
     let state = given::<Counter>([opened()]).when(Note).then_state();
     assert_eq!((state.notes, state.version), (1, 2));
 }
+
+#[test]
+fn a_refusal_of_create_itself_is_checked_like_a_handler_s() {
+    given::<Counter>([])
+        .when_created(REFUSED_BY_CREATE.into())
+        .then_refused(CounterError::SameName(REFUSED_BY_CREATE.into()));
+}

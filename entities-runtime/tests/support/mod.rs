@@ -114,6 +114,8 @@ pub const SWALLOWED_FAILURE: &str = "swallowed failure";
 pub const FAILS_AT_COMMIT: &str = "fails at commit";
 /// A counter created with this name is created by a `Nothing` action: it records no events.
 pub const CREATE_NOTHING: &str = "create nothing";
+/// `Create::create` itself refuses a counter of this name (before any handler runs).
+pub const REFUSED_BY_CREATE: &str = "refused by create";
 /// Adding `PANIC_IN_APPLY` makes `apply` of its event panic.
 pub const PANIC_IN_APPLY: i64 = 666_666;
 
@@ -122,6 +124,9 @@ impl Create for Counter {
     fn create(_ctx: &Context, _id: EntityId, name: String) -> Result<CounterAction, CounterError> {
         if name == CREATE_NOTHING {
             return Ok(Nothing.into());
+        }
+        if name == REFUSED_BY_CREATE {
+            return Err(CounterError::SameName(name));
         }
         Ok(Open { name }.into())
     }
