@@ -88,15 +88,20 @@ impl Baseline {
         (action_type, action_payload): (&str, String),
         (event_type, event_payload): (&str, String),
     ) {
+        // As the runtime does: a call whose context names no request id gets one of its own.
+        let request_id = ctx
+            .request_id()
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        let correlation_id = ctx.correlation_id().unwrap_or(&request_id);
         let (action_id,): (i64,) = tx
             .query(self.sql(ACTION))
             .bind(id)
             .bind(version)
             .bind(action_type)
             .bind(&action_payload)
-            .bind(&ctx.user_id)
-            .bind(&ctx.request_id)
-            .bind(&ctx.correlation_id)
+            .bind(ctx.user_id())
+            .bind(&request_id)
+            .bind(correlation_id)
             .fetch_one()
             .await
             .expect("action row");
@@ -106,9 +111,9 @@ impl Baseline {
             .bind(event_type)
             .bind(&event_payload)
             .bind(action_id)
-            .bind(&ctx.user_id)
-            .bind(&ctx.request_id)
-            .bind(&ctx.correlation_id)
+            .bind(ctx.user_id())
+            .bind(&request_id)
+            .bind(correlation_id)
             .execute()
             .await
             .expect("event row");

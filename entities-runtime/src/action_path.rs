@@ -182,7 +182,7 @@ impl<E: Entity> Worker<E> {
     /// The error of an action whose commit failed: refused by its projections, the database
     /// failed, or the committer vanished. When it may have committed all the same, the entity
     /// reads the database before its next action.
-    fn failed(&self, outcome: Outcome, decision: Option<&Decision<E>>) -> Error<E::Error> {
+    pub fn failed(&self, outcome: Outcome, decision: Option<&Decision<E>>) -> Error<E::Error> {
         match outcome {
             Outcome::Refused => decision
                 .and_then(Decision::take_refusal)
@@ -250,6 +250,12 @@ impl<E: Entity> Worker<E> {
                 .await;
             queued = self.settle(chain, outcomes);
         }
+        self.settled(panicked).await;
+    }
+
+    /// After actions are answered: reloads the entity if user code panicked, catches up if a
+    /// write's outcome is unknown, snapshots if one is due.
+    pub async fn settled(&self, panicked: bool) {
         if panicked {
             // User code panicked: reload from the database rather than trust anything in memory.
             if self.load().await.is_err() {
@@ -412,7 +418,7 @@ impl<E: Entity> Worker<E> {
     /// decisions' events applied to it in place leave it equal to the published state. Nothing
     /// happens when something still shares it (a `get` caller, a snapshot being written): the
     /// next action copies the state instead.
-    fn recycle(&self, replaced: Arc<E>, decisions: Vec<Arc<Decision<E>>>, committed: usize) {
+    pub fn recycle(&self, replaced: Arc<E>, decisions: Vec<Arc<Decision<E>>>, committed: usize) {
         let mut decisions = decisions;
         // The undone decisions share states too (their `before`): they go first.
         decisions.truncate(committed);
@@ -440,7 +446,7 @@ impl<E: Entity> Worker<E> {
     }
 
     /// Applies the events other writers stored since the published version, and publishes them.
-    async fn catch_up(&self) -> Result<(), Failure> {
+    pub async fn catch_up(&self) -> Result<(), Failure> {
         let mut state = (*self.state()).clone();
         replay::catch_up(&self.shared.store, self.slot.id(), &mut state).await?;
         self.slot.publish_caught_up(Arc::new(state));
@@ -450,7 +456,7 @@ impl<E: Entity> Worker<E> {
 }
 
 /// The projections of one decided action, for the committer to run in its transaction.
-fn projection<E: Entity>(decision: &Arc<Decision<E>>) -> Option<Projections> {
+pub(crate) fn projection<E: Entity>(decision: &Arc<Decision<E>>) -> Option<Projections> {
     decision
         .is_projected()
         .then(|| decision.clone() as Projections)

@@ -1,19 +1,22 @@
 //! Group commit: what entity workers decided at the same moment is written in one
-//! transaction, with multi-row statements, and each action stays isolated.
+//! transaction, with multi-row statements, and each unit of work stays isolated.
 //!
-//! Entity workers hand their decided actions (a chain per entity) to the committers. A committer
-//! takes everything waiting, up to a batch's size, and in one transaction appends every chain
-//! with one statement (per-entity version checks included), runs the actions' projections, and
-//! commits once. A chain whose version check fails is written not at all and decided again by
-//! its worker. Every caller is answered only after the commit that holds its action.
+//! Entity workers hand their decided actions to the committers: a chain per entity (each action
+//! a unit of its own), or a unit that is all or nothing (a batch on one entity, a transaction
+//! over several). A committer takes everything waiting, up to a batch's size, and in one
+//! transaction appends every write with one statement (per-entity version checks included), runs
+//! the actions' projections, and commits once. A chain whose version check fails is written not
+//! at all and decided again by its worker; a unit with one such entity has the rows of its other
+//! entities taken back. Every caller is answered only after the commit that holds its action.
 //!
-//! Projections run optimistically: one savepoint, then every action's projections one after the
-//! other. Should one fail, the transaction rolls back to that savepoint and the actions since it
+//! Projections run optimistically: one savepoint, then every unit's projections one after the
+//! other. Should one fail, the transaction rolls back to that savepoint and the units since it
 //! run again one at a time, each in a savepoint of its own: the failing one is rolled back and
 //! its rows taken back, its neighbours commit in the same transaction all the same. A savepoint
-//! per action would cost a round trip per action every time; this costs one per batch, and the
+//! per unit would cost a round trip per unit every time; this costs one per batch, and the
 //! redo only when a projection fails.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -21,6 +24,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::entity::Version;
 use crate::metrics::Counters;
 use crate::projection::Tx;
 use crate::store::{EntityWrite, Store, StoreTx};
@@ -39,13 +43,39 @@ pub(crate) struct Refused;
 
 pub(crate) type Projections = Arc<dyn ActionProjections>;
 
-/// One entity's chain of decided actions, waiting for a commit.
-pub(crate) struct Pending {
-    pub write: EntityWrite,
-    /// Per outcome of the write (see [`EntityWrite::outcomes`]), its action's projections;
-    /// `None` when none of its events is projected.
-    pub projections: Vec<Option<Projections>>,
-    pub reply: oneshot::Sender<Vec<Outcome>>,
+/// What workers hand the committers: decided actions waiting for a commit.
+pub(crate) enum Pending {
+    /// One entity's chain: each action commits or fails on its own, and an action that fails
+    /// takes the ones decided after it with it.
+    Chain {
+        write: EntityWrite,
+        /// Per outcome of the write (see [`EntityWrite::outcomes`]), its action's projections;
+        /// `None` when none of its events is projected.
+        projections: Vec<Option<Projections>>,
+        reply: oneshot::Sender<Vec<Outcome>>,
+    },
+    /// All or nothing: every action of every write commits, or none does (a batch on one
+    /// entity, a transaction over several).
+    Unit {
+        writes: Vec<EntityWrite>,
+        /// The projections of its actions, in the order they were decided.
+        projections: Vec<Projections>,
+        reply: oneshot::Sender<Outcome>,
+    },
+}
+
+impl Pending {
+    fn writes(&self) -> &[EntityWrite] {
+        match self {
+            Pending::Chain { write, .. } => std::slice::from_ref(write),
+            Pending::Unit { writes, .. } => writes,
+        }
+    }
+
+    /// How many actions it holds, as a batch's size counts them.
+    fn actions(&self) -> usize {
+        self.writes().iter().map(EntityWrite::outcomes).sum()
+    }
 }
 
 /// What became of one action of a chain.
@@ -78,7 +108,7 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Starts `tasks` committers over `store`, each writing up to `max_batch` chains at a time.
+    /// Starts `tasks` committers over `store`, each writing up to `max_batch` actions at a time.
     pub fn start(
         store: Store,
         tasks: usize,
@@ -112,20 +142,42 @@ impl Committer {
         let (reply, outcome) = oneshot::channel();
         // Whether the batch committed is unknown, so the worker catches up before its next action.
         let lost = || (0..actions).map(|_| Outcome::Unanswered).collect();
-        self.counters.chains_waiting.incr();
-        if self
-            .sender
-            .send(Pending {
-                write,
-                projections,
-                reply,
-            })
-            .is_err()
-        {
-            self.counters.chains_waiting.decr();
+        if !self.send(Pending::Chain {
+            write,
+            projections,
+            reply,
+        }) {
             return lost();
         }
         outcome.await.unwrap_or_else(|_| lost())
+    }
+
+    /// Hands a unit to the committers and waits for its one outcome: every write of it
+    /// committed, or none.
+    pub async fn commit_unit(
+        &self,
+        writes: Vec<EntityWrite>,
+        projections: Vec<Projections>,
+    ) -> Outcome {
+        let (reply, outcome) = oneshot::channel();
+        if !self.send(Pending::Unit {
+            writes,
+            projections,
+            reply,
+        }) {
+            return Outcome::Unanswered;
+        }
+        outcome.await.unwrap_or(Outcome::Unanswered)
+    }
+
+    /// `false` when the committers have ended.
+    fn send(&self, pending: Pending) -> bool {
+        self.counters.chains_waiting.incr();
+        let sent = self.sender.send(pending).is_ok();
+        if !sent {
+            self.counters.chains_waiting.decr();
+        }
+        sent
     }
 }
 
@@ -155,11 +207,11 @@ async fn run(
             // Whatever else is ready now joins this batch, up to `max_batch` actions (each may
             // hold a savepoint: Postgres slows every session's snapshots past 64 of them in one
             // transaction); nothing waits for more to come.
-            let mut actions = batch[0].write.outcomes();
+            let mut actions = batch[0].actions();
             while actions < max_batch {
                 match receiver.try_recv() {
                     Ok(pending) => {
-                        actions += pending.write.outcomes();
+                        actions += pending.actions();
                         batch.push(pending);
                     }
                     Err(_) => break,
@@ -168,25 +220,19 @@ async fn run(
             batcher.counters.chains_waiting.sub(batch.len() as u64);
             batch
         };
-        let mut writes = Vec::with_capacity(batch.len());
-        let mut projections = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        for pending in batch {
-            writes.push(pending.write);
-            projections.push(pending.projections);
-            replies.push(pending.reply);
-        }
+        let Batch {
+            writes,
+            groups,
+            steps,
+            replies,
+        } = Batch::of(batch);
         // Projections catch their own panics; one here is a runtime bug. The replies are kept
         // out of the unwinding future, so their workers are told rather than left waiting.
-        match std::panic::AssertUnwindSafe(batcher.write_batch(&writes, projections))
+        match std::panic::AssertUnwindSafe(batcher.write_batch(&writes, &groups, steps))
             .catch_unwind()
             .await
         {
-            Ok(outcomes) => {
-                for (reply, outcomes) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcomes);
-                }
-            }
+            Ok(outcomes) => answer(replies, &groups, outcomes),
             Err(panic) => {
                 tracing::error!(
                     message = crate::error::panic_message(panic.as_ref()),
@@ -198,45 +244,159 @@ async fn run(
     }
 }
 
-fn all_failed(
-    writes: &[EntityWrite],
-    error: sqlx::Error,
-    maybe_committed: bool,
-) -> Vec<Vec<Outcome>> {
+/// Where the outcomes of one pending go.
+enum Reply {
+    Chain(oneshot::Sender<Vec<Outcome>>),
+    Unit(oneshot::Sender<Outcome>),
+}
+
+/// One pending of a batch: its writes (a range of the batch's) and its steps (a range of the
+/// batch's).
+struct Group {
+    writes: Range<usize>,
+    steps: Range<usize>,
+    /// All or nothing: one step over all its writes.
+    unit: bool,
+}
+
+/// One unit of a batch, in the batch's order: an action of a chain, or a whole unit.
+struct Step {
+    /// Its pending's index in the batch.
+    group: usize,
+    /// What taking it back removes: per write it touches, the version to return to and
+    /// whether that undoes the write's create.
+    targets: Vec<Target>,
+    /// The projections of its actions, in order.
+    projects: Vec<Projections>,
+    /// How many actions it commits.
+    actions: usize,
+}
+
+struct Target {
+    write: usize,
+    version_before: Version,
+    uncreate: bool,
+}
+
+/// A batch taken apart: the writes to append, and what each pending is made of.
+struct Batch {
+    writes: Vec<EntityWrite>,
+    groups: Vec<Group>,
+    steps: Vec<Step>,
+    replies: Vec<Reply>,
+}
+
+impl Batch {
+    fn of(pendings: Vec<Pending>) -> Self {
+        let mut batch = Batch {
+            writes: Vec::new(),
+            groups: Vec::with_capacity(pendings.len()),
+            steps: Vec::new(),
+            replies: Vec::with_capacity(pendings.len()),
+        };
+        for (group, pending) in pendings.into_iter().enumerate() {
+            let first_write = batch.writes.len();
+            let first_step = batch.steps.len();
+            let unit = matches!(pending, Pending::Unit { .. });
+            match pending {
+                Pending::Chain {
+                    write,
+                    projections,
+                    reply,
+                } => {
+                    let versions_before = std::iter::once(write.expected_version)
+                        .chain(write.versions_after())
+                        .collect::<Vec<_>>();
+                    for (project, version_before) in projections.into_iter().zip(versions_before) {
+                        batch.steps.push(Step {
+                            group,
+                            targets: vec![Target {
+                                write: first_write,
+                                version_before,
+                                uncreate: write.creates && version_before == 0,
+                            }],
+                            projects: project.into_iter().collect(),
+                            actions: 1,
+                        });
+                    }
+                    batch.writes.push(write);
+                    batch.replies.push(Reply::Chain(reply));
+                }
+                Pending::Unit {
+                    writes,
+                    projections,
+                    reply,
+                } => {
+                    let targets = writes
+                        .iter()
+                        .enumerate()
+                        .map(|(n, write)| Target {
+                            write: first_write + n,
+                            version_before: write.expected_version,
+                            uncreate: write.creates,
+                        })
+                        .collect();
+                    batch.steps.push(Step {
+                        group,
+                        targets,
+                        projects: projections,
+                        actions: writes.iter().map(|write| write.actions.len()).sum(),
+                    });
+                    batch.writes.extend(writes);
+                    batch.replies.push(Reply::Unit(reply));
+                }
+            }
+            batch.groups.push(Group {
+                writes: first_write..batch.writes.len(),
+                steps: first_step..batch.steps.len(),
+                unit,
+            });
+        }
+        batch
+    }
+}
+
+/// Sends each pending the outcomes of its steps.
+fn answer(replies: Vec<Reply>, groups: &[Group], outcomes: Vec<Outcome>) {
+    let mut outcomes = outcomes.into_iter();
+    for (reply, group) in replies.into_iter().zip(groups) {
+        let mine = outcomes.by_ref().take(group.steps.len());
+        match reply {
+            Reply::Chain(reply) => {
+                let _ = reply.send(mine.collect());
+            }
+            Reply::Unit(reply) => {
+                if let Some(outcome) = mine.into_iter().next() {
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+}
+
+/// Every step failed with the same database error.
+fn all_failed(steps: &[Step], error: sqlx::Error, maybe_committed: bool) -> Vec<Outcome> {
     let error = Arc::new(error);
-    writes
+    steps
         .iter()
-        .map(|write| {
-            (0..write.outcomes())
-                .map(|_| Outcome::Storage {
-                    error: error.clone(),
-                    maybe_committed,
-                })
-                .collect()
+        .map(|_| Outcome::Storage {
+            error: error.clone(),
+            maybe_committed,
         })
         .collect()
 }
 
-/// One action of a batch, in the batch's order.
-struct Step {
-    /// Its chain's index in the batch.
-    write: usize,
-    /// Its entity's version before it: a refused action's rows are taken back from there on.
-    version_before: crate::entity::Version,
-    /// It created its entity: taking it back removes the entity's row.
-    creates: bool,
-    project: Option<Projections>,
-}
-
 impl Batcher {
+    /// Writes a batch in one transaction; returns each step's outcome.
     async fn write_batch(
         &self,
         writes: &[EntityWrite],
-        projections: Vec<Vec<Option<Projections>>>,
-    ) -> Vec<Vec<Outcome>> {
+        groups: &[Group],
+        steps: Vec<Step>,
+    ) -> Vec<Outcome> {
         let mut tx = match self.store.begin().await {
             Ok(tx) => tx,
-            Err(error) => return all_failed(writes, error, false),
+            Err(error) => return all_failed(&steps, error, false),
         };
         let refs: Vec<&EntityWrite> = writes.iter().collect();
         let appended = match tx.append(&refs).await {
@@ -245,63 +405,64 @@ impl Batcher {
             // breaks the deadlock by failing one, which is a conflict like any other. Retried.
             Err(error) if is_deadlock(&error) => {
                 self.counters.deadlocks.incr();
-                self.counters.conflicts.add(writes.len() as u64);
-                return writes
-                    .iter()
-                    .map(|write| (0..write.outcomes()).map(|_| Outcome::Conflict).collect())
-                    .collect();
+                self.counters.conflicts.add(groups.len() as u64);
+                return steps.iter().map(|_| Outcome::Conflict).collect();
             }
-            Err(error) => return all_failed(writes, error, false),
+            Err(error) => return all_failed(&steps, error, false),
         };
-        let conflicts = appended.iter().filter(|&&appended| !appended).count();
+        let written = match take_back_partial_units(&mut tx, writes, groups, &appended).await {
+            Ok(written) => written,
+            Err(error) => return all_failed(&steps, error, false),
+        };
+        let conflicts = written.iter().filter(|&&written| !written).count();
         self.counters.conflicts.add(conflicts as u64);
-        let mut steps = Vec::new();
-        for (index, (write, projections)) in writes.iter().zip(projections).enumerate() {
-            let versions_before =
-                std::iter::once(write.expected_version).chain(write.versions_after());
-            for (project, version_before) in projections.into_iter().zip(versions_before) {
-                steps.push(Step {
-                    write: index,
-                    version_before,
-                    creates: write.creates && version_before == 0,
-                    project,
-                });
-            }
-        }
-        // Alone in its transaction, an action needs no savepoint: its failure rolls back the whole
+        // Alone in its transaction, a step needs no savepoint: its failure rolls back the whole
         // transaction, which holds nothing else.
-        if let [step] = steps.as_mut_slice() {
-            let outcome = match (appended[0], step.project.take()) {
-                (false, _) => not_written(&writes[0]),
-                (true, None) => Outcome::Committed,
-                (true, Some(project)) => match project.project(&mut tx.projection()).await {
+        if let [step] = steps.as_slice() {
+            let group = &groups[step.group];
+            let outcome = if !written[step.group] {
+                not_written(
+                    &writes[group.writes.clone()],
+                    &appended[group.writes.clone()],
+                )
+            } else {
+                match project_all(&mut tx, &step.projects).await {
                     Ok(()) => Outcome::Committed,
-                    Err(Refused) => return vec![vec![Outcome::Refused]],
-                },
+                    Err(Refused) => return vec![Outcome::Refused],
+                }
             };
-            return self.commit(tx, vec![vec![outcome]]).await;
+            return self.commit(tx, &steps, vec![outcome]).await;
         }
-        match project_batch(&mut tx, writes, &appended, &steps, &self.counters).await {
-            Ok(outcomes) => {
-                // Back in the shape of the batch: per chain, per action.
-                let mut outcomes = outcomes.into_iter();
-                let shaped = writes
-                    .iter()
-                    .map(|write| outcomes.by_ref().take(write.outcomes()).collect())
-                    .collect();
-                self.commit(tx, shaped).await
-            }
-            Err(error) => all_failed(writes, error, false),
+        match project_batch(
+            &mut tx,
+            writes,
+            groups,
+            &written,
+            &appended,
+            &steps,
+            &self.counters,
+        )
+        .await
+        {
+            Ok(outcomes) => self.commit(tx, &steps, outcomes).await,
+            Err(error) => all_failed(&steps, error, false),
         }
     }
 
     /// Commits; should the commit fail, the actions it held may or may not have been committed.
-    async fn commit(&self, tx: StoreTx, mut outcomes: Vec<Vec<Outcome>>) -> Vec<Vec<Outcome>> {
-        let committed = outcomes
+    async fn commit(
+        &self,
+        tx: StoreTx,
+        steps: &[Step],
+        mut outcomes: Vec<Outcome>,
+    ) -> Vec<Outcome> {
+        let committed: usize = steps
             .iter()
-            .flatten()
-            .filter(|outcome| matches!(outcome, Outcome::Committed))
-            .count() as u64;
+            .zip(&outcomes)
+            .filter(|(_, outcome)| matches!(outcome, Outcome::Committed))
+            .map(|(step, _)| step.actions)
+            .sum();
+        let committed = committed as u64;
         match tx.commit().await {
             Ok(()) => {
                 if committed > 0 {
@@ -312,7 +473,7 @@ impl Batcher {
             Err(error) => {
                 self.counters.commits_failed.incr();
                 let error = Arc::new(error);
-                for outcome in outcomes.iter_mut().flatten() {
+                for outcome in &mut outcomes {
                     if matches!(outcome, Outcome::Committed) {
                         *outcome = Outcome::Storage {
                             error: error.clone(),
@@ -326,18 +487,55 @@ impl Batcher {
     }
 }
 
+/// Whether each pending was written whole. A unit of which some writes passed their version
+/// check and some did not is not: the rows of those that passed are taken back.
+async fn take_back_partial_units(
+    tx: &mut StoreTx,
+    writes: &[EntityWrite],
+    groups: &[Group],
+    appended: &[bool],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut written = Vec::with_capacity(groups.len());
+    for group in groups {
+        let appended = &appended[group.writes.clone()];
+        let whole = appended.iter().all(|&appended| appended);
+        if group.unit && !whole {
+            for (write, _) in writes[group.writes.clone()]
+                .iter()
+                .zip(appended)
+                .filter(|&(_, &appended)| appended)
+            {
+                tx.truncate(write.entity_id, write.expected_version, write.creates)
+                    .await?;
+            }
+        }
+        written.push(whole);
+    }
+    Ok(written)
+}
+
+/// Runs projections one after the other; the first refusal stops them.
+async fn project_all(tx: &mut StoreTx, projects: &[Projections]) -> Result<(), Refused> {
+    for project in projects {
+        project.project(&mut tx.projection()).await?;
+    }
+    Ok(())
+}
+
 /// Runs the projections of every step (see the module's doc) and takes back the rows of the
 /// refused ones; returns each step's outcome.
 async fn project_batch(
     tx: &mut StoreTx,
     writes: &[EntityWrite],
+    groups: &[Group],
+    written: &[bool],
     appended: &[bool],
     steps: &[Step],
     counters: &Counters,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut outcomes: Vec<Option<Outcome>> = steps.iter().map(|_| None).collect();
     // A chain with a refused action: the actions after it were decided on its state.
-    let mut broken = vec![false; writes.len()];
+    let mut broken = vec![false; groups.len()];
     // The first step since the optimistic savepoint, while one is open.
     let mut optimistic_from: Option<usize> = None;
     // Steps up to this one run each in a savepoint of their own (after a rollback).
@@ -345,40 +543,43 @@ async fn project_batch(
     let mut at = 0;
     while at < steps.len() {
         let step = &steps[at];
-        let project = match &step.project {
-            _ if !appended[step.write] => {
-                outcomes[at] = Some(not_written(&writes[step.write]));
-                at += 1;
-                continue;
-            }
-            _ if broken[step.write] => {
-                outcomes[at] = Some(Outcome::Retry);
-                at += 1;
-                continue;
-            }
-            None => {
-                outcomes[at] = Some(Outcome::Committed);
-                at += 1;
-                continue;
-            }
-            Some(project) => project,
-        };
+        if !written[step.group] {
+            let group = &groups[step.group];
+            outcomes[at] = Some(not_written(
+                &writes[group.writes.clone()],
+                &appended[group.writes.clone()],
+            ));
+            at += 1;
+            continue;
+        }
+        if broken[step.group] {
+            outcomes[at] = Some(Outcome::Retry);
+            at += 1;
+            continue;
+        }
+        if step.projects.is_empty() {
+            outcomes[at] = Some(Outcome::Committed);
+            at += 1;
+            continue;
+        }
         if isolate_through.is_some_and(|last| at <= last) {
             // In a savepoint of its own: when it fails, what it wrote is rolled back and the
             // rest of the transaction stands.
             tx.savepoint().await?;
-            match project.project(&mut tx.projection()).await {
+            match project_all(tx, &step.projects).await {
                 Ok(()) => outcomes[at] = Some(Outcome::Committed),
                 Err(Refused) => {
                     tx.rollback_to_savepoint().await?;
-                    // The rows appended for it and for the rest of its chain go too.
-                    tx.truncate(
-                        writes[step.write].entity_id,
-                        step.version_before,
-                        step.creates,
-                    )
-                    .await?;
-                    broken[step.write] = true;
+                    // The rows appended for it (and for the rest of its chain) go too.
+                    for target in &step.targets {
+                        tx.truncate(
+                            writes[target.write].entity_id,
+                            target.version_before,
+                            target.uncreate,
+                        )
+                        .await?;
+                    }
+                    broken[step.group] = true;
                     outcomes[at] = Some(Outcome::Refused);
                 }
             }
@@ -392,7 +593,7 @@ async fn project_batch(
                 *optimistic_from.insert(at)
             }
         };
-        match project.project(&mut tx.projection()).await {
+        match project_all(tx, &step.projects).await {
             Ok(()) => {
                 outcomes[at] = Some(Outcome::Committed);
                 at += 1;
@@ -414,9 +615,14 @@ async fn project_batch(
         .collect())
 }
 
-/// The outcome of a write whose version check (or, for a create, whose insert) wrote nothing.
-fn not_written(write: &EntityWrite) -> Outcome {
-    if write.creates {
+/// The outcome of a pending not written whole: a create whose insert wrote nothing is
+/// [`Outcome::Taken`], any other failed version check a conflict.
+fn not_written(writes: &[EntityWrite], appended: &[bool]) -> Outcome {
+    let taken = writes
+        .iter()
+        .zip(appended)
+        .any(|(write, &appended)| write.creates && !appended);
+    if taken {
         Outcome::Taken
     } else {
         Outcome::Conflict

@@ -95,6 +95,10 @@ pub enum Error<D> {
     /// The runtime is shutting down and takes no more calls.
     #[error("the runtime is shutting down")]
     ShuttingDown,
+    /// Action `index` (from 0) of a batch ([`EntityRef::send_actions`](crate::EntityRef::send_actions))
+    /// failed with `error`; no action of the batch was stored.
+    #[error("action {index} of the batch: {}", InBatch(error))]
+    InBatch { index: usize, error: Box<Error<D>> },
 }
 
 impl<D> Error<D> {
@@ -112,6 +116,28 @@ impl<D> Error<D> {
             Error::Unanswered { .. } => "unanswered",
             Error::Panicked { .. } => "panicked",
             Error::ShuttingDown => "shutting_down",
+            Error::InBatch { error, .. } => error.outcome(),
+        }
+    }
+
+    /// The domain error, when the entity's handler or a projection refused: [`Rejected`]'s,
+    /// looked for inside [`InBatch`] too.
+    ///
+    /// [`Rejected`]: Error::Rejected
+    /// [`InBatch`]: Error::InBatch
+    pub fn rejection(&self) -> Option<&D> {
+        match self {
+            Error::Rejected(domain) => Some(domain),
+            Error::InBatch { error, .. } => error.rejection(),
+            _ => None,
+        }
+    }
+
+    /// Names action `index` of a batch as the one that failed.
+    pub(crate) fn in_batch(self, index: usize) -> Self {
+        Error::InBatch {
+            index,
+            error: Box::new(self),
         }
     }
 
@@ -201,4 +227,14 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 pub(crate) fn storage<D>(error: sqlx::Error) -> Error<D> {
     Error::Storage(Arc::new(error))
+}
+
+/// Shows the error of a batch's action. A field of `Error`'s own type in its `#[error]` would make
+/// thiserror require `Box<Error<D>>: Display` of itself, a bound that never resolves.
+struct InBatch<'a, D>(&'a Error<D>);
+
+impl<D: std::fmt::Display> std::fmt::Display for InBatch<'_, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self.0, f)
+    }
 }

@@ -90,6 +90,7 @@
 //! [`Runtime::database`]. See the `example` crate's ShoppingList for one on both backends.
 
 mod action_path;
+mod batch;
 mod commit;
 mod context;
 mod database;

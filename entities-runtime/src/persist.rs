@@ -43,10 +43,11 @@ pub(crate) fn encode_action<E: Entity>(
         type_tag: action.type_tag(),
         message,
     };
+    let (user_id, request_id, correlation_id) = ctx.stored_ids();
     for (field, value) in [
-        ("user id", &ctx.user_id),
-        ("request id", &ctx.request_id),
-        ("correlation id", &ctx.correlation_id),
+        ("user id", user_id),
+        ("request id", request_id),
+        ("correlation id", correlation_id),
     ] {
         if value.contains('\0') {
             return Err(refused(format!("the context's {field} {NUL}")));

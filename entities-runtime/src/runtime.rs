@@ -162,9 +162,10 @@ impl Runtime {
         // got in, and a call that comes after it starts is refused.
         let _running = self.shared.tasks.token();
         self.open()?;
+        let ctx = ctx.for_call();
         let span = action_path::action_span::<E>();
         let first = self
-            .first_action::<E>(ctx, args, &span)
+            .first_action::<E>(&ctx, args, &span)
             .instrument(span.clone())
             .await;
         let (id, action) = match first {
@@ -174,7 +175,6 @@ impl Runtime {
                 return Err(error);
             }
         };
-        let ctx = Arc::new(ctx.clone());
         self.dispatch(id, |reply| Command::Create {
             ctx,
             action,
@@ -326,11 +326,30 @@ impl<E: Entity> EntityRef<E> {
         action: impl ActionOf<E>,
     ) -> BoxFuture<'_, Result<Arc<E>, Error<E::Error>>> {
         let action = action.into();
-        let ctx = Arc::new(ctx.clone());
+        let ctx = ctx.for_call();
         Box::pin(
             self.runtime
                 .call(self.id, |reply| Command::Act { ctx, action, reply }),
         )
+    }
+
+    /// Runs `actions` as one batch (the seed's `send_actions`): each decided on the state the one
+    /// before it left, all stored in one transaction with one version check, or none. Returns the
+    /// state after the last. A refusal names the action ([`Error::InBatch`] with its index) and
+    /// leaves the database and memory unchanged. Mixed action types go in as the entity's
+    /// action enum (`ShoppingListAction::from(AddItem { .. })`).
+    pub fn send_actions<A: ActionOf<E>>(
+        &self,
+        ctx: &Context,
+        actions: impl IntoIterator<Item = A>,
+    ) -> BoxFuture<'_, Result<Arc<E>, Error<E::Error>>> {
+        let actions = actions.into_iter().map(Into::into).collect();
+        let ctx = ctx.for_call();
+        Box::pin(self.runtime.call(self.id, |reply| Command::Batch {
+            ctx,
+            actions,
+            reply,
+        }))
     }
 }
 

@@ -26,6 +26,12 @@ pub(crate) enum Command<E: Entity> {
         action: E::Action,
         reply: Reply<E>,
     },
+    /// Actions decided one after the other and stored all together or not at all.
+    Batch {
+        ctx: Arc<Context>,
+        actions: Vec<E::Action>,
+        reply: Reply<E>,
+    },
     /// The first action of a new entity, whose id was just reserved: decided on the empty
     /// state and committed with the entity's row. `span` is the create's, opened by its caller.
     Create {

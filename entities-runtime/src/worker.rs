@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::action_path::{Queued, Worker};
+use crate::batch::QueuedBatch;
 use crate::entity::Entity;
 use crate::error::Failure;
 use crate::registry::Live;
@@ -87,6 +88,17 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
                 Command::Act { ctx, action, reply } => {
                     actions.push(Queued::new(ctx, action, reply))
                 }
+                Command::Batch {
+                    ctx,
+                    actions: batch,
+                    reply,
+                } => {
+                    // The actions queued before it are decided first, in the order they came.
+                    if !actions.is_empty() {
+                        worker.act(std::mem::take(&mut actions)).await;
+                    }
+                    worker.batch(QueuedBatch::new(ctx, batch, reply)).await;
+                }
                 Command::Leave => leave = true,
                 Command::Create { .. } => unreachable!("creates are served first"),
             }
@@ -133,8 +145,10 @@ impl<E: Entity> Drop for AbandonOnPanic<E> {
 /// A load failed: every caller of these commands gets the failure.
 fn fail<E: Entity>(slot: &Slot<E>, commands: Vec<Command<E>>, failure: Failure) {
     for command in commands {
-        if let Command::Get(reply) | Command::Act { reply, .. } | Command::Create { reply, .. } =
-            command
+        if let Command::Get(reply)
+        | Command::Act { reply, .. }
+        | Command::Batch { reply, .. }
+        | Command::Create { reply, .. } = command
         {
             let _ = reply.send(Err(failure.clone().into_error(E::TYPE, slot.id())));
         }

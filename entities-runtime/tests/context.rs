@@ -6,7 +6,11 @@ use entities_runtime::testing::TestDatabase;
 use entities_runtime::{Backend, Context};
 use support::*;
 
-on_both_backends!(actions_and_events_keep_who_asked_and_why);
+on_both_backends!(
+    actions_and_events_keep_who_asked_and_why,
+    a_context_reused_for_several_calls_gives_each_its_own_request_id,
+    handlers_see_the_request_id_their_call_stores,
+);
 
 async fn actions_and_events_keep_who_asked_and_why(backend: Backend) {
     let db = TestDatabase::new(backend).await;
@@ -59,4 +63,68 @@ async fn actions_and_events_keep_who_asked_and_why(backend: Backend) {
     .await;
     assert_eq!(action_user, Some(1));
     runtime.shutdown().await;
+}
+
+/// A context kept and reused (by a job, a script) does not stamp all its calls with one request
+/// id: each call, the create's too, draws its own, and its correlation id follows it. A request
+/// id set on the context is every call's.
+async fn a_context_reused_for_several_calls_gives_each_its_own_request_id(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime(&db).await;
+    let ctx = Context::new("job");
+    let id = runtime
+        .create::<Counter>(&ctx, "reused".to_owned())
+        .await
+        .unwrap()
+        .id;
+    let counter = runtime.entity::<Counter>(id);
+    counter.send_action(&ctx, Add { amount: 1 }).await.unwrap();
+    counter
+        .send_actions(&ctx, [Add { amount: 2 }, Add { amount: 3 }])
+        .await
+        .unwrap();
+    let pinned = ctx.clone().with_request_id("one request");
+    counter
+        .send_action(&pinned, Add { amount: 4 })
+        .await
+        .unwrap();
+    counter
+        .send_action(&pinned, Add { amount: 5 })
+        .await
+        .unwrap();
+
+    let history = runtime.history::<Counter>(id).await.unwrap();
+    let ids: Vec<(&str, &str)> = history
+        .iter()
+        .map(|event| (event.request_id.as_str(), event.correlation_id.as_str()))
+        .collect();
+    assert_eq!(ids.len(), 6);
+    for (request_id, correlation_id) in &ids[..4] {
+        assert!(uuid::Uuid::parse_str(request_id).is_ok(), "{request_id}");
+        assert_eq!(request_id, correlation_id);
+    }
+    // The create, the action, and the batch (one call: its two actions share one id).
+    assert_ne!(ids[0].0, ids[1].0);
+    assert_ne!(ids[1].0, ids[2].0);
+    assert_eq!(ids[2].0, ids[3].0);
+    assert_eq!(&ids[4..], [("one request", "one request"); 2]);
+    assert_eq!(
+        ctx.request_id(),
+        None,
+        "the caller's context is left as it was"
+    );
+}
+
+/// The context a handler is given is the one its call stores: its request id is set (the
+/// support's `Note` handler panics otherwise, which would fail the call).
+async fn handlers_see_the_request_id_their_call_stores(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime(&db).await;
+    let id = new_counter(&runtime, "seen").await.id;
+    let noted = runtime
+        .entity::<Counter>(id)
+        .send_action(&Context::new("u"), Note)
+        .await
+        .unwrap();
+    assert_eq!(noted.notes, 1);
 }

@@ -111,9 +111,10 @@ impl<'a> Columns<'a> {
                 columns.action_version.push(after);
                 columns.action_type.push(action.action_type);
                 columns.action_payload.push(&action.payload);
-                columns.created_by.push(&action.ctx.user_id);
-                columns.request_id.push(&action.ctx.request_id);
-                columns.correlation_id.push(&action.ctx.correlation_id);
+                let (user_id, request_id, correlation_id) = action.ctx.stored_ids();
+                columns.created_by.push(user_id);
+                columns.request_id.push(request_id);
+                columns.correlation_id.push(correlation_id);
                 for event in &action.events {
                     version += 1;
                     columns.event_entity.push(write.entity_id);

@@ -53,13 +53,14 @@ pub(super) async fn append(
             .bind(write.entity_type);
         let mut version = write.expected_version;
         for (action, after) in write.actions.iter().zip(write.versions_after()) {
+            let (user_id, request_id, correlation_id) = action.ctx.stored_ids();
             query = query
                 .bind(after)
                 .bind(action.action_type)
                 .bind(&action.payload)
-                .bind(&action.ctx.user_id)
-                .bind(&action.ctx.request_id)
-                .bind(&action.ctx.correlation_id);
+                .bind(user_id)
+                .bind(request_id)
+                .bind(correlation_id);
             for event in &action.events {
                 version += 1;
                 query = query

@@ -75,7 +75,8 @@ impl<E: Entity> Scenario<E> {
     pub fn when(self, action: impl ActionOf<E>) -> Then<E> {
         let before = self.state();
         let action: E::Action = action.into();
-        let decided = before.handle_action(&self.ctx, &action);
+        // As the runtime does: a call's context has a request id.
+        let decided = before.handle_action(&self.ctx.for_call(), &action);
         Then {
             before,
             action: action.type_tag(),
@@ -90,9 +91,10 @@ impl<E: Entity> Scenario<E> {
         E: Create,
     {
         let before = E::new(self.id);
-        match E::create(&self.ctx, self.id, args) {
+        let ctx = self.ctx.for_call();
+        match E::create(&ctx, self.id, args) {
             Ok(action) => Then {
-                decided: before.handle_action(&self.ctx, &action),
+                decided: before.handle_action(&ctx, &action),
                 action: action.type_tag(),
                 before,
             },

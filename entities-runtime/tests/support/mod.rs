@@ -197,7 +197,11 @@ impl Handle<Explode> for Counter {
     }
 }
 impl Handle<Note> for Counter {
-    fn handle(&self, _ctx: &Context, _action: &Note) -> Events<Self> {
+    fn handle(&self, ctx: &Context, _action: &Note) -> Events<Self> {
+        assert!(
+            ctx.request_id().is_some(),
+            "a call's context has a request id"
+        );
         Ok(vec![Noted.into()])
     }
 }

@@ -9,6 +9,7 @@ use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{ErrorExtensions, ServerError, ServerResult, ValidationResult, Variables};
 use entities_runtime::{Context, Error};
 
+use super::request_context::request_id;
 use super::{COMPLEXITY_LIMIT, DEPTH_LIMIT};
 use crate::ShoppingListError;
 
@@ -132,7 +133,12 @@ pub(crate) fn api_error(error: Error<ShoppingListError>, call: &Context) -> asyn
             coded(Code::NotFound, format!("no shopping list with id {id}"))
         }
         Error::Conflict { id, attempts, .. } => {
-            tracing::warn!(request_id = %call.request_id, list = id, attempts, "version conflict");
+            tracing::warn!(
+                request_id = request_id(call),
+                list = id,
+                attempts,
+                "version conflict"
+            );
             coded(
                 Code::Conflict,
                 format!("shopping list {id} kept changing while this request ran; try again"),
@@ -143,12 +149,12 @@ pub(crate) fn api_error(error: Error<ShoppingListError>, call: &Context) -> asyn
             "the server is shutting down; try again when it is back",
         ),
         error => {
-            tracing::error!(request_id = %call.request_id, user = %call.user_id, %error, "request failed");
+            tracing::error!(request_id = request_id(call), user = call.user_id(), %error, "request failed");
             coded(
                 Code::Internal,
                 format!(
                     "internal error: the server logged it under request id {}",
-                    call.request_id
+                    request_id(call)
                 ),
             )
         }

@@ -27,18 +27,21 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
         Err(message) => {
             let mut response = error_response(StatusCode::BAD_REQUEST, Code::BadRequest, message);
             // Still a request id to quote, as on every response.
-            let fresh = Context::default();
-            if let Ok(value) = HeaderValue::from_str(&fresh.request_id) {
+            if let Ok(value) = HeaderValue::from_str(&fresh_request_id()) {
                 response.headers_mut().insert(REQUEST_ID, value);
             }
             return response;
         }
     };
     request.extensions_mut().insert(ctx.clone());
-    let span = tracing::info_span!("request", request_id = %ctx.request_id, user = %ctx.user_id);
+    let span = tracing::info_span!(
+        "request",
+        request_id = request_id(&ctx),
+        user = ctx.user_id()
+    );
     let mut response = next.run(request).instrument(span).await;
     // Both ids passed `header_value`, so they are valid header values.
-    for (name, value) in [(USER_ID, &ctx.user_id), (REQUEST_ID, &ctx.request_id)] {
+    for (name, value) in [(USER_ID, ctx.user_id()), (REQUEST_ID, request_id(&ctx))] {
         if let Ok(value) = HeaderValue::from_str(value) {
             response.headers_mut().insert(name, value);
         }
@@ -48,11 +51,21 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
 
 fn context(headers: &HeaderMap) -> Result<Context, String> {
     let user = header_value(headers, &USER_ID)?.unwrap_or(Context::ANONYMOUS);
-    let ctx = Context::new(user);
-    Ok(match header_value(headers, &REQUEST_ID)? {
-        Some(request_id) => ctx.with_request_id(request_id),
-        None => ctx,
-    })
+    // Pinned: every call the request makes stores the id its response quotes.
+    let request_id = match header_value(headers, &REQUEST_ID)? {
+        Some(request_id) => request_id.to_owned(),
+        None => fresh_request_id(),
+    };
+    Ok(Context::new(user).with_request_id(request_id))
+}
+
+fn fresh_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The request id of a request's context, which [`middleware`] always sets.
+pub(crate) fn request_id(ctx: &Context) -> &str {
+    ctx.request_id().unwrap_or_default()
 }
 
 /// The header's value, trimmed; `None` when absent or empty.
@@ -94,19 +107,16 @@ mod tests {
     fn absent_or_empty_headers_give_anonymous_and_a_fresh_request_id() {
         for map in [headers(&[]), headers(&[(&USER_ID, " "), (&REQUEST_ID, "")])] {
             let ctx = context(&map).unwrap();
-            assert_eq!(ctx.user_id, Context::ANONYMOUS);
-            assert!(uuid::Uuid::parse_str(&ctx.request_id).is_ok());
+            assert_eq!(ctx.user_id(), Context::ANONYMOUS);
+            assert!(uuid::Uuid::parse_str(request_id(&ctx)).is_ok());
         }
     }
 
     #[test]
     fn given_ids_are_kept_trimmed() {
         let ctx = context(&headers(&[(&USER_ID, " alice "), (&REQUEST_ID, "req-1")])).unwrap();
-        assert_eq!(
-            (ctx.user_id.as_str(), ctx.request_id.as_str()),
-            ("alice", "req-1")
-        );
-        assert_eq!(ctx.correlation_id, "req-1");
+        assert_eq!((ctx.user_id(), request_id(&ctx)), ("alice", "req-1"));
+        assert_eq!(ctx.correlation_id(), Some("req-1"));
     }
 
     #[test]
