@@ -99,6 +99,10 @@ pub enum Error<D> {
     /// failed with `error`; no action of the batch was stored.
     #[error("action {index} of the batch: {}", InBatch(error))]
     InBatch { index: usize, error: Box<Error<D>> },
+    /// A transaction's [`Unit`](crate::Unit) was used after the run of the closure it was given
+    /// to (kept, or sent to another task): it is good only during that run.
+    #[error("this transaction's unit was used after its closure's run ended")]
+    UnitEnded,
 }
 
 impl<D> Error<D> {
@@ -117,6 +121,7 @@ impl<D> Error<D> {
             Error::Panicked { .. } => "panicked",
             Error::ShuttingDown => "shutting_down",
             Error::InBatch { error, .. } => error.outcome(),
+            Error::UnitEnded => "unit_ended",
         }
     }
 
@@ -130,6 +135,87 @@ impl<D> Error<D> {
             Error::Rejected(domain) => Some(domain),
             Error::InBatch { error, .. } => error.rejection(),
             _ => None,
+        }
+    }
+
+    /// The same failure with its domain error turned by `f`: how a transaction over entities
+    /// of several types reports each one's refusal in its own error type.
+    pub fn map_rejection<D2>(self, f: impl FnOnce(D) -> D2) -> Error<D2> {
+        match self {
+            Error::Rejected(domain) => Error::Rejected(f(domain)),
+            Error::NotFound { entity_type, id } => Error::NotFound { entity_type, id },
+            Error::Conflict {
+                entity_type,
+                id,
+                attempts,
+            } => Error::Conflict {
+                entity_type,
+                id,
+                attempts,
+            },
+            Error::Constraint {
+                entity_type,
+                id,
+                constraint,
+                message,
+            } => Error::Constraint {
+                entity_type,
+                id,
+                constraint,
+                message,
+            },
+            Error::Corrupt {
+                entity_type,
+                id,
+                version,
+                reason,
+            } => Error::Corrupt {
+                entity_type,
+                id,
+                version,
+                reason,
+            },
+            Error::Payload {
+                entity_type,
+                id,
+                type_tag,
+                message,
+            } => Error::Payload {
+                entity_type,
+                id,
+                type_tag,
+                message,
+            },
+            Error::Storage(error) => Error::Storage(error),
+            Error::Projection {
+                entity_type,
+                id,
+                event,
+                message,
+            } => Error::Projection {
+                entity_type,
+                id,
+                event,
+                message,
+            },
+            Error::Unanswered { entity_type, id } => Error::Unanswered { entity_type, id },
+            Error::Panicked {
+                entity_type,
+                id,
+                during,
+                message,
+            } => Error::Panicked {
+                entity_type,
+                id,
+                during,
+                message,
+            },
+            Error::ShuttingDown => Error::ShuttingDown,
+            Error::UnitEnded => Error::UnitEnded,
+            Error::InBatch { index, error } => Error::InBatch {
+                index,
+                error: Box::new(error.map_rejection(f)),
+            },
         }
     }
 

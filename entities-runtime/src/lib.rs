@@ -96,6 +96,7 @@ mod context;
 mod database;
 mod entity;
 mod error;
+mod held;
 mod ids;
 mod metrics;
 mod persist;
@@ -109,6 +110,8 @@ mod snapshot;
 mod sql;
 mod store;
 pub mod testing;
+mod transaction;
+mod turn;
 mod worker;
 
 pub use context::Context;
@@ -125,6 +128,7 @@ pub use runtime::{EntityRef, Runtime, RuntimeBuilder, StartError};
 pub use sql::{Backend, Query, Row};
 pub use sqlx;
 pub use store::{EventRecord, Migration};
+pub use transaction::Unit;
 
 /// What the macros' generated code names. Not a public API: it may change in any release.
 #[doc(hidden)]

@@ -130,6 +130,10 @@ impl Runtime {
         }
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     pub fn backend(&self) -> Backend {
         self.shared.store.backend()
     }
@@ -240,7 +244,7 @@ impl Runtime {
         self.shared.shut_down().await;
     }
 
-    fn open<D>(&self) -> Result<(), Error<D>> {
+    pub(crate) fn open<D>(&self) -> Result<(), Error<D>> {
         if self.shared.is_open() {
             Ok(())
         } else {

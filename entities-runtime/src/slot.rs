@@ -32,6 +32,8 @@ pub(crate) enum Command<E: Entity> {
         actions: Vec<E::Action>,
         reply: Reply<E>,
     },
+    /// A transaction asks for the worker's turn (`turn`).
+    Hold(crate::turn::Grant<E>),
     /// The first action of a new entity, whose id was just reserved: decided on the empty
     /// state and committed with the entity's row. `span` is the create's, opened by its caller.
     Create {

@@ -99,6 +99,12 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
                     }
                     worker.batch(QueuedBatch::new(ctx, batch, reply)).await;
                 }
+                Command::Hold(grant) => {
+                    if !actions.is_empty() {
+                        worker.act(std::mem::take(&mut actions)).await;
+                    }
+                    worker.lend(grant).await;
+                }
                 Command::Leave => leave = true,
                 Command::Create { .. } => unreachable!("creates are served first"),
             }
@@ -145,12 +151,18 @@ impl<E: Entity> Drop for AbandonOnPanic<E> {
 /// A load failed: every caller of these commands gets the failure.
 fn fail<E: Entity>(slot: &Slot<E>, commands: Vec<Command<E>>, failure: Failure) {
     for command in commands {
-        if let Command::Get(reply)
-        | Command::Act { reply, .. }
-        | Command::Batch { reply, .. }
-        | Command::Create { reply, .. } = command
-        {
-            let _ = reply.send(Err(failure.clone().into_error(E::TYPE, slot.id())));
+        let error = || failure.clone().into_error(E::TYPE, slot.id());
+        match command {
+            Command::Get(reply)
+            | Command::Act { reply, .. }
+            | Command::Batch { reply, .. }
+            | Command::Create { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Hold(grant) => {
+                let _ = grant.send(Err(error()));
+            }
+            Command::Leave => {}
         }
     }
 }
