@@ -14,8 +14,8 @@ use crate::entity::{Entity, EntityId};
 use crate::error::Error;
 use crate::persist::{self, Decision};
 use crate::replay;
+use crate::slot::Turn;
 use crate::store::{ActionRows, EntityWrite, Store};
-use crate::turn::Turn;
 
 /// An entity a transaction holds, of whatever type; `D` is the transaction's domain error.
 pub(crate) trait Held<D>: Send {

@@ -32,8 +32,8 @@ pub(crate) enum Command<E: Entity> {
         actions: Vec<E::Action>,
         reply: Reply<E>,
     },
-    /// A transaction asks for the worker's turn (`turn`).
-    Hold(crate::turn::Grant<E>),
+    /// A transaction asks for the worker's turn (see `Turn`).
+    Hold(Grant<E>),
     /// The first action of a new entity, whose id was just reserved: decided on the empty
     /// state and committed with the entity's row. `span` is the create's, opened by its caller.
     Create {
@@ -44,6 +44,33 @@ pub(crate) enum Command<E: Entity> {
     },
     /// Idle or shutting down: snapshot if changed, then leave memory if nothing else came.
     Leave,
+}
+
+/// Where a worker sends its turn (or why it cannot lend one: the entity failed to load).
+pub(crate) type Grant<E> = oneshot::Sender<Result<Turn<E>, Error<<E as Entity>::Error>>>;
+
+/// A lent turn. Dropping it gives the turn back.
+pub(crate) struct Turn<E: Entity> {
+    pub slot: Arc<Slot<E>>,
+    back: oneshot::Sender<Release>,
+}
+
+/// How a transaction gives a turn back.
+pub(crate) enum Release {
+    /// User code panicked while the transaction decided on the entity: reload it rather than
+    /// trust what memory holds.
+    Reload,
+}
+
+impl<E: Entity> Turn<E> {
+    pub fn new(slot: Arc<Slot<E>>, back: oneshot::Sender<Release>) -> Self {
+        Self { slot, back }
+    }
+
+    /// Gives the turn back, asking the worker to reload the entity from the database.
+    pub fn give_back_reloading(self) {
+        let _ = self.back.send(Release::Reload);
+    }
 }
 
 struct Inbox<E: Entity> {

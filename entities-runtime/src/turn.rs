@@ -3,37 +3,11 @@
 //! it. Meanwhile no other action of the entity is decided (they queue), and `get` still answers
 //! from the published state.
 
-use std::sync::Arc;
-
 use tokio::sync::oneshot;
 
 use crate::action_path::Worker;
 use crate::entity::Entity;
-use crate::error::Error;
-use crate::slot::Slot;
-
-/// Where a worker sends its turn (or why it cannot lend one: the entity failed to load).
-pub(crate) type Grant<E> = oneshot::Sender<Result<Turn<E>, Error<<E as Entity>::Error>>>;
-
-/// A lent turn. Dropping it gives the turn back.
-pub(crate) struct Turn<E: Entity> {
-    pub slot: Arc<Slot<E>>,
-    back: oneshot::Sender<Release>,
-}
-
-/// How a transaction gives a turn back.
-enum Release {
-    /// User code panicked while the transaction decided on the entity: reload it rather than
-    /// trust what memory holds.
-    Reload,
-}
-
-impl<E: Entity> Turn<E> {
-    /// Gives the turn back, asking the worker to reload the entity from the database.
-    pub fn give_back_reloading(self) {
-        let _ = self.back.send(Release::Reload);
-    }
-}
+use crate::slot::{Grant, Release, Turn};
 
 impl<E: Entity> Worker<E> {
     /// Lends the worker's turn to the transaction behind `grant` and waits for it back; then
@@ -47,10 +21,7 @@ impl<E: Entity> Worker<E> {
             return;
         }
         let (back, returned) = oneshot::channel();
-        let turn = Turn {
-            slot: self.slot.clone(),
-            back,
-        };
+        let turn = Turn::new(self.slot.clone(), back);
         // A transaction that stopped waiting (it failed, or its caller went away) lends nothing.
         if grant.send(Ok(turn)).is_err() {
             return;
