@@ -11,6 +11,7 @@ use crate::commit::{Outcome, Projections};
 use crate::context::Context;
 use crate::entity::{Entity, Tagged};
 use crate::error::{Error, Failure};
+use crate::idempotency::{Kept, KeyedCall};
 use crate::persist::{self, Decision};
 use crate::replay;
 use crate::shared::Shared;
@@ -117,7 +118,7 @@ impl<E: Entity> Worker<E> {
     /// row, then publishes the first state. A conflict (a deadlock with another runtime's
     /// batch) is retried up to `max_attempts` times; an id taken already (reserved ids are taken
     /// only by rows inserted by hand) is a conflict at once.
-    pub async fn create(&mut self, mut item: Queued<E>) {
+    pub async fn create(&mut self, mut item: Queued<E>, key: Option<KeyedCall>) {
         let id = self.slot.id();
         item.span.record("entity_id", id);
         match persist::encode_action::<E>(&item.action, &item.ctx, id) {
@@ -125,6 +126,7 @@ impl<E: Entity> Worker<E> {
             Err(error) => return item.answer(Err(error)),
         }
         let empty = Arc::new(E::new(id));
+        let mut taken = false;
         loop {
             item.span.record("version", 0);
             let decided = {
@@ -136,6 +138,9 @@ impl<E: Entity> Worker<E> {
                 Ok(None) => (None, Vec::new()),
                 Err(error) => return item.answer(Err(error)),
             };
+            let created = decision
+                .as_ref()
+                .map_or_else(|| empty.clone(), |decision| decision.after.clone());
             let write = EntityWrite {
                 entity_type: E::TYPE,
                 entity_id: id,
@@ -143,17 +148,16 @@ impl<E: Entity> Worker<E> {
                 creates: true,
                 actions,
             };
-            let projections = vec![decision.as_ref().and_then(projection)];
+            let projections = decision.as_ref().and_then(projection).into_iter().collect();
+            let key_row = key.as_ref().map(|key| key.row(&Kept::entity(&*created)));
             let outcome = self
                 .shared
                 .committer
-                .commit(write, projections)
+                .commit_unit(vec![write], projections, key_row)
                 .instrument(tracing::debug_span!("commit", entity_id = id))
-                .await
-                .pop();
+                .await;
             match outcome {
-                Some(Outcome::Committed) => {
-                    let created = decision.map_or(empty, |decision| decision.after.clone());
+                Outcome::Committed => {
                     self.slot.publish_loaded(created.clone(), 0);
                     item.answer(Ok(created));
                     if snapshot::due(&self.shared, &self.slot) {
@@ -161,20 +165,34 @@ impl<E: Entity> Worker<E> {
                     }
                     return;
                 }
-                Some(outcome @ (Outcome::Conflict | Outcome::Retry | Outcome::Taken)) => {
-                    item.conflicts += 1;
-                    let taken = matches!(outcome, Outcome::Taken);
-                    if taken || item.conflicts >= self.shared.config.max_attempts {
-                        let attempts = item.conflicts;
-                        return item.answer(Err(Error::Conflict {
-                            entity_type: E::TYPE,
-                            id,
-                            attempts,
-                        }));
+                Outcome::Duplicate => {
+                    // Another runtime's create with this key won: its entity is the answer, and
+                    // this id stays unused.
+                    let key = key
+                        .as_ref()
+                        .unwrap_or_else(|| unreachable!("only a keyed create is a duplicate"));
+                    match key.stored(&self.shared).await {
+                        Ok(Some(stored)) => {
+                            return item.answer(key.kept_state::<E>(&self.shared, stored).await);
+                        }
+                        Ok(None) => item.conflicts += 1,
+                        Err(error) => return item.answer(Err(error)),
                     }
                 }
-                Some(failed) => return item.answer(Err(self.failed(failed, decision.as_deref()))),
-                None => unreachable!("a write has an outcome"),
+                outcome @ (Outcome::Conflict | Outcome::Retry | Outcome::Taken) => {
+                    item.conflicts += 1;
+                    // Deciding again cannot free a taken id.
+                    taken = matches!(outcome, Outcome::Taken);
+                }
+                failed => return item.answer(Err(self.failed(failed, decision.as_deref()))),
+            }
+            if taken || item.conflicts >= self.shared.config.max_attempts {
+                let attempts = item.conflicts;
+                return item.answer(Err(Error::Conflict {
+                    entity_type: E::TYPE,
+                    id,
+                    attempts,
+                }));
             }
         }
     }
@@ -205,7 +223,11 @@ impl<E: Entity> Worker<E> {
                     id: self.slot.id(),
                 }
             }
-            Outcome::Committed | Outcome::Conflict | Outcome::Retry | Outcome::Taken => {
+            Outcome::Committed
+            | Outcome::Conflict
+            | Outcome::Retry
+            | Outcome::Taken
+            | Outcome::Duplicate => {
                 unreachable!("only a failed commit has an error")
             }
         }

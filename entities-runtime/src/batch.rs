@@ -12,31 +12,44 @@ use crate::commit::Outcome;
 use crate::context::Context;
 use crate::entity::Entity;
 use crate::error::Error;
+use crate::idempotency::{Kept, KeyedCall};
 use crate::persist::{self, Decision};
 use crate::slot::Reply;
 use crate::store::EntityWrite;
 
-/// A queued batch and its caller.
+/// A queued batch and its caller. A keyed single action comes this way too (`one`): it is
+/// stored with its key, as a unit, and its errors name no index.
 pub(crate) struct QueuedBatch<E: Entity> {
     ctx: Arc<Context>,
     actions: Vec<E::Action>,
+    key: Option<KeyedCall>,
+    one: bool,
     reply: Reply<E>,
     span: tracing::Span,
 }
 
 impl<E: Entity> QueuedBatch<E> {
-    pub fn new(ctx: Arc<Context>, actions: Vec<E::Action>, reply: Reply<E>) -> Self {
+    pub fn new(
+        ctx: Arc<Context>,
+        actions: Vec<E::Action>,
+        key: Option<KeyedCall>,
+        one: bool,
+        reply: Reply<E>,
+    ) -> Self {
         let span = tracing::info_span!(
             "batch",
             entity_type = E::TYPE,
             entity_id = tracing::field::Empty,
             actions = actions.len(),
+            keyed = key.is_some(),
             version = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
         Self {
             ctx,
             actions,
+            key,
+            one,
             reply,
             span,
         }
@@ -58,15 +71,23 @@ impl<E: Entity> Worker<E> {
         let QueuedBatch {
             ctx,
             actions,
+            key,
+            one,
             reply,
             span,
         } = batch;
         let id = self.slot.id();
         span.record("entity_id", id);
-        let (result, panicked) = self
-            .run_batch(&ctx, &actions)
+        let (mut result, panicked) = self
+            .run_batch(&ctx, &actions, key.as_ref())
             .instrument(span.clone())
             .await;
+        if one {
+            result = result.map_err(|error| match error {
+                Error::InBatch { error, .. } => *error,
+                error => error,
+            });
+        }
         if let Ok(state) = &result {
             span.record("version", state.version());
         }
@@ -80,6 +101,7 @@ impl<E: Entity> Worker<E> {
         &mut self,
         ctx: &Arc<Context>,
         actions: &[E::Action],
+        key: Option<&KeyedCall>,
     ) -> (Result<Arc<E>, Error<E::Error>>, bool) {
         let id = self.slot.id();
         let mut payloads = Vec::with_capacity(actions.len());
@@ -103,32 +125,57 @@ impl<E: Entity> Worker<E> {
                     return (Err(error.in_batch(index)), panicked);
                 }
             };
-            if decided.decisions.is_empty() {
-                return (Ok(self.state()), false);
+            let after = decided
+                .decisions
+                .last()
+                .map_or_else(|| self.state(), |decision| decision.after.clone());
+            if decided.decisions.is_empty() && key.is_none() {
+                return (Ok(after), false);
             }
-            let write = EntityWrite {
-                entity_type: E::TYPE,
-                entity_id: id,
-                expected_version: decided.decisions[0].before.version(),
-                creates: false,
-                actions: decided.rows,
+            // A keyed call that decided nothing still stores its key: sent again, it answers
+            // with this state rather than deciding anew.
+            let writes = if decided.decisions.is_empty() {
+                Vec::new()
+            } else {
+                vec![EntityWrite {
+                    entity_type: E::TYPE,
+                    entity_id: id,
+                    expected_version: decided.decisions[0].before.version(),
+                    creates: false,
+                    actions: decided.rows,
+                }]
             };
             let projections = decided.decisions.iter().filter_map(projection).collect();
+            let key_row = key.map(|key| key.row(&Kept::entity(&*after)));
             let outcome = self
                 .shared
                 .committer
-                .commit_unit(vec![write], projections)
+                .commit_unit(writes, projections, key_row)
                 .instrument(tracing::debug_span!("commit", entity_id = id))
                 .await;
             match outcome {
+                Outcome::Committed if decided.decisions.is_empty() => return (Ok(after), false),
                 Outcome::Committed => {
-                    let after = decided.decisions[decided.decisions.len() - 1].after.clone();
                     let replaced = self.slot.publish(after.clone());
                     if let Some(replaced) = replaced {
                         let committed = decided.decisions.len();
                         self.recycle(replaced, decided.decisions, committed);
                     }
                     return (Ok(after), false);
+                }
+                Outcome::Duplicate => {
+                    // Another runtime committed this key first: its outcome is the answer.
+                    self.slot.mark_stale();
+                    let key =
+                        key.unwrap_or_else(|| unreachable!("only a keyed unit is a duplicate"));
+                    match key.stored(&self.shared).await {
+                        Ok(Some(stored)) => {
+                            return (key.kept_state::<E>(&self.shared, stored).await, false);
+                        }
+                        Ok(None) => {}
+                        Err(error) => return (Err(error), false),
+                    }
+                    // Its key expired meanwhile: decide again.
                 }
                 Outcome::Conflict | Outcome::Retry | Outcome::Taken => {
                     self.slot.mark_stale();
@@ -144,6 +191,17 @@ impl<E: Entity> Worker<E> {
                         );
                     }
                     tracing::debug!(attempt = attempts, "version conflict; catching up");
+                    // The newer version may be this very call, committed by another runtime
+                    // since the key was looked up: then it is not decided again.
+                    if let Some(key) = key {
+                        match key.stored(&self.shared).await {
+                            Ok(Some(stored)) => {
+                                return (key.kept_state::<E>(&self.shared, stored).await, false);
+                            }
+                            Ok(None) => {}
+                            Err(error) => return (Err(error), false),
+                        }
+                    }
                 }
                 Outcome::Refused => {
                     let (index, error) = decided

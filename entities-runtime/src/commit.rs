@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::entity::Version;
 use crate::metrics::Counters;
 use crate::projection::Tx;
-use crate::store::{EntityWrite, Store, StoreTx};
+use crate::store::{EntityWrite, KeyRow, Store, StoreTx};
 
 /// An action's projections, as a committer runs them in its batch's transaction: more than
 /// once when a neighbour's failure rolls them back. One batch holds entities of every type, so
@@ -60,6 +60,8 @@ pub(crate) enum Pending {
         writes: Vec<EntityWrite>,
         /// The projections of its actions, in the order they were decided.
         projections: Vec<Projections>,
+        /// Its idempotency key, stored with it.
+        key: Option<KeyRow>,
         reply: oneshot::Sender<Outcome>,
     },
 }
@@ -91,6 +93,9 @@ pub(crate) enum Outcome {
     Retry,
     /// Its projections refused it (the action holds why); it was rolled back.
     Refused,
+    /// A unit whose idempotency key another call stored first (in another runtime): nothing
+    /// was written; that call's outcome is the answer.
+    Duplicate,
     /// The database failed. When it failed at the commit, the action may have been committed.
     Storage {
         error: Arc<sqlx::Error>,
@@ -158,11 +163,13 @@ impl Committer {
         &self,
         writes: Vec<EntityWrite>,
         projections: Vec<Projections>,
+        key: Option<KeyRow>,
     ) -> Outcome {
         let (reply, outcome) = oneshot::channel();
         if !self.send(Pending::Unit {
             writes,
             projections,
+            key,
             reply,
         }) {
             return Outcome::Unanswered;
@@ -224,11 +231,12 @@ async fn run(
             writes,
             groups,
             steps,
+            keys,
             replies,
         } = Batch::of(batch);
         // Projections catch their own panics; one here is a runtime bug. The replies are kept
         // out of the unwinding future, so their workers are told rather than left waiting.
-        match std::panic::AssertUnwindSafe(batcher.write_batch(&writes, &groups, steps))
+        match std::panic::AssertUnwindSafe(batcher.write_batch(&writes, &groups, &keys, steps))
             .catch_unwind()
             .await
         {
@@ -257,6 +265,8 @@ struct Group {
     steps: Range<usize>,
     /// All or nothing: one step over all its writes.
     unit: bool,
+    /// Its idempotency key's index in the batch's keys.
+    key: Option<usize>,
 }
 
 /// One unit of a batch, in the batch's order: an action of a chain, or a whole unit.
@@ -283,6 +293,7 @@ struct Batch {
     writes: Vec<EntityWrite>,
     groups: Vec<Group>,
     steps: Vec<Step>,
+    keys: Vec<KeyRow>,
     replies: Vec<Reply>,
 }
 
@@ -292,12 +303,14 @@ impl Batch {
             writes: Vec::new(),
             groups: Vec::with_capacity(pendings.len()),
             steps: Vec::new(),
+            keys: Vec::new(),
             replies: Vec::with_capacity(pendings.len()),
         };
         for (group, pending) in pendings.into_iter().enumerate() {
             let first_write = batch.writes.len();
             let first_step = batch.steps.len();
             let unit = matches!(pending, Pending::Unit { .. });
+            let mut key_index = None;
             match pending {
                 Pending::Chain {
                     write,
@@ -325,8 +338,13 @@ impl Batch {
                 Pending::Unit {
                     writes,
                     projections,
+                    key,
                     reply,
                 } => {
+                    if let Some(key) = key {
+                        key_index = Some(batch.keys.len());
+                        batch.keys.push(key);
+                    }
                     let targets = writes
                         .iter()
                         .enumerate()
@@ -340,7 +358,7 @@ impl Batch {
                         group,
                         targets,
                         projects: projections,
-                        actions: writes.iter().map(|write| write.actions.len()).sum(),
+                        actions: writes.iter().map(EntityWrite::outcomes).sum(),
                     });
                     batch.writes.extend(writes);
                     batch.replies.push(Reply::Unit(reply));
@@ -350,6 +368,7 @@ impl Batch {
                 writes: first_write..batch.writes.len(),
                 steps: first_step..batch.steps.len(),
                 unit,
+                key: key_index,
             });
         }
         batch
@@ -392,6 +411,7 @@ impl Batcher {
         &self,
         writes: &[EntityWrite],
         groups: &[Group],
+        keys: &[KeyRow],
         steps: Vec<Step>,
     ) -> Vec<Outcome> {
         let mut tx = match self.store.begin().await {
@@ -410,21 +430,31 @@ impl Batcher {
             }
             Err(error) => return all_failed(&steps, error, false),
         };
-        let written = match take_back_partial_units(&mut tx, writes, groups, &appended).await {
+        let mut written = match take_back_partial_units(&mut tx, writes, groups, &appended).await {
             Ok(written) => written,
             Err(error) => return all_failed(&steps, error, false),
         };
         let conflicts = written.iter().filter(|&&written| !written).count();
         self.counters.conflicts.add(conflicts as u64);
-        // Alone in its transaction, a step needs no savepoint: its failure rolls back the whole
-        // transaction, which holds nothing else.
-        if let [step] = steps.as_slice() {
-            let group = &groups[step.group];
-            let outcome = if !written[step.group] {
+        let duplicates = match store_keys(&mut tx, writes, groups, keys, &mut written).await {
+            Ok(duplicates) => duplicates,
+            Err(error) => return all_failed(&steps, error, false),
+        };
+        let not_written = |group: &Group| {
+            if group.key.is_some_and(|key| duplicates[key]) {
+                Outcome::Duplicate
+            } else {
                 not_written(
                     &writes[group.writes.clone()],
                     &appended[group.writes.clone()],
                 )
+            }
+        };
+        // Alone in its transaction, a step needs no savepoint: its failure rolls back the whole
+        // transaction, which holds nothing else.
+        if let [step] = steps.as_slice() {
+            let outcome = if !written[step.group] {
+                not_written(&groups[step.group])
             } else {
                 match project_all(&mut tx, &step.projects).await {
                     Ok(()) => Outcome::Committed,
@@ -433,17 +463,14 @@ impl Batcher {
             };
             return self.commit(tx, &steps, vec![outcome]).await;
         }
-        match project_batch(
-            &mut tx,
+        let batch = Written {
             writes,
             groups,
-            &written,
-            &appended,
-            &steps,
-            &self.counters,
-        )
-        .await
-        {
+            keys,
+            written: &written,
+            not_written: &not_written,
+        };
+        match project_batch(&mut tx, &batch, &steps, &self.counters).await {
             Ok(outcomes) => self.commit(tx, &steps, outcomes).await,
             Err(error) => all_failed(&steps, error, false),
         }
@@ -456,18 +483,18 @@ impl Batcher {
         steps: &[Step],
         mut outcomes: Vec<Outcome>,
     ) -> Vec<Outcome> {
-        let committed: usize = steps
+        let committed: Vec<usize> = steps
             .iter()
             .zip(&outcomes)
             .filter(|(_, outcome)| matches!(outcome, Outcome::Committed))
             .map(|(step, _)| step.actions)
-            .sum();
-        let committed = committed as u64;
+            .collect();
         match tx.commit().await {
             Ok(()) => {
-                if committed > 0 {
+                if !committed.is_empty() {
                     self.counters.transactions.incr();
-                    self.counters.actions_committed.add(committed);
+                    let actions: usize = committed.iter().sum();
+                    self.counters.actions_committed.add(actions as u64);
                 }
             }
             Err(error) => {
@@ -514,6 +541,47 @@ async fn take_back_partial_units(
     Ok(written)
 }
 
+/// Inserts the keys of the keyed units written whole. A unit whose key another call stored is
+/// not written after all: its rows are taken back. Returns, per key, whether it was such a
+/// duplicate.
+async fn store_keys(
+    tx: &mut StoreTx,
+    writes: &[EntityWrite],
+    groups: &[Group],
+    keys: &[KeyRow],
+    written: &mut [bool],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut duplicates = vec![false; keys.len()];
+    let keyed: Vec<(usize, usize)> = groups
+        .iter()
+        .enumerate()
+        .filter_map(|(index, group)| Some((index, group.key?)))
+        .filter(|&(index, _)| written[index])
+        .collect();
+    let rows: Vec<&KeyRow> = keyed.iter().map(|&(_, key)| &keys[key]).collect();
+    let inserted = tx.insert_keys(&rows).await?;
+    for (&(index, key), inserted) in keyed.iter().zip(inserted) {
+        if !inserted {
+            duplicates[key] = true;
+            written[index] = false;
+            for write in &writes[groups[index].writes.clone()] {
+                tx.truncate(write.entity_id, write.expected_version, write.creates)
+                    .await?;
+            }
+        }
+    }
+    Ok(duplicates)
+}
+
+/// A batch after its append: what was written, and the outcome of what was not.
+struct Written<'a> {
+    writes: &'a [EntityWrite],
+    groups: &'a [Group],
+    keys: &'a [KeyRow],
+    written: &'a [bool],
+    not_written: &'a (dyn Fn(&Group) -> Outcome + Sync),
+}
+
 /// Runs projections one after the other; the first refusal stops them.
 async fn project_all(tx: &mut StoreTx, projects: &[Projections]) -> Result<(), Refused> {
     for project in projects {
@@ -526,13 +594,17 @@ async fn project_all(tx: &mut StoreTx, projects: &[Projections]) -> Result<(), R
 /// refused ones; returns each step's outcome.
 async fn project_batch(
     tx: &mut StoreTx,
-    writes: &[EntityWrite],
-    groups: &[Group],
-    written: &[bool],
-    appended: &[bool],
+    batch: &Written<'_>,
     steps: &[Step],
     counters: &Counters,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
+    let Written {
+        writes,
+        groups,
+        keys,
+        written,
+        not_written,
+    } = batch;
     let mut outcomes: Vec<Option<Outcome>> = steps.iter().map(|_| None).collect();
     // A chain with a refused action: the actions after it were decided on its state.
     let mut broken = vec![false; groups.len()];
@@ -544,11 +616,7 @@ async fn project_batch(
     while at < steps.len() {
         let step = &steps[at];
         if !written[step.group] {
-            let group = &groups[step.group];
-            outcomes[at] = Some(not_written(
-                &writes[group.writes.clone()],
-                &appended[group.writes.clone()],
-            ));
+            outcomes[at] = Some(not_written(&groups[step.group]));
             at += 1;
             continue;
         }
@@ -570,7 +638,7 @@ async fn project_batch(
                 Ok(()) => outcomes[at] = Some(Outcome::Committed),
                 Err(Refused) => {
                     tx.rollback_to_savepoint().await?;
-                    // The rows appended for it (and for the rest of its chain) go too.
+                    // The rows appended for it (and for the rest of its chain) go too, and its key.
                     for target in &step.targets {
                         tx.truncate(
                             writes[target.write].entity_id,
@@ -578,6 +646,9 @@ async fn project_batch(
                             target.uncreate,
                         )
                         .await?;
+                    }
+                    if let Some(key) = groups[step.group].key {
+                        tx.delete_key(&keys[key]).await?;
                     }
                     broken[step.group] = true;
                     outcomes[at] = Some(Outcome::Refused);

@@ -15,6 +15,7 @@ pub struct Context {
     request_id: Option<String>,
     correlation_id: Option<String>,
     idempotency_key: Option<String>,
+    request_fingerprint: Option<String>,
 }
 
 impl Context {
@@ -29,6 +30,7 @@ impl Context {
             request_id: None,
             correlation_id: None,
             idempotency_key: None,
+            request_fingerprint: None,
         }
     }
 
@@ -45,9 +47,20 @@ impl Context {
     }
 
     /// Makes the call idempotent: a call whose key (for this user) was committed already is not
-    /// decided again, and returns what the first one did.
+    /// decided again, and returns what the first one returned. A key names one call: the same
+    /// key with another call is refused with
+    /// [`Error::IdempotencyKeyReused`](crate::Error::IdempotencyKeyReused). See the crate's guide.
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// What the request behind a keyed call was (a hash of an HTTP request's body, say): part
+    /// of the call's fingerprint, so that a key sent again with another request is refused
+    /// even where the call alone cannot tell them apart (a transaction, whose closure the
+    /// runtime knows only by its type).
+    pub fn with_request_fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
+        self.request_fingerprint = Some(fingerprint.into());
         self
     }
 
@@ -69,6 +82,10 @@ impl Context {
 
     pub fn idempotency_key(&self) -> Option<&str> {
         self.idempotency_key.as_deref()
+    }
+
+    pub fn request_fingerprint(&self) -> Option<&str> {
+        self.request_fingerprint.as_deref()
     }
 
     /// The context one call runs with: its request id drawn now when none was set.

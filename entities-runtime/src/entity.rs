@@ -252,7 +252,7 @@ impl<E: Entity, A: Into<E::Action>> ActionOf<E> for A {}
     note = "add `impl Create for {Self} {{ type Args = ...; fn create(ctx: &Context, id: EntityId, args: Self::Args) -> Result<Self::Action, Self::Error> {{ ... }} }}`"
 )]
 pub trait Create: Entity {
-    type Args: Send + 'static;
+    type Args: serde::Serialize + Send + 'static;
     fn create(ctx: &Context, id: EntityId, args: Self::Args) -> Result<Self::Action, Self::Error>;
 }
 

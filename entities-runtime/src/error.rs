@@ -103,6 +103,10 @@ pub enum Error<D> {
     /// to (kept, or sent to another task): it is good only during that run.
     #[error("this transaction's unit was used after its closure's run ended")]
     UnitEnded,
+    /// The call's idempotency key was stored by another call (another action, entity or
+    /// request): nothing was decided or stored.
+    #[error("the idempotency key `{key}` was used already, for another call")]
+    IdempotencyKeyReused { key: String },
 }
 
 impl<D> Error<D> {
@@ -122,6 +126,7 @@ impl<D> Error<D> {
             Error::ShuttingDown => "shutting_down",
             Error::InBatch { error, .. } => error.outcome(),
             Error::UnitEnded => "unit_ended",
+            Error::IdempotencyKeyReused { .. } => "idempotency_key_reused",
         }
     }
 
@@ -212,6 +217,7 @@ impl<D> Error<D> {
             },
             Error::ShuttingDown => Error::ShuttingDown,
             Error::UnitEnded => Error::UnitEnded,
+            Error::IdempotencyKeyReused { key } => Error::IdempotencyKeyReused { key },
             Error::InBatch { index, error } => Error::InBatch {
                 index,
                 error: Box::new(error.map_rejection(f)),

@@ -44,6 +44,11 @@ pub struct Metrics {
     pub chains_waiting: u64,
     /// Entities leaving memory now: writing their last snapshot, still reachable by calls.
     pub leaving: u64,
+    /// Keyed calls that found their key stored by an earlier call: answered with its outcome,
+    /// or refused when the key was another call's.
+    pub idempotent_replays: u64,
+    /// Idempotency keys deleted by the sweep, past their retention.
+    pub idempotency_keys_expired: u64,
 }
 
 /// The live counters behind [`Metrics`].
@@ -63,6 +68,8 @@ pub(crate) struct Counters {
     pub snapshots_superseded: Counter,
     pub chains_waiting: Counter,
     pub leaving: Counter,
+    pub idempotent_replays: Counter,
+    pub idempotency_keys_expired: Counter,
 }
 
 impl Counters {
@@ -82,6 +89,8 @@ impl Counters {
             snapshots_superseded: self.snapshots_superseded.get(),
             chains_waiting: self.chains_waiting.get(),
             leaving: self.leaving.get(),
+            idempotent_replays: self.idempotent_replays.get(),
+            idempotency_keys_expired: self.idempotency_keys_expired.get(),
         }
     }
 }

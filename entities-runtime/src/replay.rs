@@ -15,11 +15,42 @@ pub(crate) struct Loaded<E> {
 
 /// Loads entity `id`: from its snapshot when that still decodes, else from its first event.
 pub(crate) async fn load<E: Entity>(store: &Store, id: EntityId) -> Result<Loaded<E>, Failure> {
+    load_through(store, id, Version::MAX).await
+}
+
+/// The state of entity `id` as it was at `version` (what an idempotent call that led to it
+/// answers when it is repeated).
+pub(crate) async fn state_at<E: Entity>(
+    store: &Store,
+    id: EntityId,
+    version: Version,
+) -> Result<E, Failure> {
+    let loaded = load_through::<E>(store, id, version).await?;
+    if loaded.state.version() != version {
+        return Err(Failure::Corrupt {
+            version,
+            reason: format!("its events stop at version {}", loaded.state.version()),
+        });
+    }
+    Ok(loaded.state)
+}
+
+/// Loads entity `id` up to version `through`: from a snapshot no newer than that when there is
+/// one that still decodes, else from its first event.
+async fn load_through<E: Entity>(
+    store: &Store,
+    id: EntityId,
+    through: Version,
+) -> Result<Loaded<E>, Failure> {
     let row = store.entity_row(id).await?.ok_or(Failure::NotFound)?;
     if row.entity_type != E::TYPE {
         return Err(Failure::NotFound);
     }
-    let (mut state, snapshot_version) = match (row.snapshot, row.snapshot_version) {
+    let snapshot = match row.snapshot_version {
+        Some(version) if version <= through => row.snapshot,
+        _ => None,
+    };
+    let (mut state, snapshot_version) = match (snapshot, row.snapshot_version) {
         (Some(_), Some(version))
             if row
                 .snapshot_shape
@@ -56,8 +87,10 @@ pub(crate) async fn load<E: Entity>(store: &Store, id: EntityId) -> Result<Loade
         },
         _ => (E::new(id), 0),
     };
-    catch_up(store, id, &mut state).await?;
-    if state.version() < row.version {
+    for stored in store.events_after(id, state.version(), through).await? {
+        apply_stored(&mut state, stored)?;
+    }
+    if state.version() < row.version.min(through) {
         return Err(Failure::Corrupt {
             version: state.version() + 1,
             reason: format!(
@@ -79,7 +112,10 @@ pub(crate) async fn catch_up<E: Entity>(
     id: EntityId,
     state: &mut E,
 ) -> Result<(), Failure> {
-    for stored in store.events_after(id, state.version()).await? {
+    for stored in store
+        .events_after(id, state.version(), Version::MAX)
+        .await?
+    {
         apply_stored(state, stored)?;
     }
     Ok(())

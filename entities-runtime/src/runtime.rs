@@ -11,8 +11,10 @@ use tracing::Instrument;
 use crate::action_path;
 use crate::context::Context;
 use crate::database::Database;
-use crate::entity::{ActionOf, Create, Entity, EntityId};
+use crate::entity::{ActionOf, Create, Entity, EntityId, Tagged};
 use crate::error::{Error, panic_message, storage};
+use crate::idempotency;
+use crate::idempotency::KeyedCall;
 use crate::metrics::Metrics;
 use crate::shared::{Config, Shared};
 use crate::slot::{Command, Reply};
@@ -86,6 +88,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How long an idempotency key is kept (default 24 hours, as common HTTP APIs keep theirs):
+    /// a call repeated with its key within it returns the first call's outcome; after it, the
+    /// key is deleted (by a sweep that runs every tenth of it) and a call with it is new.
+    pub fn idempotency_retention(mut self, retention: Duration) -> Self {
+        self.config.idempotency_retention = retention.max(Duration::from_secs(1));
+        self
+    }
+
     /// The size of the connection pool (default 10).
     pub fn max_connections(mut self, connections: u32) -> Self {
         self.max_connections = connections.max(1);
@@ -104,6 +114,9 @@ impl RuntimeBuilder {
         }
         let shared = Shared::start(store, self.config);
         shared.tasks.spawn(sweep_idle(Arc::downgrade(&shared)));
+        shared
+            .tasks
+            .spawn(idempotency::sweep_expired_keys(Arc::downgrade(&shared)));
         Ok(Runtime { shared })
     }
 }
@@ -167,6 +180,28 @@ impl Runtime {
         let _running = self.shared.tasks.token();
         self.open()?;
         let ctx = ctx.for_call();
+        let key = match ctx.idempotency_key() {
+            Some(_) => {
+                let args = serde_json::to_string(&args).map_err(|error| Error::Payload {
+                    entity_type: E::TYPE,
+                    id: 0,
+                    type_tag: "create",
+                    message: format!("its arguments do not serialize: {error}"),
+                })?;
+                KeyedCall::of(&ctx, &[b"create", E::TYPE.as_bytes(), args.as_bytes()])
+            }
+            None => None,
+        };
+        // One call per key at a time in this runtime; a key stored already is the answer.
+        let _key_lock = match &key {
+            Some(key) => Some(self.shared.key_locks.lock(&key.user_id, &key.key).await),
+            None => None,
+        };
+        if let Some(key) = &key
+            && let Some(stored) = key.stored(&self.shared).await?
+        {
+            return key.kept_state::<E>(&self.shared, stored).await;
+        }
         let span = action_path::action_span::<E>();
         let first = self
             .first_action::<E>(&ctx, args, &span)
@@ -182,6 +217,7 @@ impl Runtime {
         self.dispatch(id, |reply| Command::Create {
             ctx,
             action,
+            key,
             reply,
             span,
         })
@@ -264,6 +300,23 @@ impl Runtime {
         self.dispatch(id, command).await
     }
 
+    /// A keyed call (see `idempotency`): one at a time per key in this runtime, and answered
+    /// with what the first call returned when its key is stored already.
+    async fn call_keyed<E: Entity>(
+        &self,
+        id: EntityId,
+        key: KeyedCall,
+        command: impl FnOnce(Reply<E>, KeyedCall) -> Command<E>,
+    ) -> Result<Arc<E>, Error<E::Error>> {
+        let _running = self.shared.tasks.token();
+        self.open()?;
+        let _key_lock = self.shared.key_locks.lock(&key.user_id, &key.key).await;
+        if let Some(stored) = key.stored(&self.shared).await? {
+            return key.kept_state::<E>(&self.shared, stored).await;
+        }
+        self.dispatch(id, |reply| command(reply, key)).await
+    }
+
     /// Queues a command for entity `id`, starting its worker when none runs, and waits for the
     /// answer.
     async fn dispatch<E: Entity>(
@@ -329,12 +382,41 @@ impl<E: Entity> EntityRef<E> {
         ctx: &Context,
         action: impl ActionOf<E>,
     ) -> BoxFuture<'_, Result<Arc<E>, Error<E::Error>>> {
-        let action = action.into();
+        let action: E::Action = action.into();
         let ctx = ctx.for_call();
-        Box::pin(
-            self.runtime
-                .call(self.id, |reply| Command::Act { ctx, action, reply }),
-        )
+        let key = ctx.idempotency_key().and_then(|_| {
+            let payload = action.encode().unwrap_or_default();
+            KeyedCall::of(
+                &ctx,
+                &[
+                    b"action",
+                    E::TYPE.as_bytes(),
+                    &self.id.to_le_bytes(),
+                    payload.as_bytes(),
+                ],
+            )
+        });
+        match key {
+            None => {
+                Box::pin(
+                    self.runtime
+                        .call(self.id, |reply| Command::Act { ctx, action, reply }),
+                )
+            }
+            // Stored with its key, as a unit of one action.
+            Some(key) => {
+                Box::pin(
+                    self.runtime
+                        .call_keyed(self.id, key, |reply, key| Command::Batch {
+                            ctx,
+                            actions: vec![action],
+                            key: Some(key),
+                            one: true,
+                            reply,
+                        }),
+                )
+            }
+        }
     }
 
     /// Runs `actions` as one batch (the seed's `send_actions`): each decided on the state the one
@@ -347,13 +429,40 @@ impl<E: Entity> EntityRef<E> {
         ctx: &Context,
         actions: impl IntoIterator<Item = A>,
     ) -> BoxFuture<'_, Result<Arc<E>, Error<E::Error>>> {
-        let actions = actions.into_iter().map(Into::into).collect();
+        let actions: Vec<E::Action> = actions.into_iter().map(Into::into).collect();
         let ctx = ctx.for_call();
-        Box::pin(self.runtime.call(self.id, |reply| Command::Batch {
-            ctx,
-            actions,
-            reply,
-        }))
+        let key = ctx.idempotency_key().and_then(|_| {
+            let payloads: Vec<String> = actions
+                .iter()
+                .map(|action| action.encode().unwrap_or_default())
+                .collect();
+            let mut parts: Vec<&[u8]> = vec![b"actions", E::TYPE.as_bytes()];
+            let id = self.id.to_le_bytes();
+            parts.push(&id);
+            parts.extend(payloads.iter().map(|payload| payload.as_bytes()));
+            KeyedCall::of(&ctx, &parts)
+        });
+        match key {
+            None => Box::pin(self.runtime.call(self.id, |reply| Command::Batch {
+                ctx,
+                actions,
+                key: None,
+                one: false,
+                reply,
+            })),
+            Some(key) => {
+                Box::pin(
+                    self.runtime
+                        .call_keyed(self.id, key, |reply, key| Command::Batch {
+                            ctx,
+                            actions,
+                            key: Some(key),
+                            one: false,
+                            reply,
+                        }),
+                )
+            }
+        }
     }
 }
 

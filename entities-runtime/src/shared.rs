@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::commit::Committer;
 use crate::database::Database;
 use crate::ids::Ids;
+use crate::key_locks::KeyLocks;
 use crate::metrics::Counters;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -23,6 +24,7 @@ pub(crate) struct Config {
     pub max_attempts: u32,
     pub committers: usize,
     pub batch_size: usize,
+    pub idempotency_retention: Duration,
 }
 
 impl Default for Config {
@@ -33,6 +35,7 @@ impl Default for Config {
             max_attempts: 5,
             committers: 2,
             batch_size: 64,
+            idempotency_retention: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -53,6 +56,8 @@ pub(crate) struct Shared {
     pub committer: Committer,
     /// Ids reserved for new entities.
     pub ids: Ids,
+    /// The idempotency keys of the calls running now.
+    pub key_locks: KeyLocks,
     pub config: Config,
     pub counters: Arc<Counters>,
     /// Cancelled at shutdown: every live entity snapshots and leaves.
@@ -82,6 +87,7 @@ impl Shared {
             registry: Registry::default(),
             committer,
             ids: Ids::default(),
+            key_locks: KeyLocks::default(),
             config,
             counters,
             shutdown: CancellationToken::new(),

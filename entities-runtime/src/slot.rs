@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use crate::context::Context;
 use crate::entity::{Entity, EntityId, Version};
 use crate::error::Error;
+use crate::idempotency::KeyedCall;
 
 /// Where a call's answer goes.
 pub(crate) type Reply<E> = oneshot::Sender<Result<Arc<E>, Error<<E as Entity>::Error>>>;
@@ -26,10 +27,13 @@ pub(crate) enum Command<E: Entity> {
         action: E::Action,
         reply: Reply<E>,
     },
-    /// Actions decided one after the other and stored all together or not at all.
+    /// Actions decided one after the other and stored all together or not at all: a batch,
+    /// or a keyed single action (`one`), stored with its key.
     Batch {
         ctx: Arc<Context>,
         actions: Vec<E::Action>,
+        key: Option<KeyedCall>,
+        one: bool,
         reply: Reply<E>,
     },
     /// A transaction asks for the worker's turn (see `Turn`).
@@ -39,6 +43,7 @@ pub(crate) enum Command<E: Entity> {
     Create {
         ctx: Arc<Context>,
         action: E::Action,
+        key: Option<KeyedCall>,
         reply: Reply<E>,
         span: tracing::Span,
     },

@@ -23,10 +23,14 @@ use crate::context::Context;
 use crate::entity::{ActionOf, Create, Entity, EntityId};
 use crate::error::{Error, panic_message, storage};
 use crate::held::{Held, HeldEntity};
+use crate::idempotency::{Kept, KeyedCall};
 use crate::runtime::{EntityRef, Runtime};
 use crate::shared::Shared;
 use crate::slot::Command;
+use crate::store::KeyRow;
 use crate::worker;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// The global order turns are taken in: entity type, then id (the `TypeId` only tells apart
 /// two entity types that share a type tag).
@@ -68,6 +72,8 @@ impl<D> Clone for Unit<D> {
 struct State<D> {
     shared: Arc<Shared>,
     ctx: Arc<Context>,
+    /// The transaction's idempotency key, stored with its commit.
+    key: Option<KeyedCall>,
     /// The attempt running now; a `Unit` of another is refused.
     attempt: u32,
     /// The transaction returned: a `Unit` kept past it is refused (it would take turns that
@@ -319,6 +325,8 @@ enum Committed<D> {
     Yes,
     /// Another writer moved an entity on: catch up and run again.
     Conflict,
+    /// Another runtime committed the unit's idempotency key first.
+    Duplicate,
     No(Error<D>),
 }
 
@@ -367,6 +375,7 @@ impl Runtime {
     ) -> Result<T, Error<D>>
     where
         D: Send + 'static,
+        T: Serialize + DeserializeOwned,
         Work: FnMut(Unit<D>) -> Fut,
         Fut: Future<Output = Result<T, Error<D>>>,
     {
@@ -374,6 +383,22 @@ impl Runtime {
         // Held for the whole call, taken before the check: `shutdown` waits for it.
         let _running = shared.tasks.token();
         self.open()?;
+        let ctx = ctx.for_call();
+        // The runtime knows the closure only by its type: the request's fingerprint, when the
+        // caller gives one, tells two requests through the same code apart.
+        let key = KeyedCall::of(
+            &ctx,
+            &[b"transaction", std::any::type_name::<Work>().as_bytes()],
+        );
+        let _key_lock = match &key {
+            Some(key) => Some(shared.key_locks.lock(&key.user_id, &key.key).await),
+            None => None,
+        };
+        if let Some(key) = &key
+            && let Some(stored) = key.stored(&shared).await?
+        {
+            return key.kept_value(stored);
+        }
         let span = tracing::info_span!(
             "transaction",
             entities = tracing::field::Empty,
@@ -382,7 +407,8 @@ impl Runtime {
         );
         let state = Arc::new(Mutex::new(State {
             shared: shared.clone(),
-            ctx: ctx.for_call(),
+            ctx,
+            key,
             attempt: 0,
             ended: false,
             held: BTreeMap::new(),
@@ -413,6 +439,7 @@ async fn run<D, T, Work, Fut>(
 ) -> Result<T, Error<D>>
 where
     D: Send + 'static,
+    T: Serialize + DeserializeOwned,
     Work: FnMut(Unit<D>) -> Fut,
     Fut: Future<Output = Result<T, Error<D>>>,
 {
@@ -456,10 +483,40 @@ where
             continue;
         }
         let value = returned?;
-        match commit(&mut state).await {
+        let key_row = match &state.key {
+            Some(key) => Some(key.row(&Kept::Value(serde_json::to_value(&value).map_err(
+                |error| Error::Payload {
+                    entity_type: "transaction",
+                    id: 0,
+                    type_tag: std::any::type_name::<T>(),
+                    message: format!("its value, kept with its idempotency key: {error}"),
+                },
+            )?))),
+            None => None,
+        };
+        match commit(&mut state, key_row).await {
             Committed::Yes => return Ok(value),
+            Committed::Duplicate => {
+                let key = state
+                    .key
+                    .as_ref()
+                    .unwrap_or_else(|| unreachable!("only a keyed unit is a duplicate"));
+                if let Some(stored) = key.stored(shared).await? {
+                    return key.kept_value(stored);
+                }
+                // Its key expired meanwhile: run again.
+                state.discard_attempt();
+                state.attempt += 1;
+            }
             Committed::No(error) => return Err(error),
             Committed::Conflict => {
+                // The newer version may be this very unit, committed by another runtime since
+                // its key was looked up: then it is not run again.
+                if let Some(key) = &state.key
+                    && let Some(stored) = key.stored(shared).await?
+                {
+                    return key.kept_value(stored);
+                }
                 conflicts += 1;
                 let mut moved = None;
                 for held in state.held.values_mut() {
@@ -486,13 +543,17 @@ where
 }
 
 /// Commits what the attempt decided, as one unit; publishes it if it committed.
-async fn commit<D: Send + 'static>(state: &mut MutexGuard<'_, State<D>>) -> Committed<D> {
+async fn commit<D: Send + 'static>(
+    state: &mut MutexGuard<'_, State<D>>,
+    key: Option<KeyRow>,
+) -> Committed<D> {
     let writes: Vec<_> = state
         .held
         .values_mut()
         .filter_map(|held| held.write())
         .collect();
-    if writes.is_empty() {
+    // A keyed unit that decided nothing still stores its key and value.
+    if writes.is_empty() && key.is_none() {
         return Committed::Yes;
     }
     let projections = std::mem::take(&mut state.projections);
@@ -500,7 +561,7 @@ async fn commit<D: Send + 'static>(state: &mut MutexGuard<'_, State<D>>) -> Comm
     let outcome = state
         .shared
         .committer
-        .commit_unit(writes, projections)
+        .commit_unit(writes, projections, key)
         .instrument(tracing::debug_span!("commit"))
         .await;
     state.committing = false;
@@ -512,6 +573,7 @@ async fn commit<D: Send + 'static>(state: &mut MutexGuard<'_, State<D>>) -> Comm
             Committed::Yes
         }
         Outcome::Conflict | Outcome::Taken | Outcome::Retry => Committed::Conflict,
+        Outcome::Duplicate => Committed::Duplicate,
         Outcome::Refused => Committed::No(
             state
                 .held

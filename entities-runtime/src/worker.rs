@@ -51,12 +51,13 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
             if let Command::Create {
                 ctx,
                 action,
+                key,
                 reply,
                 span,
             } = create
             {
                 worker
-                    .create(Queued::in_span(ctx, action, reply, span))
+                    .create(Queued::in_span(ctx, action, reply, span), key)
                     .await;
             }
         }
@@ -91,13 +92,17 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
                 Command::Batch {
                     ctx,
                     actions: batch,
+                    key,
+                    one,
                     reply,
                 } => {
                     // The actions queued before it are decided first, in the order they came.
                     if !actions.is_empty() {
                         worker.act(std::mem::take(&mut actions)).await;
                     }
-                    worker.batch(QueuedBatch::new(ctx, batch, reply)).await;
+                    worker
+                        .batch(QueuedBatch::new(ctx, batch, key, one, reply))
+                        .await;
                 }
                 Command::Hold(grant) => {
                     if !actions.is_empty() {

@@ -35,6 +35,11 @@ const RUNTIME_POSTGRES: &[(i64, &str, &str)] = &[
         "payload versions and snapshot shapes",
         include_str!("../../../migrations/postgres/0003_shapes.sql"),
     ),
+    (
+        4,
+        "idempotency keys",
+        include_str!("../../../migrations/postgres/0004_idempotency_keys.sql"),
+    ),
 ];
 const RUNTIME_SQLITE: &[(i64, &str, &str)] = &[
     (
@@ -51,6 +56,11 @@ const RUNTIME_SQLITE: &[(i64, &str, &str)] = &[
         3,
         "payload versions and snapshot shapes",
         include_str!("../../../migrations/sqlite/0003_shapes.sql"),
+    ),
+    (
+        4,
+        "idempotency keys",
+        include_str!("../../../migrations/sqlite/0004_idempotency_keys.sql"),
     ),
 ];
 

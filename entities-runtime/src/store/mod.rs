@@ -142,6 +142,23 @@ impl EntityWrite {
     }
 }
 
+/// An idempotency key to insert with a unit, in its transaction.
+#[derive(Debug)]
+pub(crate) struct KeyRow {
+    pub user_id: String,
+    pub key: String,
+    pub fingerprint: String,
+    /// What the keyed call returned, as JSON.
+    pub outcome: String,
+}
+
+/// A stored idempotency key: the fingerprint of the call that stored it and what it returned.
+#[derive(Debug)]
+pub(crate) struct StoredKey {
+    pub fingerprint: String,
+    pub outcome: String,
+}
+
 /// A history row as both backends return it: the columns of [`EventRecord`], payload as text.
 type HistoryRow = (
     Version,
@@ -239,14 +256,15 @@ impl Store {
         ))
     }
 
-    /// The events of `id` after `version`, in order.
+    /// The events of `id` after `version` and up to `through`, in order.
     pub async fn events_after(
         &self,
         id: EntityId,
         version: Version,
+        through: Version,
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         let rows: Vec<(Version, String, PayloadVersion, String)> = on_pool!(self, pool, sql = EVENTS_AFTER => {
-            sqlx::query_as(sql).bind(id).bind(version).fetch_all(pool).await?
+            sqlx::query_as(sql).bind(id).bind(version).bind(through).fetch_all(pool).await?
         });
         Ok(rows
             .into_iter()
@@ -330,6 +348,32 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// The key `key` of `user_id`, if a call stored it.
+    pub async fn idempotency_key(
+        &self,
+        user_id: &str,
+        key: &str,
+    ) -> Result<Option<StoredKey>, sqlx::Error> {
+        let row: Option<(String, String)> = on_pool!(self, pool, sql = IDEMPOTENCY_KEY => {
+            sqlx::query_as(sql).bind(user_id).bind(key).fetch_optional(pool).await?
+        });
+        Ok(row.map(|(fingerprint, outcome)| StoredKey {
+            fingerprint,
+            outcome,
+        }))
+    }
+
+    /// Deletes the idempotency keys stored more than `retention` ago; returns how many.
+    pub async fn delete_expired_keys(
+        &self,
+        retention: std::time::Duration,
+    ) -> Result<u64, sqlx::Error> {
+        let seconds = retention.as_secs_f64();
+        Ok(on_pool!(self, pool, sql = DELETE_EXPIRED_KEYS => {
+            sqlx::query(sql).bind(seconds).execute(pool).await?.rows_affected()
+        }))
+    }
+
     /// Closes every connection of the pool.
     pub async fn close(&self) {
         match self {
@@ -348,6 +392,39 @@ impl StoreTx {
             StoreTx::Postgres(tx) => postgres::append(tx, writes).await,
             StoreTx::Sqlite(tx) => sqlite::append(tx, writes).await,
         }
+    }
+
+    /// Inserts the keys of the batch's keyed units; returns, per key, whether it was inserted
+    /// (`false`: a call stored it already).
+    pub async fn insert_keys(&mut self, keys: &[&KeyRow]) -> Result<Vec<bool>, sqlx::Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            StoreTx::Postgres(tx) => postgres::insert_keys(tx, keys).await,
+            StoreTx::Sqlite(tx) => sqlite::insert_keys(tx, keys).await,
+        }
+    }
+
+    /// Takes back a key inserted in this transaction, with the unit it belonged to.
+    pub async fn delete_key(&mut self, key: &KeyRow) -> Result<(), sqlx::Error> {
+        match self {
+            StoreTx::Postgres(tx) => {
+                sqlx::query(postgres::DELETE_IDEMPOTENCY_KEY)
+                    .bind(&key.user_id)
+                    .bind(&key.key)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            StoreTx::Sqlite(tx) => {
+                sqlx::query(sqlite::DELETE_IDEMPOTENCY_KEY)
+                    .bind(&key.user_id)
+                    .bind(&key.key)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// What a statement of user code runs on in this transaction.

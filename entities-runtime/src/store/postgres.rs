@@ -2,14 +2,30 @@
 
 use sqlx::postgres::PgConnection;
 
-use super::EntityWrite;
+use super::{EntityWrite, KeyRow};
 use crate::entity::{EntityId, PayloadVersion, Version};
 
 pub(super) const ENTITY_ROW: &str = "SELECT e.type, e.version, s.snapshot::text, s.version, s.shape \
      FROM entities.entities e LEFT JOIN entities.entity_snapshots s ON s.entity_id = e.id WHERE e.id = $1";
 
 pub(super) const EVENTS_AFTER: &str = "SELECT entity_version, type, payload_version, payload::text FROM entities.entity_events \
-     WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version";
+     WHERE entity_id = $1 AND entity_version > $2 AND entity_version <= $3 ORDER BY entity_version";
+
+pub(super) const IDEMPOTENCY_KEY: &str = "SELECT fingerprint, outcome::text FROM entities.idempotency_keys \
+     WHERE user_id = $1 AND key = $2";
+
+pub(super) const DELETE_IDEMPOTENCY_KEY: &str =
+    "DELETE FROM entities.idempotency_keys WHERE user_id = $1 AND key = $2";
+
+/// `$1`: the retention, in seconds.
+pub(super) const DELETE_EXPIRED_KEYS: &str = "DELETE FROM entities.idempotency_keys \
+     WHERE created_at < now() - make_interval(secs => $1)";
+
+/// Every keyed unit of a batch in one statement; returns the keys inserted (a key another
+/// transaction holds is not: the insert waits for that transaction, then skips the row).
+const INSERT_KEYS: &str = "INSERT INTO entities.idempotency_keys (user_id, key, fingerprint, outcome) \
+     SELECT u, k, f, o::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(u, k, f, o) \
+     ON CONFLICT DO NOTHING RETURNING user_id, key";
 
 pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO entities.entity_snapshots AS s (entity_id, version, snapshot, shape) \
      SELECT id, $2, $3::jsonb, $4 FROM entities.entities WHERE id = $1 AND version >= $2 \
@@ -188,4 +204,26 @@ pub(super) async fn truncate(
             .await?;
     }
     Ok(())
+}
+
+pub(super) async fn insert_keys(
+    conn: &mut PgConnection,
+    keys: &[&KeyRow],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let column = |field: fn(&KeyRow) -> &str| keys.iter().map(|key| field(key)).collect::<Vec<_>>();
+    let inserted: Vec<(String, String)> = sqlx::query_as(INSERT_KEYS)
+        .bind(column(|key| &key.user_id))
+        .bind(column(|key| &key.key))
+        .bind(column(|key| &key.fingerprint))
+        .bind(column(|key| &key.outcome))
+        .fetch_all(conn)
+        .await?;
+    Ok(keys
+        .iter()
+        .map(|key| {
+            inserted
+                .iter()
+                .any(|(user_id, inserted)| *user_id == key.user_id && *inserted == key.key)
+        })
+        .collect())
 }

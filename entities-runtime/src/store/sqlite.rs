@@ -2,14 +2,46 @@
 
 use sqlx::sqlite::SqliteConnection;
 
-use super::EntityWrite;
+use super::{EntityWrite, KeyRow};
 use crate::entity::{EntityId, Version};
 
 pub(super) const ENTITY_ROW: &str = "SELECT e.type, e.version, s.snapshot, s.version, s.shape \
      FROM entities e LEFT JOIN entity_snapshots s ON s.entity_id = e.id WHERE e.id = $1";
 
 pub(super) const EVENTS_AFTER: &str = "SELECT entity_version, type, payload_version, payload FROM entity_events \
-     WHERE entity_id = $1 AND entity_version > $2 ORDER BY entity_version";
+     WHERE entity_id = $1 AND entity_version > $2 AND entity_version <= $3 ORDER BY entity_version";
+
+pub(super) const IDEMPOTENCY_KEY: &str =
+    "SELECT fingerprint, outcome FROM idempotency_keys WHERE user_id = $1 AND key = $2";
+
+pub(super) const DELETE_IDEMPOTENCY_KEY: &str =
+    "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2";
+
+/// `$1`: the retention, in seconds.
+pub(super) const DELETE_EXPIRED_KEYS: &str = "DELETE FROM idempotency_keys \
+     WHERE created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || $1 || ' seconds')";
+
+/// One statement per key: SQLite runs one writer at a time, so a key is either there or not.
+pub(super) async fn insert_keys(
+    conn: &mut SqliteConnection,
+    keys: &[&KeyRow],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut inserted = Vec::with_capacity(keys.len());
+    for key in keys {
+        let done = sqlx::query(
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, outcome) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&key.user_id)
+        .bind(&key.key)
+        .bind(&key.fingerprint)
+        .bind(&key.outcome)
+        .execute(&mut *conn)
+        .await?;
+        inserted.push(done.rows_affected() == 1);
+    }
+    Ok(inserted)
+}
 
 pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO entity_snapshots AS s (entity_id, version, snapshot, shape) \
      SELECT id, $2, $3, $4 FROM entities WHERE id = $1 AND version >= $2 \
