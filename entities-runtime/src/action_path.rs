@@ -11,7 +11,8 @@ use crate::commit::{Outcome, Projections};
 use crate::context::Context;
 use crate::entity::{Entity, Tagged};
 use crate::error::{Error, Failure};
-use crate::idempotency::{Kept, KeyedCall};
+use crate::idempotency;
+use crate::keyed_call::{Kept, KeyedCall};
 use crate::persist::{self, Decision};
 use crate::replay;
 use crate::shared::Shared;
@@ -171,9 +172,11 @@ impl<E: Entity> Worker<E> {
                     let key = key
                         .as_ref()
                         .unwrap_or_else(|| unreachable!("only a keyed create is a duplicate"));
-                    match key.stored(&self.shared).await {
+                    match idempotency::stored(&self.shared, key).await {
                         Ok(Some(stored)) => {
-                            return item.answer(key.kept_state::<E>(&self.shared, stored).await);
+                            return item.answer(
+                                idempotency::kept_state::<E>(&self.shared, key, stored).await,
+                            );
                         }
                         Ok(None) => item.conflicts += 1,
                         Err(error) => return item.answer(Err(error)),

@@ -12,7 +12,8 @@ use crate::commit::Outcome;
 use crate::context::Context;
 use crate::entity::Entity;
 use crate::error::Error;
-use crate::idempotency::{Kept, KeyedCall};
+use crate::idempotency;
+use crate::keyed_call::{Kept, KeyedCall};
 use crate::persist::{self, Decision};
 use crate::slot::Reply;
 use crate::store::EntityWrite;
@@ -168,9 +169,12 @@ impl<E: Entity> Worker<E> {
                     self.slot.mark_stale();
                     let key =
                         key.unwrap_or_else(|| unreachable!("only a keyed unit is a duplicate"));
-                    match key.stored(&self.shared).await {
+                    match idempotency::stored(&self.shared, key).await {
                         Ok(Some(stored)) => {
-                            return (key.kept_state::<E>(&self.shared, stored).await, false);
+                            return (
+                                idempotency::kept_state::<E>(&self.shared, key, stored).await,
+                                false,
+                            );
                         }
                         Ok(None) => {}
                         Err(error) => return (Err(error), false),
@@ -194,9 +198,12 @@ impl<E: Entity> Worker<E> {
                     // The newer version may be this very call, committed by another runtime
                     // since the key was looked up: then it is not decided again.
                     if let Some(key) = key {
-                        match key.stored(&self.shared).await {
+                        match idempotency::stored(&self.shared, key).await {
                             Ok(Some(stored)) => {
-                                return (key.kept_state::<E>(&self.shared, stored).await, false);
+                                return (
+                                    idempotency::kept_state::<E>(&self.shared, key, stored).await,
+                                    false,
+                                );
                             }
                             Ok(None) => {}
                             Err(error) => return (Err(error), false),

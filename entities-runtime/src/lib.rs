@@ -100,6 +100,7 @@ mod held;
 mod idempotency;
 mod ids;
 mod key_locks;
+mod keyed_call;
 mod metrics;
 mod persist;
 mod projection;

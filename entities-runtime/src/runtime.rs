@@ -14,7 +14,7 @@ use crate::database::Database;
 use crate::entity::{ActionOf, Create, Entity, EntityId, Tagged};
 use crate::error::{Error, panic_message, storage};
 use crate::idempotency;
-use crate::idempotency::KeyedCall;
+use crate::keyed_call::KeyedCall;
 use crate::metrics::Metrics;
 use crate::shared::{Config, Shared};
 use crate::slot::{Command, Reply};
@@ -198,9 +198,9 @@ impl Runtime {
             None => None,
         };
         if let Some(key) = &key
-            && let Some(stored) = key.stored(&self.shared).await?
+            && let Some(stored) = idempotency::stored(&self.shared, key).await?
         {
-            return key.kept_state::<E>(&self.shared, stored).await;
+            return idempotency::kept_state::<E>(&self.shared, key, stored).await;
         }
         let span = action_path::action_span::<E>();
         let first = self
@@ -311,8 +311,8 @@ impl Runtime {
         let _running = self.shared.tasks.token();
         self.open()?;
         let _key_lock = self.shared.key_locks.lock(&key.user_id, &key.key).await;
-        if let Some(stored) = key.stored(&self.shared).await? {
-            return key.kept_state::<E>(&self.shared, stored).await;
+        if let Some(stored) = idempotency::stored(&self.shared, &key).await? {
+            return idempotency::kept_state::<E>(&self.shared, &key, stored).await;
         }
         self.dispatch(id, |reply| command(reply, key)).await
     }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::context::Context;
 use crate::entity::{Entity, EntityId, Version};
 use crate::error::Error;
-use crate::idempotency::KeyedCall;
+use crate::keyed_call::KeyedCall;
 
 /// Where a call's answer goes.
 pub(crate) type Reply<E> = oneshot::Sender<Result<Arc<E>, Error<<E as Entity>::Error>>>;

@@ -23,7 +23,8 @@ use crate::context::Context;
 use crate::entity::{ActionOf, Create, Entity, EntityId};
 use crate::error::{Error, panic_message, storage};
 use crate::held::{Held, HeldEntity};
-use crate::idempotency::{Kept, KeyedCall};
+use crate::idempotency;
+use crate::keyed_call::{Kept, KeyedCall};
 use crate::runtime::{EntityRef, Runtime};
 use crate::shared::Shared;
 use crate::slot::Command;
@@ -395,7 +396,7 @@ impl Runtime {
             None => None,
         };
         if let Some(key) = &key
-            && let Some(stored) = key.stored(&shared).await?
+            && let Some(stored) = idempotency::stored(&shared, key).await?
         {
             return key.kept_value(stored);
         }
@@ -501,7 +502,7 @@ where
                     .key
                     .as_ref()
                     .unwrap_or_else(|| unreachable!("only a keyed unit is a duplicate"));
-                if let Some(stored) = key.stored(shared).await? {
+                if let Some(stored) = idempotency::stored(shared, key).await? {
                     return key.kept_value(stored);
                 }
                 // Its key expired meanwhile: run again.
@@ -513,7 +514,7 @@ where
                 // The newer version may be this very unit, committed by another runtime since
                 // its key was looked up: then it is not run again.
                 if let Some(key) = &state.key
-                    && let Some(stored) = key.stored(shared).await?
+                    && let Some(stored) = idempotency::stored(shared, key).await?
                 {
                     return key.kept_value(stored);
                 }
