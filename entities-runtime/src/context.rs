@@ -55,10 +55,12 @@ impl Context {
         self
     }
 
-    /// What the request behind a keyed call was (a hash of an HTTP request's body, say): part
-    /// of the call's fingerprint, so that a key sent again with another request is refused
-    /// even where the call alone cannot tell them apart (a transaction, whose closure the
-    /// runtime knows only by its type).
+    /// What the request behind a keyed call was (a hash of an HTTP request's body, say). When
+    /// given, it is the call's fingerprint: a key sent again with another request is refused,
+    /// and a retry of the same request is recognised even when the call it makes differs (ids
+    /// the server draws anew for each try). Without it, the runtime fingerprints what the call
+    /// sends; a transaction's closure it knows only by its type, so two requests through the
+    /// same code look alike.
     pub fn with_request_fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
         self.request_fingerprint = Some(fingerprint.into());
         self

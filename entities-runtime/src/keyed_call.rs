@@ -18,16 +18,23 @@ pub(crate) struct KeyedCall {
 }
 
 impl KeyedCall {
-    /// The keyed call of `ctx`, if it has a key; `parts` say what the call sends.
+    /// The keyed call of `ctx`, if it has a key. Its fingerprint is the request's, when the
+    /// caller gave one: the request determines the call, whose payload may hold values the
+    /// server draws anew for each try (an item's fresh UUID). Otherwise `parts`, what the call
+    /// sends, make it.
     pub fn of(ctx: &Context, parts: &[&[u8]]) -> Option<Self> {
         let key = ctx.idempotency_key()?;
+        let request: [&[u8]; 2];
+        let parts = match ctx.request_fingerprint() {
+            Some(fingerprint) => {
+                request = [b"request", fingerprint.as_bytes()];
+                &request[..]
+            }
+            None => parts,
+        };
         let mut hash = Sha256::new();
         // Each part with its length first, so that no two lists of parts hash alike.
-        for part in parts
-            .iter()
-            .copied()
-            .chain(ctx.request_fingerprint().map(str::as_bytes))
-        {
+        for part in parts {
             hash.update((part.len() as u64).to_le_bytes());
             hash.update(part);
         }

@@ -27,6 +27,10 @@ pub enum Code {
     Validation,
     /// Other writers kept changing the list; trying again may succeed.
     Conflict,
+    /// The request's `Idempotency-Key` was used before with another body (or by another of the
+    /// request's mutations): nothing was applied. A GraphQL error beside `data`, like the domain's,
+    /// so that one mutation's reused key does not hide the others' results.
+    IdempotencyKeyReused,
     /// The server failed (the database, a bug); logged with the request id, never detailed.
     Internal,
     /// The HTTP request is not a GraphQL request: not JSON, too large, a batch, a bad header.
@@ -43,11 +47,12 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 10] = [
+    pub const ALL: [Code; 11] = [
         Code::NotFound,
         Code::NameTaken,
         Code::Validation,
         Code::Conflict,
+        Code::IdempotencyKeyReused,
         Code::Internal,
         Code::BadRequest,
         Code::ParseFailed,
@@ -62,6 +67,7 @@ impl Code {
             Code::NameTaken => "NAME_TAKEN",
             Code::Validation => "VALIDATION",
             Code::Conflict => "CONFLICT",
+            Code::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Code::Internal => "INTERNAL",
             Code::BadRequest => "BAD_REQUEST",
             Code::ParseFailed => "GRAPHQL_PARSE_FAILED",
@@ -143,6 +149,20 @@ pub(crate) fn api_error(error: Error<ShoppingListError>, call: &Context) -> asyn
                 Code::Conflict,
                 format!("shopping list {id} kept changing while this request ran; try again"),
             )
+        }
+        Error::IdempotencyKeyReused { key } => coded(
+            Code::IdempotencyKeyReused,
+            format!(
+                "the idempotency key `{}` was used before for another request: send a new key \
+                 for a new request",
+                key.rsplit_once(':').map_or(key.as_str(), |(key, _)| key)
+            ),
+        ),
+        // A batch's refusal names its item.
+        Error::InBatch { index, error } => {
+            let mut error = api_error(*error, call);
+            error.message = format!("item {index}: {}", error.message);
+            error
         }
         Error::ShuttingDown => coded(
             Code::Internal,

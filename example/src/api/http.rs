@@ -13,12 +13,15 @@ use serde::Serialize;
 
 use super::BODY_LIMIT;
 use super::error::{Code, code_of, set_code};
+use super::request_context::{IdempotencyKey, KeyedRequest};
 use super::schema::ApiSchema;
+use sha2::{Digest, Sha256};
 
 /// Runs one GraphQL request, as the caller of the request's [`Context`].
 pub(super) async fn graphql(
     State(schema): State<ApiSchema>,
     Extension(call): Extension<Context>,
+    key: Option<Extension<IdempotencyKey>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -51,7 +54,16 @@ pub(super) async fn graphql(
         Ok(request) => request,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, Code::BadRequest, message),
     };
-    respond(schema.execute(request.data(call)).await)
+    let mut request = request.data(call);
+    if let Some(Extension(IdempotencyKey(key))) = key {
+        // "The same request" is the same body: its hash, with the key, is what a retry repeats.
+        let fingerprint = Sha256::digest(&body)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        request = request.data(KeyedRequest { key, fingerprint });
+    }
+    respond(schema.execute(request).await)
 }
 
 /// `GET /api`: queries are POSTed; point a person at GraphiQL.

@@ -24,7 +24,7 @@ mod request_context;
 mod schema;
 
 pub use error::Code;
-pub use request_context::{MAX_ID_LEN, REQUEST_ID, USER_ID};
+pub use request_context::{IDEMPOTENCY_KEY, MAX_ID_LEN, REQUEST_ID, USER_ID};
 pub use schema::{ApiSchema, schema};
 
 use axum::Router;
@@ -42,6 +42,8 @@ pub const DEPTH_LIMIT: usize = 16;
 pub const COMPLEXITY_LIMIT: usize = 1_000;
 /// The largest page of `shoppingLists`.
 pub const PAGE_LIMIT: i32 = 100;
+/// The most items one `addItems` adds.
+pub const BATCH_LIMIT: usize = 100;
 /// The largest request body `/api` reads, in bytes: 64 KiB.
 pub const BODY_LIMIT: usize = 64 * 1024;
 

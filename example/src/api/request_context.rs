@@ -16,8 +16,23 @@ pub const USER_ID: HeaderName = HeaderName::from_static("x-user-id");
 /// The request's id, stored with its action and events. Absent (or empty): a new UUID.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The longest user id or request id accepted, in bytes.
+/// Makes a mutation idempotent (the IETF httpapi draft's header): sent again with the same key,
+/// user and body, a mutation returns what it returned the first time and applies nothing. Its
+/// value is the key, bare or as a quoted string (the draft's structured-field form).
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The longest user id, request id or idempotency key accepted, in bytes.
 pub const MAX_ID_LEN: usize = 200;
+
+/// A request's `Idempotency-Key`, as the middleware read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IdempotencyKey(pub String);
+
+/// A keyed request, as its mutations see it: the key, and the hash of the request's body.
+pub(crate) struct KeyedRequest {
+    pub key: String,
+    pub fingerprint: String,
+}
 
 /// Puts the request's [`Context`] in its extensions and echoes both ids on the response; a
 /// header that is not printable ASCII or is too long is a `BAD_REQUEST`.
@@ -34,6 +49,19 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
         }
     };
     request.extensions_mut().insert(ctx.clone());
+    match idempotency_key(request.headers()) {
+        Ok(Some(key)) => {
+            request.extensions_mut().insert(key);
+        }
+        Ok(None) => {}
+        Err(message) => {
+            let mut response = error_response(StatusCode::BAD_REQUEST, Code::BadRequest, message);
+            if let Ok(value) = HeaderValue::from_str(request_id(&ctx)) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
+            return response;
+        }
+    }
     let span = tracing::info_span!(
         "request",
         request_id = request_id(&ctx),
@@ -57,6 +85,23 @@ fn context(headers: &HeaderMap) -> Result<Context, String> {
         None => fresh_request_id(),
     };
     Ok(Context::new(user).with_request_id(request_id))
+}
+
+/// The `Idempotency-Key` header: printable ASCII, not blank, at most [`MAX_ID_LEN`] bytes;
+/// surrounding double quotes (a structured-field string) are not part of the key.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, String> {
+    let Some(value) = header_value(headers, &IDEMPOTENCY_KEY)? else {
+        return Ok(None);
+    };
+    let key = value
+        .strip_prefix('"')
+        .and_then(|quoted| quoted.strip_suffix('"'))
+        .unwrap_or(value)
+        .trim();
+    if key.is_empty() {
+        return Err(format!("the header `{IDEMPOTENCY_KEY}` must not be blank"));
+    }
+    Ok(Some(IdempotencyKey(key.to_owned())))
 }
 
 fn fresh_request_id() -> String {
@@ -117,6 +162,16 @@ mod tests {
         let ctx = context(&headers(&[(&USER_ID, " alice "), (&REQUEST_ID, "req-1")])).unwrap();
         assert_eq!((ctx.user_id(), request_id(&ctx)), ("alice", "req-1"));
         assert_eq!(ctx.correlation_id(), Some("req-1"));
+    }
+
+    #[test]
+    fn an_idempotency_key_is_read_bare_or_quoted() {
+        let key = |value: &str| idempotency_key(&headers(&[(&IDEMPOTENCY_KEY, value)]));
+        assert_eq!(key("abc-1"), Ok(Some(IdempotencyKey("abc-1".into()))));
+        assert_eq!(key("\"abc-1\""), Ok(Some(IdempotencyKey("abc-1".into()))));
+        assert_eq!(idempotency_key(&headers(&[])), Ok(None));
+        assert!(key("\"\"").is_err());
+        assert!(key(&"k".repeat(MAX_ID_LEN + 1)).is_err());
     }
 
     #[test]

@@ -7,12 +7,14 @@
 use std::sync::Arc;
 
 use async_graphql::{
-    self as gql, ComplexObject, EmptySubscription, Json, Object, Result, Schema, SimpleObject,
+    self as gql, ComplexObject, EmptySubscription, InputObject, Json, Object, Result, Schema,
+    SimpleObject,
 };
-use entities_runtime::{Context, EntityId, EventRecord, Runtime, Version};
+use entities_runtime::{Context, EntityId, EventRecord, Runtime, Unit, Version};
 
 use super::error::{Code, RequestErrorCodes, api_error, coded};
-use super::{COMPLEXITY_LIMIT, DEPTH_LIMIT, PAGE_LIMIT};
+use super::request_context::KeyedRequest;
+use super::{BATCH_LIMIT, COMPLEXITY_LIMIT, DEPTH_LIMIT, PAGE_LIMIT};
 use crate::read_model;
 use crate::shopping_list::{AddItem, ChangeQuantity, Item, RemoveItem, SetName};
 use crate::{ShoppingList, ShoppingListError};
@@ -137,6 +139,24 @@ fn parts<'a>(ctx: &gql::Context<'a>) -> Result<(&'a Runtime, &'a Context)> {
     Ok((ctx.data::<Runtime>()?, ctx.data::<Context>()?))
 }
 
+/// The runtime, and the context a mutation calls with: the request's, keyed when the request
+/// has an `Idempotency-Key`. The key is scoped to the mutation's field (its alias), so that two
+/// mutations of one request are two keyed calls, and the body's hash is the request's
+/// fingerprint: a retry with the same key and body returns the first result, applying nothing;
+/// another body is `IDEMPOTENCY_KEY_REUSED`.
+fn mutation_parts<'a>(ctx: &gql::Context<'a>) -> Result<(&'a Runtime, Context)> {
+    let (runtime, call) = parts(ctx)?;
+    let Some(keyed) = ctx.data_opt::<KeyedRequest>() else {
+        return Ok((runtime, call.clone()));
+    };
+    let field = ctx.item.node.response_key().node.as_str();
+    let call = call
+        .clone()
+        .with_idempotency_key(format!("{}:{field}", keyed.key))
+        .with_request_fingerprint(keyed.fingerprint.clone());
+    Ok((runtime, call))
+}
+
 type Outcome = std::result::Result<Arc<ShoppingList>, entities_runtime::Error<ShoppingListError>>;
 
 /// The list the API answers with, or the coded error.
@@ -144,6 +164,20 @@ fn list(outcome: Outcome, call: &Context) -> Result<Option<ShoppingListObject>> 
     outcome
         .map(|list| Some(list.into()))
         .map_err(|error| api_error(error, call))
+}
+
+/// An item to add, as `addItems` takes them.
+#[derive(InputObject)]
+pub struct NewItem {
+    name: String,
+    quantity: i64,
+}
+
+/// What `moveItem` answers: both lists as the move left them.
+#[derive(SimpleObject)]
+pub struct MovedItem {
+    from: ShoppingListObject,
+    to: ShoppingListObject,
 }
 
 /// A quantity argument as the domain takes it (32 bits).
@@ -245,8 +279,8 @@ impl Mutation {
         ctx: &gql::Context<'_>,
         name: String,
     ) -> Result<Option<ShoppingListObject>> {
-        let (runtime, call) = parts(ctx)?;
-        list(runtime.create::<ShoppingList>(call, name).await, call)
+        let (runtime, call) = mutation_parts(ctx)?;
+        list(runtime.create::<ShoppingList>(&call, name).await, &call)
     }
 
     /// Renames a list. The same name again changes nothing (and keeps the version).
@@ -256,9 +290,9 @@ impl Mutation {
         shopping_list_id: EntityId,
         name: String,
     ) -> Result<Option<ShoppingListObject>> {
-        let (runtime, call) = parts(ctx)?;
+        let (runtime, call) = mutation_parts(ctx)?;
         let entity = runtime.entity::<ShoppingList>(shopping_list_id);
-        list(entity.send_action(call, SetName { name }).await, call)
+        list(entity.send_action(&call, SetName { name }).await, &call)
     }
 
     /// Adds an item with a new UUID; the quantity must be above 0.
@@ -269,13 +303,116 @@ impl Mutation {
         name: String,
         quantity: i64,
     ) -> Result<Option<ShoppingListObject>> {
-        let (runtime, call) = parts(ctx)?;
+        let (runtime, call) = mutation_parts(ctx)?;
         let quantity = quantity_in_range(quantity)?;
         let entity = runtime.entity::<ShoppingList>(shopping_list_id);
         list(
-            entity.send_action(call, AddItem::new(name, quantity)).await,
-            call,
+            entity
+                .send_action(&call, AddItem::new(name, quantity))
+                .await,
+            &call,
         )
+    }
+
+    /// Adds several items (each with a new UUID) in one transaction: all of them, or, when one
+    /// is refused (`VALIDATION`, naming the item by its index), none. At most 100 items.
+    #[graphql(complexity = "items.len() + child_complexity")]
+    async fn add_items(
+        &self,
+        ctx: &gql::Context<'_>,
+        shopping_list_id: EntityId,
+        items: Vec<NewItem>,
+    ) -> Result<Option<ShoppingListObject>> {
+        let (runtime, call) = mutation_parts(ctx)?;
+        if items.len() > BATCH_LIMIT {
+            return Err(coded(
+                Code::Validation,
+                format!("at most {BATCH_LIMIT} items at once, not {}", items.len()),
+            ));
+        }
+        let mut actions = Vec::with_capacity(items.len());
+        for (index, item) in items.into_iter().enumerate() {
+            let quantity = quantity_in_range(item.quantity).map_err(|mut error| {
+                error.message = format!("item {index}: {}", error.message);
+                error
+            })?;
+            actions.push(AddItem::new(item.name, quantity));
+        }
+        let entity = runtime.entity::<ShoppingList>(shopping_list_id);
+        list(entity.send_actions(&call, actions).await, &call)
+    }
+
+    /// Moves an item (its id, name and quantity) from one list to another in one transaction,
+    /// read model included: it leaves the one and joins the other, or nothing changes.
+    /// `NOT_FOUND` for an unknown list or an item not on `fromListId`; `VALIDATION` when both
+    /// lists are one.
+    async fn move_item(
+        &self,
+        ctx: &gql::Context<'_>,
+        from_list_id: EntityId,
+        to_list_id: EntityId,
+        item_id: String,
+    ) -> Result<Option<MovedItem>> {
+        let (runtime, call) = mutation_parts(ctx)?;
+        if from_list_id == to_list_id {
+            return Err(coded(
+                Code::Validation,
+                "`fromListId` and `toListId` must be two lists",
+            ));
+        }
+        let (from, to) = (
+            runtime.entity::<ShoppingList>(from_list_id),
+            runtime.entity::<ShoppingList>(to_list_id),
+        );
+        let (from, to, item_id) = (&from, &to, &item_id);
+        let moved = runtime
+            .transaction(&call, |tx: Unit<ShoppingListError>| async move {
+                // Both lists first, in the order the unit takes them, so it never runs again
+                // to take them in order.
+                let (first, second) = if from.id() < to.id() {
+                    (from, to)
+                } else {
+                    (to, from)
+                };
+                tx.get(first).await?;
+                tx.get(second).await?;
+                let source = tx.get(from).await?;
+                let item = source
+                    .items
+                    .iter()
+                    .find(|item| item.id == *item_id)
+                    .cloned()
+                    .ok_or_else(|| {
+                        entities_runtime::Error::Rejected(ShoppingListError::ItemNotFound(
+                            item_id.clone(),
+                        ))
+                    })?;
+                let from = tx
+                    .send_action(
+                        from,
+                        RemoveItem {
+                            item_id: item.id.clone(),
+                        },
+                    )
+                    .await?;
+                let to = tx
+                    .send_action(
+                        to,
+                        AddItem {
+                            id: item.id,
+                            name: item.name,
+                            quantity: item.quantity,
+                        },
+                    )
+                    .await?;
+                Ok((from, to))
+            })
+            .await
+            .map_err(|error| api_error(error, &call))?;
+        Ok(Some(MovedItem {
+            from: moved.0.into(),
+            to: moved.1.into(),
+        }))
     }
 
     /// Removes an item; `NOT_FOUND` when it is not on the list.
@@ -285,9 +422,12 @@ impl Mutation {
         shopping_list_id: EntityId,
         item_id: String,
     ) -> Result<Option<ShoppingListObject>> {
-        let (runtime, call) = parts(ctx)?;
+        let (runtime, call) = mutation_parts(ctx)?;
         let entity = runtime.entity::<ShoppingList>(shopping_list_id);
-        list(entity.send_action(call, RemoveItem { item_id }).await, call)
+        list(
+            entity.send_action(&call, RemoveItem { item_id }).await,
+            &call,
+        )
     }
 
     /// Sets an item's quantity (above 0); `NOT_FOUND` when the item is not on the list.
@@ -298,10 +438,10 @@ impl Mutation {
         item_id: String,
         quantity: i64,
     ) -> Result<Option<ShoppingListObject>> {
-        let (runtime, call) = parts(ctx)?;
+        let (runtime, call) = mutation_parts(ctx)?;
         let quantity = quantity_in_range(quantity)?;
         let entity = runtime.entity::<ShoppingList>(shopping_list_id);
         let action = ChangeQuantity { item_id, quantity };
-        list(entity.send_action(call, action).await, call)
+        list(entity.send_action(&call, action).await, &call)
     }
 }
