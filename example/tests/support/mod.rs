@@ -35,6 +35,11 @@ impl Server {
         }
     }
 
+    /// The URL of the server's database, for a second runtime on it.
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
     /// POSTs `body` as is to /api.
     pub async fn post_raw(
         &self,
