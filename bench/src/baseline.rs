@@ -8,7 +8,7 @@ use entities_runtime::{
 use example::ShoppingList;
 use example::shopping_list::{
     AddItem, CreateShoppingList, Item, ItemAdded, ItemRemoved, NameChanged, QuantityChanged,
-    ShoppingListCreated, ShoppingListEvent,
+    RemoveItem, ShoppingListCreated, ShoppingListEvent,
 };
 
 /// A pool of its own on the measured database, used directly.
@@ -49,6 +49,16 @@ const NEW_ENTITY: Sql = Sql {
 const VERSION_CHECK: Sql = Sql {
     postgres: "UPDATE entities.entities SET version = $3, updated_at = now() WHERE id = $1 AND version = $2",
     sqlite: "UPDATE entities SET version = $3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = $1 AND version = $2",
+};
+/// Both entities of a move, locked in id order (two movers of the same pair never deadlock).
+/// SQLite has no row locks: its `BEGIN IMMEDIATE` already holds the one write lock.
+const LOCK_TWO: Sql = Sql {
+    postgres: "SELECT id, version FROM entities.entities WHERE id IN ($1, $2) ORDER BY id FOR UPDATE",
+    sqlite: "SELECT id, version FROM entities WHERE id IN ($1, $2) ORDER BY id",
+};
+const BUMP: Sql = Sql {
+    postgres: "UPDATE entities.entities SET version = $2, updated_at = now() WHERE id = $1",
+    sqlite: "UPDATE entities SET version = $2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = $1",
 };
 const ALL_EVENTS: Sql = Sql {
     postgres: "SELECT entity_version, type, payload::text FROM entities.entity_events WHERE entity_id = $1 ORDER BY entity_version",
@@ -197,6 +207,95 @@ impl Baseline {
         .expect("read-model row");
         tx.commit().await.expect("COMMIT");
         entity.version = new;
+    }
+
+    /// Moves item `item_id` from list `from` to list `to` by hand, in one transaction: both
+    /// entity rows locked in id order (`SELECT ... FOR UPDATE`), the item read from the read
+    /// model, both versions bumped, an action and an event row on each (RemoveItem/ItemRemoved,
+    /// AddItem/ItemAdded), the item's read-model row deleted and inserted on the other list:
+    /// the rows the runtime writes for `moveItem`.
+    pub async fn move_item(&self, ctx: &Context, from: EntityId, to: EntityId, item_id: &str) {
+        let mut tx = self.db.begin().await.expect("BEGIN");
+        let locked: Vec<(EntityId, i64)> = tx
+            .query(self.sql(LOCK_TWO))
+            .bind(from)
+            .bind(to)
+            .fetch_all()
+            .await
+            .expect("both entities");
+        let next_version = |id: EntityId| {
+            locked
+                .iter()
+                .find(|(locked, _)| *locked == id)
+                .map(|(_, version)| version + 1)
+                .expect("the entity is there")
+        };
+        let (from_version, to_version) = (next_version(from), next_version(to));
+        let (name, quantity): (String, i32) = tx
+            .query("SELECT name, quantity FROM shopping_list_items WHERE id = $1 AND shopping_list_id = $2")
+            .bind(item_id)
+            .bind(from)
+            .fetch_one()
+            .await
+            .expect("the item is on the list");
+        for (id, version) in [(from, from_version), (to, to_version)] {
+            tx.query(self.sql(BUMP))
+                .bind(id)
+                .bind(version)
+                .execute()
+                .await
+                .expect("version bump");
+        }
+        let remove = RemoveItem {
+            item_id: item_id.to_owned(),
+        };
+        let removed = ItemRemoved {
+            item_id: item_id.to_owned(),
+        };
+        self.action_and_event(
+            &mut tx,
+            ctx,
+            (from, from_version),
+            (RemoveItem::TYPE, json(&remove)),
+            (ItemRemoved::TYPE, json(&removed)),
+        )
+        .await;
+        let add = AddItem {
+            id: item_id.to_owned(),
+            name: name.clone(),
+            quantity,
+        };
+        let added = ItemAdded {
+            id: item_id.to_owned(),
+            name: name.clone(),
+            quantity,
+        };
+        self.action_and_event(
+            &mut tx,
+            ctx,
+            (to, to_version),
+            (AddItem::TYPE, json(&add)),
+            (ItemAdded::TYPE, json(&added)),
+        )
+        .await;
+        tx.query("DELETE FROM shopping_list_items WHERE id = $1")
+            .bind(item_id)
+            .execute()
+            .await
+            .expect("read-model row out");
+        tx.query(
+            "INSERT INTO shopping_list_items (id, shopping_list_id, name, quantity, added_in_version) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(item_id)
+        .bind(to)
+        .bind(&name)
+        .bind(quantity)
+        .bind(to_version)
+        .execute()
+        .await
+        .expect("read-model row in");
+        tx.commit().await.expect("COMMIT");
     }
 
     /// A list read by hand from the read model: its row, then its items, on one connection.

@@ -21,7 +21,7 @@ use report::{Curve, Figure, Machine, Results, Target, median};
 use workloads::{Sizes, pool_size};
 
 #[derive(Debug, Parser)]
-#[command(about = "W1-W5 of issue 4: the runtime against hand-written sqlx")]
+#[command(about = "W1-W6: the runtime against hand-written sqlx")]
 struct Args {
     /// Tiny sizes, one repeat, no targets checked: a check that the benchmark runs.
     #[arg(long)]
@@ -30,7 +30,7 @@ struct Args {
     /// each measurement makes a database of its own there and drops it.
     #[arg(long, default_value = "both")]
     backend: String,
-    /// Repeats of W1-W4 (W5 runs once per size); medians are reported.
+    /// Repeats of W1-W4 and W6 (W5 runs once per size); medians are reported.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
     /// Only these workloads, e.g. `--only w1,w4` (default: all).
@@ -136,6 +136,9 @@ async fn main() {
         }
         if only("w5") {
             w5(backend, &sizes, &mut results).await;
+        }
+        if only("w6") {
+            w6(backend, &sizes, repeats, &mut results).await;
         }
         results.seconds = started.elapsed().as_secs_f64();
         results.machine.load_after = report::load_average();
@@ -246,6 +249,14 @@ async fn w1(backend: Backend, sizes: &Sizes, repeats: usize, results: &mut Resul
             Some(each(&runs, |r| last(&r.baseline) / first(&r.baseline))),
         ),
     ];
+    let keyed = Figure::new(
+        "W1",
+        "throughput with an idempotency key per action (runtime keyed / runtime without)",
+        "actions/s",
+        true,
+        each(&runs, |r| rate(&r.keyed)),
+        Some(each(&runs, |r| rate(&r.runtime))),
+    );
     let smoke = results.smoke;
     let ratio = figures[0].ratio.unwrap_or(f64::NAN);
     results.targets.push(Target::new(
@@ -264,6 +275,7 @@ async fn w1(backend: Backend, sizes: &Sizes, repeats: usize, results: &mut Resul
         smoke,
     ));
     results.figures.extend(figures);
+    results.figures.push(keyed);
 
     let buckets = n.div_ceil(window);
     let bucket =
@@ -336,6 +348,47 @@ async fn w2(backend: Backend, sizes: &Sizes, repeats: usize, results: &mut Resul
         }
         results.figures.extend([rate, latency]);
     }
+}
+
+async fn w6(backend: Backend, sizes: &Sizes, repeats: usize, results: &mut Results) {
+    let mut runs = Vec::new();
+    for repeat in 1..=repeats {
+        let started = Instant::now();
+        runs.push(workloads::w6_moves::run(backend, sizes).await);
+        timed_progress(format_args!("W6 run {repeat}/{repeats}"), started);
+    }
+    let clients = sizes.w6_clients;
+    let rate = Figure::new(
+        "W6",
+        format!(
+            "two-entity transactions (moveItem), {clients} clients over {} lists, pool {}",
+            sizes.w6_entities,
+            pool_size(clients)
+        ),
+        "moves/s",
+        true,
+        each(&runs, |r| r.runtime.rate()),
+        Some(each(&runs, |r| r.baseline.rate())),
+    );
+    let p99 = |d: &workloads::Driven| d.latencies.value_at_quantile(0.99) as f64 / 1e6;
+    let latency = Figure::new(
+        "W6",
+        format!("p99 latency of a move, {clients} clients"),
+        "ms",
+        false,
+        each(&runs, |r| p99(&r.runtime)),
+        Some(each(&runs, |r| p99(&r.baseline))),
+    );
+    let ratio = rate.ratio.unwrap_or(f64::NAN);
+    let smoke = results.smoke;
+    results.targets.push(Target::new(
+        "W6 moves, runtime / baseline",
+        ratio,
+        ">= 1",
+        ratio >= 1.0,
+        smoke,
+    ));
+    results.figures.extend([rate, latency]);
 }
 
 async fn w3(backend: Backend, sizes: &Sizes, repeats: usize, results: &mut Results) {

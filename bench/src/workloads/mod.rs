@@ -7,6 +7,7 @@ pub mod w2_spread;
 pub mod w3_reads;
 pub mod w4_cold_load;
 pub mod w5_footprint;
+pub mod w6_moves;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,6 +32,9 @@ pub struct Sizes {
     pub w4_events: i64,
     pub w4_samples: usize,
     pub w5_entities: &'static [usize],
+    pub w6_entities: usize,
+    pub w6_moves: usize,
+    pub w6_clients: usize,
 }
 
 impl Sizes {
@@ -44,6 +48,9 @@ impl Sizes {
         w4_events: 10_000,
         w4_samples: 3,
         w5_entities: &[100_000, 1_000_000],
+        w6_entities: 1_000,
+        w6_moves: 4_000,
+        w6_clients: 32,
     };
     pub const SMOKE: Sizes = Sizes {
         w1_actions: 50,
@@ -55,6 +62,9 @@ impl Sizes {
         w4_events: 200,
         w4_samples: 1,
         w5_entities: &[1_000],
+        w6_entities: 20,
+        w6_moves: 40,
+        w6_clients: 4,
     };
 }
 
@@ -79,7 +89,7 @@ pub fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
 }
 
 /// Runs `job(n)` for n in 0..count from `concurrency` tasks (set-up).
-async fn concurrently<F, Fut, T>(count: usize, concurrency: usize, job: F) -> Vec<T>
+pub(crate) async fn concurrently<F, Fut, T>(count: usize, concurrency: usize, job: F) -> Vec<T>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = T> + Send,
@@ -238,7 +248,7 @@ pub async fn drive_baseline(
     collect(started, tasks).await
 }
 
-async fn collect(
+pub(crate) async fn collect(
     started: Instant,
     tasks: Vec<tokio::task::JoinHandle<(usize, Histogram<u64>)>>,
 ) -> Driven {

@@ -15,6 +15,8 @@ const WARM_UP: usize = 5;
 pub struct W1 {
     pub runtime: Vec<Duration>,
     pub baseline: Vec<Duration>,
+    /// The runtime again, each action with an idempotency key of its own (on another list).
+    pub keyed: Vec<Duration>,
 }
 
 pub async fn run(backend: Backend, n: usize) -> W1 {
@@ -22,7 +24,7 @@ pub async fn run(backend: Backend, n: usize) -> W1 {
     let ctx = ctx();
 
     let runtime = db.runtime(pool_size(1)).await;
-    let ids = create_lists(&runtime, 2, "w1").await;
+    let ids = create_lists(&runtime, 3, "w1").await;
     // Untimed actions on another list first: the pool's connection and its prepared
     // statements are the same for every timed action.
     let warm_up = runtime.entity::<ShoppingList>(ids[1]);
@@ -40,6 +42,17 @@ pub async fn run(backend: Backend, n: usize) -> W1 {
             .await
             .expect("AddItem");
         ours.push(started.elapsed());
+    }
+    // The cost of a key: the same actions, each keyed (a lookup before, a key row with it).
+    let list = runtime.entity::<ShoppingList>(ids[2]);
+    let mut keyed = Vec::with_capacity(n);
+    for i in 0..n {
+        let ctx = ctx.clone().with_idempotency_key(format!("w1 {i}"));
+        let started = Instant::now();
+        list.send_action(&ctx, AddItem::new(format!("item {i}"), 1))
+            .await
+            .expect("AddItem");
+        keyed.push(started.elapsed());
     }
     runtime.shutdown().await;
 
@@ -64,5 +77,6 @@ pub async fn run(backend: Backend, n: usize) -> W1 {
     W1 {
         runtime: ours,
         baseline: theirs,
+        keyed,
     }
 }

@@ -10,13 +10,13 @@ use async_graphql::{
     self as gql, ComplexObject, EmptySubscription, InputObject, Json, Object, Result, Schema,
     SimpleObject,
 };
-use entities_runtime::{Context, EntityId, EventRecord, Runtime, Unit, Version};
+use entities_runtime::{Context, EntityId, EventRecord, Runtime, Version};
 
 use super::error::{Code, RequestErrorCodes, api_error, coded};
 use super::request_context::KeyedRequest;
 use super::{BATCH_LIMIT, COMPLEXITY_LIMIT, DEPTH_LIMIT, PAGE_LIMIT};
 use crate::read_model;
-use crate::shopping_list::{AddItem, ChangeQuantity, Item, RemoveItem, SetName};
+use crate::shopping_list::{AddItem, ChangeQuantity, Item, RemoveItem, SetName, move_item};
 use crate::{ShoppingList, ShoppingListError};
 
 /// The API's schema; its data is the [`Runtime`].
@@ -364,54 +364,12 @@ impl Mutation {
             runtime.entity::<ShoppingList>(from_list_id),
             runtime.entity::<ShoppingList>(to_list_id),
         );
-        let (from, to, item_id) = (&from, &to, &item_id);
-        let moved = runtime
-            .transaction(&call, |tx: Unit<ShoppingListError>| async move {
-                // Both lists first, in the order the unit takes them, so it never runs again
-                // to take them in order.
-                let (first, second) = if from.id() < to.id() {
-                    (from, to)
-                } else {
-                    (to, from)
-                };
-                tx.get(first).await?;
-                tx.get(second).await?;
-                let source = tx.get(from).await?;
-                let item = source
-                    .items
-                    .iter()
-                    .find(|item| item.id == *item_id)
-                    .cloned()
-                    .ok_or_else(|| {
-                        entities_runtime::Error::Rejected(ShoppingListError::ItemNotFound(
-                            item_id.clone(),
-                        ))
-                    })?;
-                let from = tx
-                    .send_action(
-                        from,
-                        RemoveItem {
-                            item_id: item.id.clone(),
-                        },
-                    )
-                    .await?;
-                let to = tx
-                    .send_action(
-                        to,
-                        AddItem {
-                            id: item.id,
-                            name: item.name,
-                            quantity: item.quantity,
-                        },
-                    )
-                    .await?;
-                Ok((from, to))
-            })
+        let (from, to) = move_item(runtime, &call, &from, &to, &item_id)
             .await
             .map_err(|error| api_error(error, &call))?;
         Ok(Some(MovedItem {
-            from: moved.0.into(),
-            to: moved.1.into(),
+            from: from.into(),
+            to: to.into(),
         }))
     }
 

@@ -3,12 +3,14 @@
 mod add_item;
 mod change_quantity;
 mod create;
+mod move_item;
 mod remove_item;
 mod set_name;
 
 pub use add_item::{AddItem, ItemAdded};
 pub use change_quantity::{ChangeQuantity, QuantityChanged};
 pub use create::{CreateShoppingList, ShoppingListCreated};
+pub use move_item::{Moved, move_item};
 pub use remove_item::{ItemRemoved, RemoveItem};
 pub use set_name::{NameChanged, SetName};
 
@@ -70,7 +72,8 @@ impl Create for ShoppingList {
 }
 
 impl ShoppingList {
-    fn item(&self, item_id: &str) -> Result<&Item, ShoppingListError> {
+    /// The item `item_id`; `ItemNotFound` when it is not on the list.
+    pub fn item(&self, item_id: &str) -> Result<&Item, ShoppingListError> {
         self.items
             .iter()
             .find(|item| item.id == item_id)
