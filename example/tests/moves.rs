@@ -105,7 +105,7 @@ async fn items_moved_concurrently_are_never_lost_or_doubled(backend: Backend) {
     let clients = (0..CLIENTS).map(|client| {
         let server = server.clone();
         tokio::spawn(async move {
-            let mut random = XorShift(0x9E37_79B9_7F4A_7C15 ^ (client + 1) * 0x2545_F491);
+            let mut random = XorShift(0x9E37_79B9_7F4A_7C15 ^ ((client + 1) * 0x2545_F491));
             let mut moved = 0;
             for _ in 0..MOVES_PER_CLIENT {
                 let lists = lists(&server).await;
