@@ -175,7 +175,7 @@ impl<E: Entity> Worker<E> {
                     match idempotency::stored(&self.shared, key).await {
                         Ok(Some(stored)) => {
                             return item.answer(
-                                idempotency::kept_state::<E>(&self.shared, key, stored).await,
+                                idempotency::kept_state::<E>(&self.shared, key, stored, None).await,
                             );
                         }
                         Ok(None) => item.conflicts += 1,

@@ -172,7 +172,8 @@ impl<E: Entity> Worker<E> {
                     match idempotency::stored(&self.shared, key).await {
                         Ok(Some(stored)) => {
                             return (
-                                idempotency::kept_state::<E>(&self.shared, key, stored).await,
+                                idempotency::kept_state::<E>(&self.shared, key, stored, Some(id))
+                                    .await,
                                 false,
                             );
                         }
@@ -184,6 +185,23 @@ impl<E: Entity> Worker<E> {
                 Outcome::Conflict | Outcome::Retry | Outcome::Taken => {
                     self.slot.mark_stale();
                     attempts += 1;
+                    // The newer version may be this very call, committed by another runtime
+                    // since the key was looked up: then it is not decided again.
+                    if let Some(key) = key {
+                        match idempotency::stored(&self.shared, key).await {
+                            Ok(Some(stored)) => {
+                                let kept = idempotency::kept_state::<E>(
+                                    &self.shared,
+                                    key,
+                                    stored,
+                                    Some(id),
+                                );
+                                return (kept.await, false);
+                            }
+                            Ok(None) => {}
+                            Err(error) => return (Err(error), false),
+                        }
+                    }
                     if attempts >= self.shared.config.max_attempts {
                         return (
                             Err(Error::Conflict {
@@ -195,20 +213,6 @@ impl<E: Entity> Worker<E> {
                         );
                     }
                     tracing::debug!(attempt = attempts, "version conflict; catching up");
-                    // The newer version may be this very call, committed by another runtime
-                    // since the key was looked up: then it is not decided again.
-                    if let Some(key) = key {
-                        match idempotency::stored(&self.shared, key).await {
-                            Ok(Some(stored)) => {
-                                return (
-                                    idempotency::kept_state::<E>(&self.shared, key, stored).await,
-                                    false,
-                                );
-                            }
-                            Ok(None) => {}
-                            Err(error) => return (Err(error), false),
-                        }
-                    }
                 }
                 Outcome::Refused => {
                     let (index, error) = decided

@@ -421,24 +421,17 @@ impl Batcher {
         let refs: Vec<&EntityWrite> = writes.iter().collect();
         let appended = match tx.append(&refs).await {
             Ok(appended) => appended,
-            // Two runtimes' batches can lock the same entities in different orders: the database
-            // breaks the deadlock by failing one, which is a conflict like any other. Retried.
-            Err(error) if is_deadlock(&error) => {
-                self.counters.deadlocks.incr();
-                self.counters.conflicts.add(groups.len() as u64);
-                return steps.iter().map(|_| Outcome::Conflict).collect();
-            }
-            Err(error) => return all_failed(&steps, error, false),
+            Err(error) => return self.failed(&steps, error),
         };
         let mut written = match take_back_partial_units(&mut tx, writes, groups, &appended).await {
             Ok(written) => written,
-            Err(error) => return all_failed(&steps, error, false),
+            Err(error) => return self.failed(&steps, error),
         };
         let conflicts = written.iter().filter(|&&written| !written).count();
         self.counters.conflicts.add(conflicts as u64);
         let duplicates = match store_keys(&mut tx, writes, groups, keys, &mut written).await {
             Ok(duplicates) => duplicates,
-            Err(error) => return all_failed(&steps, error, false),
+            Err(error) => return self.failed(&steps, error),
         };
         let not_written = |group: &Group| {
             if group.key.is_some_and(|key| duplicates[key]) {
@@ -472,8 +465,23 @@ impl Batcher {
         };
         match project_batch(&mut tx, &batch, &steps, &self.counters).await {
             Ok(outcomes) => self.commit(tx, &steps, outcomes).await,
-            Err(error) => all_failed(&steps, error, false),
+            Err(error) => self.failed(&steps, error),
         }
+    }
+
+    /// Every step's outcome when a statement before the commit failed: nothing was written.
+    /// Two runtimes' batches can lock the same rows in different orders (entities, keys): the
+    /// database breaks the deadlock by failing one, which is a conflict like any other, retried.
+    fn failed(&self, steps: &[Step], error: sqlx::Error) -> Vec<Outcome> {
+        if is_deadlock(&error) {
+            self.counters.deadlocks.incr();
+            // One conflict per pending write, as a failed version check counts; steps come in
+            // their pendings' order.
+            let pendings = steps.last().map_or(0, |step| step.group + 1);
+            self.counters.conflicts.add(pendings as u64);
+            return steps.iter().map(|_| Outcome::Conflict).collect();
+        }
+        all_failed(steps, error, false)
     }
 
     /// Commits; should the commit fail, the actions it held may or may not have been committed.
@@ -552,16 +560,31 @@ async fn store_keys(
     written: &mut [bool],
 ) -> Result<Vec<bool>, sqlx::Error> {
     let mut duplicates = vec![false; keys.len()];
-    let keyed: Vec<(usize, usize)> = groups
+    // Two units of one batch may carry one key (a caller that gave up waiting, and its retry):
+    // the first inserts it, the later ones are duplicates of it. The database cannot tell them
+    // apart, as one multi-row insert returns the key once.
+    let mut seen = std::collections::HashSet::new();
+    let mut keyed = Vec::new();
+    for (index, group) in groups.iter().enumerate() {
+        let Some(key) = group.key else { continue };
+        if !written[index] {
+            continue;
+        }
+        if seen.insert((&keys[key].user_id, &keys[key].key)) {
+            keyed.push((index, key, true));
+        } else {
+            keyed.push((index, key, false));
+        }
+    }
+    let first: Vec<&KeyRow> = keyed
         .iter()
-        .enumerate()
-        .filter_map(|(index, group)| Some((index, group.key?)))
-        .filter(|&(index, _)| written[index])
+        .filter(|&&(_, _, first)| first)
+        .map(|&(_, key, _)| &keys[key])
         .collect();
-    let rows: Vec<&KeyRow> = keyed.iter().map(|&(_, key)| &keys[key]).collect();
-    let inserted = tx.insert_keys(&rows).await?;
-    for (&(index, key), inserted) in keyed.iter().zip(inserted) {
-        if !inserted {
+    let mut inserted = tx.insert_keys(&first).await?.into_iter();
+    for (index, key, first) in keyed {
+        let stored = first && inserted.next().unwrap_or(false);
+        if !stored {
             duplicates[key] = true;
             written[index] = false;
             for write in &writes[groups[index].writes.clone()] {

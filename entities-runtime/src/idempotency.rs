@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::entity::Entity;
+use crate::entity::{Entity, EntityId};
 use crate::error::{Error, storage};
 use crate::keyed_call::{Kept, KeyedCall};
 use crate::replay;
@@ -34,19 +34,21 @@ pub(crate) async fn stored<D>(
     Ok(stored)
 }
 
-/// The state an earlier call on entity type `E` with this key returned: as of the version
-/// it led to, from memory when the entity is live at that version, else replayed to it.
+/// The state an earlier call on entity type `E` (on entity `on`, when the call names one) with
+/// this key returned: as of the version it led to, from memory when the entity is live at that
+/// version, else replayed to it.
 pub(crate) async fn kept_state<E: Entity>(
     shared: &Shared,
     call: &KeyedCall,
     stored: StoredKey,
+    on: Option<EntityId>,
 ) -> Result<Arc<E>, Error<E::Error>> {
     let (id, version) = match call.kept(stored)? {
         Kept::Entity {
             entity_type,
             id,
             version,
-        } if entity_type == E::TYPE => (id, version),
+        } if entity_type == E::TYPE && on.is_none_or(|on| on == id) => (id, version),
         _ => return Err(call.reused()),
     };
     if let Some(state) = shared.registry.published::<E>(id)

@@ -88,6 +88,11 @@
 //! Read models kept in the action's own transaction implement [`Project`] for the events they
 //! need (every event with an `impl Project` is projected); read them through
 //! [`Runtime::database`]. See the `example` crate's ShoppingList for one on both backends.
+//!
+//! Beyond one action: [`EntityRef::send_actions`] stores a batch on one entity in one
+//! transaction, or nothing; [`Runtime::transaction`] does the same for actions on any entities,
+//! through a [`Unit`]; and a call made with [`Context::with_idempotency_key`] is applied once,
+//! however often it is sent (a repeat returns what the first returned).
 
 mod action_path;
 mod batch;

@@ -200,7 +200,7 @@ impl Runtime {
         if let Some(key) = &key
             && let Some(stored) = idempotency::stored(&self.shared, key).await?
         {
-            return idempotency::kept_state::<E>(&self.shared, key, stored).await;
+            return idempotency::kept_state::<E>(&self.shared, key, stored, None).await;
         }
         let span = action_path::action_span::<E>();
         let first = self
@@ -312,7 +312,7 @@ impl Runtime {
         self.open()?;
         let _key_lock = self.shared.key_locks.lock(&key.user_id, &key.key).await;
         if let Some(stored) = idempotency::stored(&self.shared, &key).await? {
-            return idempotency::kept_state::<E>(&self.shared, &key, stored).await;
+            return idempotency::kept_state::<E>(&self.shared, &key, stored, Some(id)).await;
         }
         self.dispatch(id, |reply| command(reply, key)).await
     }
@@ -385,7 +385,7 @@ impl<E: Entity> EntityRef<E> {
         let action: E::Action = action.into();
         let ctx = ctx.for_call();
         let key = ctx.idempotency_key().and_then(|_| {
-            let payload = action.encode().unwrap_or_default();
+            let payload = fingerprinted(&action);
             KeyedCall::of(
                 &ctx,
                 &[
@@ -432,10 +432,7 @@ impl<E: Entity> EntityRef<E> {
         let actions: Vec<E::Action> = actions.into_iter().map(Into::into).collect();
         let ctx = ctx.for_call();
         let key = ctx.idempotency_key().and_then(|_| {
-            let payloads: Vec<String> = actions
-                .iter()
-                .map(|action| action.encode().unwrap_or_default())
-                .collect();
+            let payloads: Vec<String> = actions.iter().map(fingerprinted).collect();
             let mut parts: Vec<&[u8]> = vec![b"actions", E::TYPE.as_bytes()];
             let id = self.id.to_le_bytes();
             parts.push(&id);
@@ -464,6 +461,18 @@ impl<E: Entity> EntityRef<E> {
             }
         }
     }
+}
+
+/// What a keyed call's fingerprint takes of an action: its type tag, payload version and
+/// payload (two actions of one payload, unit structs say, are still two calls). A payload that
+/// does not encode fails the call later, in its worker.
+fn fingerprinted(action: &impl Tagged) -> String {
+    format!(
+        "{}\0{}\0{}",
+        action.type_tag(),
+        action.payload_version(),
+        action.encode().unwrap_or_default()
+    )
 }
 
 /// Every `idle_timeout`, asks the entities nothing touched since the last round to leave; at

@@ -150,7 +150,7 @@ impl<D: Send + 'static> Unit<D> {
     /// The unit's state, for the attempt this handle was given to.
     async fn lock(&self) -> Result<MutexGuard<'_, State<D>>, Error<D>> {
         let state = self.state.lock().await;
-        if state.attempt == self.attempt && !state.ended {
+        if state.attempt == self.attempt && !state.ended && !state.committing {
             Ok(state)
         } else {
             Err(Error::UnitEnded)
@@ -167,7 +167,14 @@ impl<D: Send + 'static> State<D> {
         let key = key::<E>(id);
         if !self.held.contains_key(&key) {
             self.met.insert(key, acquire::<E, D>);
-            if self.held.keys().next_back().is_some_and(|last| *last > key) {
+            // Only turns count: an entity the unit creates has none to wait for.
+            let last_turn = self
+                .held
+                .iter()
+                .filter(|(_, held)| !held.is_created())
+                .map(|(key, _)| key)
+                .next_back();
+            if last_turn.is_some_and(|last| *last > key) {
                 // Waiting for it now, holding an entity ordered after it, could wait for ever on
                 // a unit that holds it and waits for ours. Run again, taking it in order.
                 self.out_of_order = true;
@@ -250,7 +257,12 @@ impl<D: Send + 'static> State<D> {
         // A new id orders after nothing the unit must wait for: nobody else can hold it.
         self.held
             .insert(key::<E>(id), Box::new(HeldEntity::<E>::created(id)));
-        self.decide::<E>(id, &action).await
+        let created = self.decide::<E>(id, &action).await;
+        if created.is_err() {
+            // Refused: no entity, no row (the closure may go on without it).
+            self.held.remove(&key::<E>(id));
+        }
+        created
     }
 
     /// Ends an attempt that will not commit: forgets what it decided, and what it created.
@@ -270,14 +282,31 @@ impl<D: Send + 'static> State<D> {
         }
     }
 
-    /// Takes, in order, the turns of the entities earlier attempts met.
+    /// Takes, in order, the turns of the entities earlier attempts met. One ordered before a
+    /// turn held already (an entity the last attempt could not take) means giving them all
+    /// back first: waiting for it while holding a later one could wait for ever.
     async fn take_met(&mut self) -> Result<(), Error<D>> {
-        let met: Vec<(Key, Acquire<D>)> = self
-            .met
+        let to_take = |state: &Self| -> Vec<(Key, Acquire<D>)> {
+            state
+                .met
+                .iter()
+                .filter(|(key, _)| !state.held.contains_key(*key))
+                .map(|(key, acquire)| (*key, *acquire))
+                .collect()
+        };
+        let mut met = to_take(self);
+        let last_turn = self
+            .held
             .iter()
-            .filter(|(key, _)| !self.held.contains_key(*key))
-            .map(|(key, acquire)| (*key, *acquire))
-            .collect();
+            .filter(|(_, held)| !held.is_created())
+            .map(|(key, _)| *key)
+            .next_back();
+        if let (Some(first), Some(last)) = (met.first(), last_turn)
+            && first.0 < last
+        {
+            self.give_back_all();
+            met = to_take(self);
+        }
         for (key, acquire) in met {
             match acquire(self.shared.clone(), key.1).await {
                 Ok(held) => {
@@ -316,6 +345,19 @@ fn acquire<E: Entity, D: From<E::Error> + Send + 'static>(
             .map_err(|error| error.map_rejection(D::from))?;
         Ok(Box::new(HeldEntity::lent(turn)) as Box<dyn Held<D>>)
     })
+}
+
+/// Ends a unit whose caller stopped waiting for it (its future dropped mid-run). The unit is
+/// free then, unless a commit task holds it: that task ends it when it drops the unit.
+struct EndOnDrop<D: Send + 'static>(Arc<Mutex<State<D>>>);
+
+impl<D: Send + 'static> Drop for EndOnDrop<D> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.try_lock() {
+            state.ended = true;
+            state.give_back_all();
+        }
+    }
 }
 
 /// The most runs a transaction makes to take its entities in order (see the module's doc).
@@ -420,6 +462,9 @@ impl Runtime {
             reload: None,
             committing: false,
         }));
+        // Should the caller stop waiting, the unit ends all the same: its turns go back, and a
+        // `Unit` kept past it is refused.
+        let _end = EndOnDrop(state.clone());
         let result = run(&shared, &state, &mut work)
             .instrument(span.clone())
             .await;
@@ -435,7 +480,7 @@ impl Runtime {
 
 async fn run<D, T, Work, Fut>(
     shared: &Arc<Shared>,
-    state: &Arc<Mutex<State<D>>>,
+    unit: &Arc<Mutex<State<D>>>,
     work: &mut Work,
 ) -> Result<T, Error<D>>
 where
@@ -448,16 +493,16 @@ where
     let mut reorders = 0;
     loop {
         let attempt = {
-            let mut state = state.lock().await;
+            let mut state = unit.lock().await;
             state.take_met().await?;
             state.attempt
         };
         let returned = work(Unit {
-            state: state.clone(),
+            state: unit.clone(),
             attempt,
         })
         .await;
-        let mut state = state.lock().await;
+        let mut state = unit.clone().lock_owned().await;
         if let Some(panicked) = state.panicked.take() {
             return Err(panicked);
         }
@@ -495,7 +540,26 @@ where
             )?))),
             None => None,
         };
-        match commit(&mut state, key_row).await {
+        // The commit runs in a task of its own, which holds the unit meanwhile: should the
+        // caller stop waiting (its future dropped), the commit still ends, publishes what it
+        // committed, and only then gives the turns back (when the unit drops). Cut short, it
+        // would give them back with the outcome unknown, and the entities would decide their
+        // next actions on a state the commit may be replacing.
+        let (back, committed) = shared
+            .tasks
+            .spawn(async move {
+                let committed = commit(&mut state, key_row).await;
+                (state, committed)
+            })
+            .await
+            .map_err(|join| Error::Panicked {
+                entity_type: "transaction",
+                id: 0,
+                during: "commit",
+                message: join.to_string(),
+            })?;
+        state = back;
+        match committed {
             Committed::Yes => return Ok(value),
             Committed::Duplicate => {
                 let key = state
@@ -544,10 +608,7 @@ where
 }
 
 /// Commits what the attempt decided, as one unit; publishes it if it committed.
-async fn commit<D: Send + 'static>(
-    state: &mut MutexGuard<'_, State<D>>,
-    key: Option<KeyRow>,
-) -> Committed<D> {
+async fn commit<D: Send + 'static>(state: &mut State<D>, key: Option<KeyRow>) -> Committed<D> {
     let writes: Vec<_> = state
         .held
         .values_mut()

@@ -23,11 +23,17 @@ on_both_backends!(
     a_refused_call_stores_no_key_and_may_be_sent_again,
     a_duplicate_from_another_runtime_is_caught_at_commit_and_takes_its_writes_back,
     keys_past_their_retention_are_deleted_and_their_calls_are_new,
-    a_context_reused_without_a_key_is_not_idempotent,
+    a_key_given_up_on_and_retried_in_one_batch_applies_once,
+    a_keyed_call_refused_by_its_projection_in_a_shared_batch_stores_no_key,
 );
 
 fn keyed(key: &str) -> Context {
     ctx().with_idempotency_key(key)
+}
+
+/// A keyed call of one request: its fingerprint says it is the same request wherever sent.
+fn request(key: &str) -> Context {
+    keyed(key).with_request_fingerprint(format!("the request of {key}"))
 }
 
 async fn counter(runtime: &Runtime, name: &str) -> EntityRef<Counter> {
@@ -149,46 +155,47 @@ async fn a_key_reused_for_another_call_is_refused_and_stores_nothing(backend: Ba
     let a = counter(&runtime, "a").await;
     let b = counter(&runtime, "b").await;
     a.send_action(&keyed("k"), Add { amount: 1 }).await.unwrap();
+    a.send_action(&keyed("units"), Note).await.unwrap();
+    let request = keyed("request").with_request_fingerprint("body");
+    a.send_action(&request, Add { amount: 1 }).await.unwrap();
     let (before_a, before_b) = (
         memory_and_database(&runtime, &a).await,
         memory_and_database(&runtime, &b).await,
     );
-    let reused = |error: Error<CounterError>| {
+    let reused = |expected: &str, error: Error<CounterError>| {
         assert!(
-            matches!(&error, Error::IdempotencyKeyReused { key } if key == "k"),
+            matches!(&error, Error::IdempotencyKeyReused { key } if key == expected),
             "{error:?}"
         );
     };
     // Another amount, another entity, another kind of call, a create.
+    let with_k =
+        |result: Result<Arc<Counter>, Error<CounterError>>| reused("k", result.unwrap_err());
+    with_k(a.send_action(&keyed("k"), Add { amount: 2 }).await);
+    with_k(b.send_action(&keyed("k"), Add { amount: 1 }).await);
+    with_k(a.send_actions(&keyed("k"), [Add { amount: 1 }]).await);
+    with_k(runtime.create::<Counter>(&keyed("k"), "c".to_owned()).await);
+    // Another action of the same payload: another action type, or another unit struct (both
+    // encode as `null`).
+    with_k(a.send_action(&keyed("k"), AddTwice { amount: 1 }).await);
     reused(
-        a.send_action(&keyed("k"), Add { amount: 2 })
-            .await
-            .unwrap_err(),
+        "units",
+        a.send_action(&keyed("units"), Nothing).await.unwrap_err(),
     );
+    // The same request, sent to another entity.
     reused(
-        b.send_action(&keyed("k"), Add { amount: 1 })
-            .await
-            .unwrap_err(),
-    );
-    reused(
-        a.send_actions(&keyed("k"), [Add { amount: 1 }])
-            .await
-            .unwrap_err(),
-    );
-    reused(
-        runtime
-            .create::<Counter>(&keyed("k"), "c".to_owned())
+        "request",
+        b.send_action(&request, Add { amount: 1 })
             .await
             .unwrap_err(),
     );
     // The same call from another request (its fingerprint differs).
-    reused(
+    with_k(
         a.send_action(
             &keyed("k").with_request_fingerprint("other body"),
             Add { amount: 1 },
         )
-        .await
-        .unwrap_err(),
+        .await,
     );
     assert_eq!(memory_and_database(&runtime, &a).await, before_a);
     assert_eq!(memory_and_database(&runtime, &b).await, before_b);
@@ -309,7 +316,7 @@ async fn a_duplicate_from_another_runtime_is_caught_at_commit_and_takes_its_writ
     let held = counter(&first, "held").await;
     let other = second.entity::<Counter>(counter(&first, "other").await.id());
     let gate = Gate::new();
-    // One closure type for both runtimes: one fingerprint.
+    // The same request (its fingerprint), sent to both runtimes.
     fn unit(
         label: &'static str,
         target: EntityRef<Counter>,
@@ -339,7 +346,7 @@ async fn a_duplicate_from_another_runtime_is_caught_at_commit_and_takes_its_writ
             Some(gate.name().to_owned()),
             first_decided.clone(),
         );
-        tokio::spawn(async move { first.transaction(&keyed("transfer"), work).await })
+        tokio::spawn(async move { first.transaction(&request("transfer"), work).await })
     };
     gate.reached().await;
     let before_other = memory_and_database(&second, &other).await;
@@ -349,7 +356,7 @@ async fn a_duplicate_from_another_runtime_is_caught_at_commit_and_takes_its_writ
         let (second, other) = (second.clone(), other.clone());
         let work = unit("second", other, None, second_decided.clone());
         tokio::spawn(async move {
-            let _ = done.send(second.transaction(&keyed("transfer"), work).await);
+            let _ = done.send(second.transaction(&request("transfer"), work).await);
         });
     }
     // Its key looked up (and not found) before it decided; the first has not committed.
@@ -405,12 +412,120 @@ async fn keys_past_their_retention_are_deleted_and_their_calls_are_new(backend: 
     assert_eq!(kept.version, 3);
 }
 
-async fn a_context_reused_without_a_key_is_not_idempotent(backend: Backend) {
+/// A keyed create's caller gives up while the create waits for the (held) committer, and the
+/// retry with the same key goes into the same batch: the two units carry one key. One entity
+/// is created, the retry answers with it, and one key row is stored (counted).
+async fn a_key_given_up_on_and_retried_in_one_batch_applies_once(backend: Backend) {
     let db = TestDatabase::new(backend).await;
-    let runtime = runtime(&db).await;
-    let counter = counter(&runtime, "plain").await;
-    let ctx = ctx();
-    counter.send_action(&ctx, Add { amount: 1 }).await.unwrap();
-    let second = counter.send_action(&ctx, Add { amount: 1 }).await.unwrap();
-    assert_eq!(second.total, 2);
+    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    let gate = Gate::new();
+    let blocker = hold_the_committer(&runtime, &gate).await;
+    let entities = scalar(&runtime, "SELECT count(*) FROM {entities}entities").await;
+    let given_up = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            runtime
+                .create::<Counter>(&keyed("create"), "once".to_owned())
+                .await
+        })
+    };
+    metrics_until(&runtime, "the first create waiting", |m| {
+        m.chains_waiting >= 1
+    })
+    .await;
+    given_up.abort();
+    assert!(given_up.await.unwrap_err().is_cancelled());
+    let retry = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            runtime
+                .create::<Counter>(&keyed("create"), "once".to_owned())
+                .await
+        })
+    };
+    metrics_until(&runtime, "both creates waiting", |m| m.chains_waiting >= 2).await;
+    gate.open();
+    blocker.await.unwrap();
+    let created = retry.await.unwrap().unwrap();
+    assert_eq!(created.name, "once");
+    assert_eq!(
+        scalar(&runtime, "SELECT count(*) FROM {entities}entities").await,
+        entities.map(|n| n + 1)
+    );
+    assert_eq!(
+        scalar(&runtime, "SELECT count(*) FROM {entities}idempotency_keys").await,
+        Some(1)
+    );
+    assert_eq!(
+        runtime
+            .create::<Counter>(&keyed("create"), "once".to_owned())
+            .await
+            .unwrap(),
+        created
+    );
+}
+
+/// A keyed rename that its projection refuses (the name is another counter's), committed in one
+/// batch with a neighbour: the batch's projections are redone (counted), the rename and its key
+/// are taken back, the neighbour commits; sent again once the name is free, it applies.
+async fn a_keyed_call_refused_by_its_projection_in_a_shared_batch_stores_no_key(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    let holder = counter(&runtime, "taken").await;
+    let renamed = counter(&runtime, "renamed").await;
+    let neighbour = counter(&runtime, "neighbour").await;
+    let gate = Gate::new();
+    let blocker = hold_the_committer(&runtime, &gate).await;
+    let redos = runtime.metrics().projection_redos;
+    let rename = {
+        let renamed = renamed.clone();
+        tokio::spawn(async move {
+            renamed
+                .send_action(
+                    &keyed("rename"),
+                    Rename {
+                        name: "taken".into(),
+                    },
+                )
+                .await
+        })
+    };
+    let add = {
+        let neighbour = neighbour.clone();
+        tokio::spawn(async move { neighbour.send_action(&ctx(), Add { amount: 3 }).await })
+    };
+    metrics_until(&runtime, "both waiting", |m| m.chains_waiting >= 2).await;
+    gate.open();
+    blocker.await.unwrap();
+    let error = rename.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::Constraint { .. }), "{error:?}");
+    assert_eq!(add.await.unwrap().unwrap().total, 3);
+    assert_eq!(runtime.metrics().projection_redos - redos, 1);
+    assert_eq!(
+        scalar(
+            &runtime,
+            "SELECT count(*) FROM {entities}idempotency_keys WHERE key = 'rename'"
+        )
+        .await,
+        Some(0)
+    );
+    holder
+        .send_action(
+            &ctx(),
+            Rename {
+                name: "free".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let applied = renamed
+        .send_action(
+            &keyed("rename"),
+            Rename {
+                name: "taken".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.name, "taken");
 }

@@ -25,6 +25,9 @@ on_both_backends!(
     an_entity_asked_for_out_of_order_runs_the_unit_again_taking_it_first,
     a_unit_kept_past_its_closure_is_refused,
     a_unit_that_decides_nothing_stores_nothing,
+    a_create_refused_inside_a_unit_leaves_no_row,
+    a_unit_whose_caller_gives_up_during_the_commit_still_publishes_what_it_committed,
+    a_unit_refused_by_a_projection_in_a_shared_batch_is_taken_back_on_every_entity,
 );
 
 type Result<T> = std::result::Result<T, Error<CounterError>>;
@@ -301,8 +304,11 @@ async fn a_unit_may_create_an_entity_and_act_on_it(backend: Backend) {
     let runtime = runtime(&db).await;
     let source = runtime.entity::<Counter>(new_counter(&runtime, "source").await.id);
     let (source, runtime_ref) = (&source, &runtime);
+    let runs = AtomicU32::new(0);
+    let runs = &runs;
     let (split, after_source) = runtime
         .transaction(&ctx(), |tx: Unit<CounterError>| async move {
+            runs.fetch_add(1, Ordering::SeqCst);
             let created = tx.create::<Counter>("split".to_owned()).await?;
             let split = runtime_ref.entity::<Counter>(created.id);
             let split = tx.send_action(&split, Add { amount: 9 }).await?;
@@ -316,6 +322,8 @@ async fn a_unit_may_create_an_entity_and_act_on_it(backend: Backend) {
         ("split", 9, 2)
     );
     assert_eq!(after_source.total, 1);
+    // The new entity has no turn: taking the older one after it needs no second run.
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
     let split_ref = runtime.entity::<Counter>(split.id);
     assert_eq!(*split_ref.get().await.unwrap(), *split);
     assert_eq!(
@@ -441,4 +449,136 @@ async fn a_unit_that_decides_nothing_stores_nothing(backend: Backend) {
         .unwrap();
     assert_eq!((seen_a.version, seen_b.version), (1, 1));
     assert_eq!(runtime.metrics().transactions, transactions);
+}
+
+async fn a_create_refused_inside_a_unit_leaves_no_row(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime(&db).await;
+    let (a, _) = two_counters(&runtime).await;
+    let entities = scalar(&runtime, "SELECT count(*) FROM {entities}entities").await;
+    let a = &a;
+    let after = runtime
+        .transaction(&ctx(), |tx: Unit<CounterError>| async move {
+            // A blank name: `Open` is refused, and the closure goes on without the entity.
+            let refused = tx.create::<Counter>(" ".to_owned()).await;
+            assert!(matches!(
+                refused,
+                Err(Error::Rejected(CounterError::BlankName))
+            ));
+            tx.send_action(a, Add { amount: 1 }).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.version, 2);
+    assert_eq!(
+        scalar(&runtime, "SELECT count(*) FROM {entities}entities").await,
+        entities
+    );
+}
+
+/// Waits until `entity`'s published state is at `version`; panics after 10 seconds.
+async fn version_eventually(entity: &EntityRef<Counter>, version: i64) -> Arc<Counter> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let state = entity.get().await.unwrap();
+        if state.version == version {
+            return state;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still at version {}",
+            state.version
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// The unit waits for the held committer when its caller gives up (its task aborted, counted as
+/// cancelled). The commit goes on: once the committer is free, both counters show the committed
+/// state, and their turns are back (the next actions are decided on it).
+async fn a_unit_whose_caller_gives_up_during_the_commit_still_publishes_what_it_committed(
+    backend: Backend,
+) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    let (a, b) = two_counters(&runtime).await;
+    let gate = Gate::new();
+    let blocker = hold_the_committer(&runtime, &gate).await;
+    let transactions = runtime.metrics().transactions;
+    let unit = {
+        let (runtime, a, b) = (runtime.clone(), a.clone(), b.clone());
+        tokio::spawn(async move { add_to_both(&runtime, &a, &b, 5).await })
+    };
+    metrics_until(&runtime, "the unit waiting", |m| m.chains_waiting >= 1).await;
+    unit.abort();
+    assert!(unit.await.unwrap_err().is_cancelled());
+    gate.open();
+    blocker.await.unwrap();
+    metrics_until(&runtime, "the unit committed", |m| {
+        m.transactions >= transactions + 2
+    })
+    .await;
+    assert_eq!(version_eventually(&a, 2).await.total, 5);
+    assert_eq!(version_eventually(&b, 2).await.total, 5);
+    let next = a.send_action(&ctx(), Add { amount: 1 }).await.unwrap();
+    assert_eq!((next.total, next.version), (6, 3));
+    assert_eq!(cold_load(&db, a.id()).await, *next);
+}
+
+/// A unit over two counters whose second step's projection fails, committed in one batch with
+/// a neighbour: the batch's projections are redone (counted), the unit's rows are taken back on
+/// both counters, and the neighbour commits.
+async fn a_unit_refused_by_a_projection_in_a_shared_batch_is_taken_back_on_every_entity(
+    backend: Backend,
+) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    new_counter(&runtime, "taken").await;
+    let (a, b) = two_counters(&runtime).await;
+    let neighbour = runtime.entity::<Counter>(new_counter(&runtime, "neighbour").await.id);
+    let (before_a, before_b) = (
+        memory_and_database(&runtime, &a).await,
+        memory_and_database(&runtime, &b).await,
+    );
+    let gate = Gate::new();
+    let blocker = hold_the_committer(&runtime, &gate).await;
+    let redos = runtime.metrics().projection_redos;
+    let unit = {
+        let (runtime, a, b) = (runtime.clone(), a.clone(), b.clone());
+        tokio::spawn(async move {
+            let (a, b) = (&a, &b);
+            runtime
+                .transaction(&ctx(), |tx: Unit<CounterError>| async move {
+                    tx.send_action(a, AddTwice { amount: 2 }).await?;
+                    tx.send_action(
+                        b,
+                        Rename {
+                            name: "taken".into(),
+                        },
+                    )
+                    .await?;
+                    Ok(())
+                })
+                .await
+        })
+    };
+    let add = {
+        let neighbour = neighbour.clone();
+        tokio::spawn(async move { neighbour.send_action(&ctx(), Add { amount: 7 }).await })
+    };
+    metrics_until(&runtime, "the unit and its neighbour waiting", |m| {
+        m.chains_waiting >= 2
+    })
+    .await;
+    gate.open();
+    blocker.await.unwrap();
+    let error = unit.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&error, Error::Constraint { id, .. } if *id == b.id()),
+        "{error:?}"
+    );
+    assert_eq!(add.await.unwrap().unwrap().total, 7);
+    assert_eq!(runtime.metrics().projection_redos - redos, 1);
+    assert_eq!(memory_and_database(&runtime, &a).await, before_a);
+    assert_eq!(memory_and_database(&runtime, &b).await, before_b);
 }

@@ -4,18 +4,23 @@
 //! Every request gets a [`Context`](entities_runtime::Context): the user from `x-user-id`
 //! (absent: `anonymous`), the request id from `x-request-id` (absent: a new UUID). Both are
 //! stored with the actions and events the request causes, and echoed in the response headers.
+//! A request with an `Idempotency-Key` ([`IDEMPOTENCY_KEY`]) makes each of its mutations a keyed
+//! call: the key scoped to the user and to the mutation's field, the body's hash as the request's
+//! fingerprint. Sent again with the same key and body, a mutation returns its first result and
+//! applies nothing; with another body it is `IDEMPOTENCY_KEY_REUSED`.
 //!
 //! Every error carries `extensions.code` ([`Code`]) and a message a person understands; a
 //! user's mistake is never an HTTP 500:
 //!
-//! - the domain's refusals (`NOT_FOUND`, `NAME_TAKEN`, `VALIDATION`, `CONFLICT`) and `INTERNAL`
-//!   come with HTTP 200 and `data`, the failed field `null`;
+//! - the domain's refusals (`NOT_FOUND`, `NAME_TAKEN`, `VALIDATION`, `CONFLICT`),
+//!   `IDEMPOTENCY_KEY_REUSED` and `INTERNAL` come with HTTP 200 and `data`, the failed field
+//!   `null`;
 //! - a request that cannot run at all gets a 4xx and no `data`: `BAD_REQUEST` for a body that is
 //!   not a GraphQL request in JSON (400), not sent as `application/json` (415) or over
-//!   [`BODY_LIMIT`] (413), or a bad `x-user-id`/`x-request-id` (400); `GRAPHQL_PARSE_FAILED`,
-//!   `GRAPHQL_VALIDATION_FAILED`, `QUERY_TOO_DEEP` (over [`DEPTH_LIMIT`]) and `QUERY_TOO_COMPLEX`
-//!   (over [`COMPLEXITY_LIMIT`]) for a query that does not parse, does not fit the schema or is
-//!   too costly (400).
+//!   [`BODY_LIMIT`] (413), or a bad `x-user-id`/`x-request-id`/`Idempotency-Key` (400);
+//!   `GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`, `QUERY_TOO_DEEP` (over
+//!   [`DEPTH_LIMIT`]) and `QUERY_TOO_COMPLEX` (over [`COMPLEXITY_LIMIT`]) for a query that does
+//!   not parse, does not fit the schema or is too costly (400).
 
 mod error;
 mod graphiql;
