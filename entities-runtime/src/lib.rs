@@ -106,6 +106,7 @@ mod idempotency;
 mod ids;
 mod key_locks;
 mod keyed_call;
+mod log;
 mod metrics;
 mod persist;
 mod projection;
@@ -135,7 +136,7 @@ pub use projection::{ProjectionError, Tx, is_unique_violation};
 pub use runtime::{EntityRef, Runtime, RuntimeBuilder, StartError};
 pub use sql::{Backend, Query, Row};
 pub use sqlx;
-pub use store::{EventRecord, Migration};
+pub use store::{EventRecord, LogPosition, LoggedEvent, Migration};
 pub use transaction::Unit;
 
 /// What the macros' generated code names. Not a public API: it may change in any release.

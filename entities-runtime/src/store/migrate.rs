@@ -40,6 +40,11 @@ const RUNTIME_POSTGRES: &[(i64, &str, &str)] = &[
         "idempotency keys",
         include_str!("../../../migrations/postgres/0004_idempotency_keys.sql"),
     ),
+    (
+        5,
+        "event log order",
+        include_str!("../../../migrations/postgres/0005_event_log.sql"),
+    ),
 ];
 const RUNTIME_SQLITE: &[(i64, &str, &str)] = &[
     (
@@ -61,6 +66,11 @@ const RUNTIME_SQLITE: &[(i64, &str, &str)] = &[
         4,
         "idempotency keys",
         include_str!("../../../migrations/sqlite/0004_idempotency_keys.sql"),
+    ),
+    (
+        5,
+        "event log order",
+        include_str!("../../../migrations/sqlite/0005_event_log.sql"),
     ),
 ];
 

@@ -85,6 +85,44 @@ pub struct EventRecord {
     pub inserted_at: String,
 }
 
+/// Where a reader of the log stands: the last event it read. Ordered as the log is; keep it
+/// (both numbers) as a subscriber's checkpoint. `transaction` is the Postgres transaction id
+/// that wrote the event (always 0 on SQLite).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct LogPosition {
+    pub transaction: u64,
+    pub position: i64,
+}
+
+impl LogPosition {
+    /// Before the first event.
+    pub const START: LogPosition = LogPosition {
+        transaction: 0,
+        position: 0,
+    };
+}
+
+/// One event of the log: where it stands, whose it is, and the event with what caused it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LoggedEvent {
+    pub at: LogPosition,
+    pub entity_type: String,
+    pub entity_id: EntityId,
+    pub record: EventRecord,
+}
+
 /// The rows of one action: its own and its events'.
 #[derive(Debug)]
 pub(crate) struct ActionRows {
@@ -161,6 +199,25 @@ pub(crate) struct StoredKey {
 
 /// A history row as both backends return it: the columns of [`EventRecord`], payload as text.
 type HistoryRow = (
+    Version,
+    String,
+    PayloadVersion,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
+/// A log row as both backends return it: the transaction id (text), the position, the entity's
+/// type and id, then the columns of [`EventRecord`], payload as text.
+type LogRow = (
+    String,
+    i64,
+    String,
+    EntityId,
     Version,
     String,
     PayloadVersion,
@@ -303,6 +360,68 @@ impl Store {
                     request_id: row.7,
                     correlation_id: row.8,
                     inserted_at: row.9,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` events of the log after `after`, of `entity_types` (all when empty), in log
+    /// order (see the `log` module).
+    pub async fn read_log(
+        &self,
+        after: LogPosition,
+        limit: usize,
+        entity_types: &[&str],
+    ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<LogRow> = match self {
+            Store::Postgres(pool) => {
+                sqlx::query_as(postgres::READ_LOG)
+                    .bind(after.transaction.to_string())
+                    .bind(after.position)
+                    .bind(limit)
+                    .bind(entity_types)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Store::Sqlite(pool) => {
+                let types = serde_json::to_string(entity_types)
+                    .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+                sqlx::query_as(sqlite::READ_LOG)
+                    .bind(after.transaction.to_string())
+                    .bind(after.position)
+                    .bind(limit)
+                    .bind(types)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        rows.into_iter()
+            .map(|row| {
+                let transaction = row.0.parse().map_err(|error: std::num::ParseIntError| {
+                    sqlx::Error::Decode(Box::new(error))
+                })?;
+                let payload = serde_json::from_str(&row.7)
+                    .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+                Ok(LoggedEvent {
+                    at: LogPosition {
+                        transaction,
+                        position: row.1,
+                    },
+                    entity_type: row.2,
+                    entity_id: row.3,
+                    record: EventRecord {
+                        version: row.4,
+                        event_type: row.5,
+                        payload_version: row.6,
+                        payload,
+                        action_id: row.8,
+                        action_type: row.9,
+                        created_by: row.10,
+                        request_id: row.11,
+                        correlation_id: row.12,
+                        inserted_at: row.13,
+                    },
                 })
             })
             .collect()

@@ -37,6 +37,20 @@ pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO entities.entity_snapshots AS
 pub(super) const NEXT_ID: &str =
     "SELECT nextval(pg_get_serial_sequence('entities.entities', 'id'))";
 
+/// The event log after (`$1`, `$2`) = (transaction id as text, position), at most `$3` rows, in
+/// (transaction id, position) order, and only below the oldest transaction still in flight: a
+/// transaction below that mark has ended, so nothing can later appear behind the reader. In
+/// position order alone a reader would pass an event whose transaction, holding a lower
+/// position, commits after a later one. `$4`: the entity types to read, or all when empty.
+pub(super) const READ_LOG: &str = "SELECT e.transaction_id::text, e.position, e.entity_type, e.entity_id, e.entity_version, \
+            e.type, e.payload_version, e.payload::text, e.action_id, a.type, e.created_by, e.request_id, e.correlation_id, \
+            to_char(e.inserted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+     FROM entities.entity_events e JOIN entities.entity_actions a ON a.id = e.action_id \
+     WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2) \
+       AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+       AND (cardinality($4::text[]) = 0 OR e.entity_type = ANY($4)) \
+     ORDER BY e.transaction_id, e.position LIMIT $3";
+
 pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload_version, e.payload::text, e.action_id, a.type, e.created_by, \
             e.request_id, e.correlation_id, \
             to_char(e.inserted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \

@@ -61,6 +61,19 @@ INSERT INTO sqlite_sequence (name, seq) SELECT 'entities', (SELECT coalesce(max(
     WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'entities');
 UPDATE sqlite_sequence SET seq = seq + $1 WHERE name = 'entities' RETURNING seq";
 
+/// The event log after position `$2`, at most `$3` rows, in position order. SQLite runs one
+/// writer at a time and its row ids never go back (`AUTOINCREMENT`), so position order is commit
+/// order and no later commit can take a position behind a reader. `$1` (the transaction id,
+/// always 0 here) keeps the parameters in step with Postgres; `$4`: a JSON array of the entity
+/// types to read, or all when empty.
+pub(super) const READ_LOG: &str = "SELECT '0', e.position, e.entity_type, e.entity_id, e.entity_version, \
+            e.type, e.payload_version, e.payload, e.action_id, a.type, e.created_by, e.request_id, e.correlation_id, \
+            e.inserted_at \
+     FROM entity_events e JOIN entity_actions a ON a.id = e.action_id \
+     WHERE $1 IS NOT NULL AND e.position > $2 \
+       AND (json_array_length($4) = 0 OR e.entity_type IN (SELECT value FROM json_each($4))) \
+     ORDER BY e.position LIMIT $3";
+
 pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload_version, e.payload, e.action_id, a.type, e.created_by, \
             e.request_id, e.correlation_id, e.inserted_at \
      FROM entity_events e JOIN entity_actions a ON a.id = e.action_id \
