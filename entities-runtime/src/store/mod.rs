@@ -211,6 +211,24 @@ type HistoryRow = (
     String,
 );
 
+/// The [`EventRecord`] of a history row (or of a log row's last columns).
+fn record(row: HistoryRow) -> Result<EventRecord, sqlx::Error> {
+    let payload =
+        serde_json::from_str(&row.3).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+    Ok(EventRecord {
+        version: row.0,
+        event_type: row.1,
+        payload_version: row.2,
+        payload,
+        action_id: row.4,
+        action_type: row.5,
+        created_by: row.6,
+        request_id: row.7,
+        correlation_id: row.8,
+        inserted_at: row.9,
+    })
+}
+
 /// A log row as both backends return it: the transaction id (text), the position, the entity's
 /// type and id, then the columns of [`EventRecord`], payload as text.
 type LogRow = (
@@ -345,24 +363,7 @@ impl Store {
         let rows: Vec<HistoryRow> = on_pool!(self, pool, sql = HISTORY => {
             sqlx::query_as(sql).bind(id).bind(entity_type).fetch_all(pool).await?
         });
-        rows.into_iter()
-            .map(|row| {
-                let payload = serde_json::from_str(&row.3)
-                    .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
-                Ok(EventRecord {
-                    version: row.0,
-                    event_type: row.1,
-                    payload_version: row.2,
-                    payload,
-                    action_id: row.4,
-                    action_type: row.5,
-                    created_by: row.6,
-                    request_id: row.7,
-                    correlation_id: row.8,
-                    inserted_at: row.9,
-                })
-            })
-            .collect()
+        rows.into_iter().map(record).collect()
     }
 
     /// Up to `limit` events of the log after `after`, of `entity_types` (all when empty), in log
@@ -398,30 +399,36 @@ impl Store {
         };
         rows.into_iter()
             .map(|row| {
-                let transaction = row.0.parse().map_err(|error: std::num::ParseIntError| {
-                    sqlx::Error::Decode(Box::new(error))
-                })?;
-                let payload = serde_json::from_str(&row.7)
-                    .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+                let (
+                    transaction,
+                    position,
+                    entity_type,
+                    entity_id,
+                    v,
+                    t,
+                    pv,
+                    p,
+                    a,
+                    at,
+                    by,
+                    r,
+                    c,
+                    i,
+                ) = row;
+                let transaction =
+                    transaction
+                        .parse()
+                        .map_err(|error: std::num::ParseIntError| {
+                            sqlx::Error::Decode(Box::new(error))
+                        })?;
                 Ok(LoggedEvent {
                     at: LogPosition {
                         transaction,
-                        position: row.1,
+                        position,
                     },
-                    entity_type: row.2,
-                    entity_id: row.3,
-                    record: EventRecord {
-                        version: row.4,
-                        event_type: row.5,
-                        payload_version: row.6,
-                        payload,
-                        action_id: row.8,
-                        action_type: row.9,
-                        created_by: row.10,
-                        request_id: row.11,
-                        correlation_id: row.12,
-                        inserted_at: row.13,
-                    },
+                    entity_type,
+                    entity_id,
+                    record: record((v, t, pv, p, a, at, by, r, c, i))?,
                 })
             })
             .collect()
