@@ -203,12 +203,14 @@ impl Runtime {
             return idempotency::kept_state::<E>(&self.shared, key, stored, None).await;
         }
         let span = action_path::action_span::<E>();
-        let first = self
-            .first_action::<E>(&ctx, args, &span)
+        let first = first_action::<E>(&self.shared, &ctx, args)
             .instrument(span.clone())
             .await;
         let (id, action) = match first {
-            Ok(first) => first,
+            Ok(first) => {
+                span.record("entity_id", first.0);
+                first
+            }
             Err(error) => {
                 span.record("outcome", error.outcome());
                 return Err(error);
@@ -222,32 +224,6 @@ impl Runtime {
             span,
         })
         .await
-    }
-
-    /// A new entity's id and the first action `E::create` makes of `args`.
-    async fn first_action<E: Create>(
-        &self,
-        ctx: &Context,
-        args: E::Args,
-        span: &tracing::Span,
-    ) -> Result<(EntityId, E::Action), Error<E::Error>> {
-        let id = self
-            .shared
-            .ids
-            .next(&self.shared.store)
-            .await
-            .map_err(storage)?;
-        span.record("entity_id", id);
-        let action =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| E::create(ctx, id, args)))
-                .map_err(|payload| Error::Panicked {
-                    entity_type: E::TYPE,
-                    id,
-                    during: "create",
-                    message: panic_message(payload.as_ref()),
-                })?
-                .map_err(Error::Rejected)?;
-        Ok((id, action))
     }
 
     /// The stored events of entity `id`, with the actions that caused them, oldest first. Empty
@@ -461,6 +437,26 @@ impl<E: Entity> EntityRef<E> {
             }
         }
     }
+}
+
+/// A new entity's id, reserved, and the first action `E::create` makes of `args` (a refusal or
+/// a panic of `E::create` is its error): a create's start, through the runtime or in a unit.
+pub(crate) async fn first_action<E: Create>(
+    shared: &Shared,
+    ctx: &Context,
+    args: E::Args,
+) -> Result<(EntityId, E::Action), Error<E::Error>> {
+    let id = shared.ids.next(&shared.store).await.map_err(storage)?;
+    let action =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| E::create(ctx, id, args)))
+            .map_err(|payload| Error::Panicked {
+                entity_type: E::TYPE,
+                id,
+                during: "create",
+                message: panic_message(payload.as_ref()),
+            })?
+            .map_err(Error::Rejected)?;
+    Ok((id, action))
 }
 
 /// What a keyed call's fingerprint takes of an action: its type tag, payload version and

@@ -21,11 +21,11 @@ use tracing::Instrument;
 use crate::commit::{Outcome, Projections};
 use crate::context::Context;
 use crate::entity::{ActionOf, Create, Entity, EntityId};
-use crate::error::{Error, panic_message, storage};
+use crate::error::Error;
 use crate::held::{Held, HeldEntity};
 use crate::idempotency;
 use crate::keyed_call::{Kept, KeyedCall};
-use crate::runtime::{EntityRef, Runtime};
+use crate::runtime::{EntityRef, Runtime, first_action};
 use crate::shared::Shared;
 use crate::slot::Command;
 use crate::store::KeyRow;
@@ -91,8 +91,9 @@ struct State<D> {
     panicked: Option<Error<D>>,
     /// The entity user code panicked on: it reloads when its turn goes back.
     reload: Option<Key>,
-    /// The commit is under way: should the caller stop waiting for it (the future dropped), its
-    /// outcome is unknown and every entity reads the database before its next action.
+    /// The commit is under way. It runs in a task of its own that holds the unit, so only that
+    /// task's end mid-commit (the tokio runtime stopping) drops the unit with this set: the
+    /// outcome is unknown, and every entity reads the database before its next action.
     committing: bool,
 }
 
@@ -150,7 +151,7 @@ impl<D: Send + 'static> Unit<D> {
     /// The unit's state, for the attempt this handle was given to.
     async fn lock(&self) -> Result<MutexGuard<'_, State<D>>, Error<D>> {
         let state = self.state.lock().await;
-        if state.attempt == self.attempt && !state.ended && !state.committing {
+        if state.attempt == self.attempt && !state.ended {
             Ok(state)
         } else {
             Err(Error::UnitEnded)
@@ -238,22 +239,9 @@ impl<D: Send + 'static> State<D> {
     where
         D: From<E::Error>,
     {
-        let id = self
-            .shared
-            .ids
-            .next(&self.shared.store)
+        let (id, action) = first_action::<E>(&self.shared, &self.ctx, args)
             .await
-            .map_err(storage)?;
-        let action = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            E::create(&self.ctx, id, args)
-        }))
-        .map_err(|payload| Error::Panicked {
-            entity_type: E::TYPE,
-            id,
-            during: "create",
-            message: panic_message(payload.as_ref()),
-        })?
-        .map_err(|refusal| Error::Rejected(D::from(refusal)))?;
+            .map_err(|error| error.map_rejection(D::from))?;
         // A new id orders after nothing the unit must wait for: nobody else can hold it.
         self.held
             .insert(key::<E>(id), Box::new(HeldEntity::<E>::created(id)));
