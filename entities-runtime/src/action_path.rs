@@ -473,7 +473,10 @@ impl<E: Entity> Worker<E> {
     /// Applies the events other writers stored since the published version, and publishes them.
     pub async fn catch_up(&self) -> Result<(), Failure> {
         let mut state = (*self.state()).clone();
-        replay::catch_up(&self.shared.store, self.slot.id(), &mut state).await?;
+        replay::catch_up(&self.shared.store, self.slot.id(), &mut state, |state| {
+            self.slot.publish_change(state)
+        })
+        .await?;
         self.slot.publish_caught_up(Arc::new(state));
         self.shared.counters.catch_ups.incr();
         Ok(())

@@ -24,6 +24,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::announce::Announcer;
 use crate::entity::Version;
 use crate::metrics::Counters;
 use crate::projection::Tx;
@@ -119,6 +120,7 @@ impl Committer {
         tasks: usize,
         max_batch: usize,
         counters: Arc<Counters>,
+        announcer: Arc<Announcer>,
         stop: CancellationToken,
     ) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
@@ -128,6 +130,7 @@ impl Committer {
                 Batcher {
                     store: store.clone(),
                     counters: counters.clone(),
+                    announcer: announcer.clone(),
                 },
                 receiver.clone(),
                 max_batch.max(1),
@@ -192,6 +195,7 @@ impl Committer {
 struct Batcher {
     store: Store,
     counters: Arc<Counters>,
+    announcer: Arc<Announcer>,
 }
 
 async fn run(
@@ -454,7 +458,7 @@ impl Batcher {
                     Err(Refused) => return vec![Outcome::Refused],
                 }
             };
-            return self.commit(tx, &steps, vec![outcome]).await;
+            return self.commit(tx, writes, &steps, vec![outcome]).await;
         }
         let batch = Written {
             writes,
@@ -464,7 +468,7 @@ impl Batcher {
             not_written: &not_written,
         };
         match project_batch(&mut tx, &batch, &steps, &self.counters).await {
-            Ok(outcomes) => self.commit(tx, &steps, outcomes).await,
+            Ok(outcomes) => self.commit(tx, writes, &steps, outcomes).await,
             Err(error) => self.failed(&steps, error),
         }
     }
@@ -488,6 +492,7 @@ impl Batcher {
     async fn commit(
         &self,
         tx: StoreTx,
+        writes: &[EntityWrite],
         steps: &[Step],
         mut outcomes: Vec<Outcome>,
     ) -> Vec<Outcome> {
@@ -503,6 +508,10 @@ impl Batcher {
                     self.counters.transactions.incr();
                     let actions: usize = committed.iter().sum();
                     self.counters.actions_committed.add(actions as u64);
+                    // Every write of the batch is named: one that did not commit costs a reader
+                    // a look, never a missed change.
+                    self.announcer
+                        .committed(|| writes.iter().map(|write| write.entity_id).collect());
                 }
             }
             Err(error) => {

@@ -148,8 +148,10 @@ impl<E: Entity, D: From<E::Error> + 'static> Held<D> for HeldEntity<E> {
                 return Ok(false);
             };
             let mut state = (*self.committed).clone();
-            replay::catch_up(store, state.id(), &mut state)
-                .await
+            replay::catch_up(store, state.id(), &mut state, |state| {
+                turn.slot.publish_change(state)
+            })
+            .await
                 .map_err(|failure| failure.into_error(E::TYPE, state.id()))?;
             let changed = state.version() != self.committed.version();
             if changed {

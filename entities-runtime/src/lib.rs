@@ -95,12 +95,15 @@
 //! however often it is sent (a repeat returns what the first returned).
 
 mod action_path;
+mod announce;
 mod batch;
+mod changes;
 mod commit;
 mod context;
 mod database;
 mod entity;
 mod error;
+mod follow;
 mod held;
 mod idempotency;
 mod ids;
@@ -118,11 +121,13 @@ mod slot;
 mod snapshot;
 mod sql;
 mod store;
+mod subscription;
 pub mod testing;
 mod transaction;
 mod turn;
 mod worker;
 
+pub use changes::Changes;
 pub use context::Context;
 pub use database::{Connection, Database, Transaction};
 pub use entities_derive::{Action, Event, entity};
@@ -136,7 +141,12 @@ pub use projection::{ProjectionError, Tx, is_unique_violation};
 pub use runtime::{EntityRef, Runtime, RuntimeBuilder, StartError};
 pub use sql::{Backend, Query, Row};
 pub use sqlx;
+pub use log::{FromLog, LogError, Logged};
 pub use store::{EventRecord, LogPosition, LoggedEvent, Migration};
+pub use subscription::{
+    BoxError, Handler, Progress, Projector, StartAt, Status, Subscription, SubscriptionBuilder,
+    SubscriptionError,
+};
 pub use transaction::Unit;
 
 /// What the macros' generated code names. Not a public API: it may change in any release.

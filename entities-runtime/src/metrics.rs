@@ -49,6 +49,17 @@ pub struct Metrics {
     pub idempotent_replays: u64,
     /// Idempotency keys deleted by the sweep, past their retention.
     pub idempotency_keys_expired: u64,
+    /// Times the connection that hears other runtimes' commits (Postgres) was lost and every
+    /// live entity caught up, in case a notification was missed.
+    pub follow_resyncs: u64,
+    /// Reads of the log by this runtime's subscriptions, empty ones included: each wake-up
+    /// (a commit, a notification, a poll) is one.
+    pub subscription_reads: u64,
+    /// Events handled by this runtime's subscriptions and projectors (a redelivered one again).
+    pub subscription_events: u64,
+    /// Failed attempts of a subscription's handler or projector, each retried after a delay (or
+    /// the last one, stopping the subscription).
+    pub subscription_failures: u64,
 }
 
 /// The live counters behind [`Metrics`].
@@ -70,6 +81,10 @@ pub(crate) struct Counters {
     pub leaving: Counter,
     pub idempotent_replays: Counter,
     pub idempotency_keys_expired: Counter,
+    pub follow_resyncs: Counter,
+    pub subscription_reads: Counter,
+    pub subscription_events: Counter,
+    pub subscription_failures: Counter,
 }
 
 impl Counters {
@@ -91,6 +106,10 @@ impl Counters {
             leaving: self.leaving.get(),
             idempotent_replays: self.idempotent_replays.get(),
             idempotency_keys_expired: self.idempotency_keys_expired.get(),
+            follow_resyncs: self.follow_resyncs.get(),
+            subscription_reads: self.subscription_reads.get(),
+            subscription_events: self.subscription_events.get(),
+            subscription_failures: self.subscription_failures.get(),
         }
     }
 }

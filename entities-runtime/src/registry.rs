@@ -13,8 +13,10 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
+use tokio_util::sync::CancellationToken;
 
-use crate::entity::{Entity, EntityId};
+use crate::changes::{Changes, Latest, Watchers};
+use crate::entity::{Entity, EntityId, Version};
 use crate::slot::{Command, Slot};
 
 /// A live entity of any type, as the idle sweep and shutdown see it.
@@ -23,6 +25,9 @@ pub(crate) trait Live<W>: Any + Send + Sync {
     fn sweep(&self) -> bool;
     /// Asks the entity to leave, starting its worker with `workers` if none runs.
     fn ask_to_leave(self: Arc<Self>, workers: &W);
+    /// Asks the entity to read the events other runtimes stored since its version, unless it
+    /// is at `version` already.
+    fn follow(self: Arc<Self>, workers: &W, version: Option<Version>);
 }
 
 type Key = (TypeId, EntityId);
@@ -59,17 +64,73 @@ fn push<E: Entity, W: 'static>(
 
 pub(crate) struct Registry<W> {
     live: DashMap<Key, Arc<dyn Live<W>>>,
-}
-
-impl<W> Default for Registry<W> {
-    fn default() -> Self {
-        Self {
-            live: DashMap::new(),
-        }
-    }
+    /// Per entity type that has been live: who watches its entities' states (an
+    /// `Arc<Watchers<E>>`). Its keys are also the types a bare id is looked up in.
+    types: DashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    /// The runtime's shutdown: watchers' streams end with it.
+    shutdown: CancellationToken,
 }
 
 impl<W: 'static> Registry<W> {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            live: DashMap::new(),
+            types: DashMap::new(),
+            shutdown,
+        }
+    }
+
+    /// Who watches the states of every entity of type `E`.
+    pub fn type_watchers<E: Entity>(&self) -> Arc<Watchers<E>> {
+        let type_id = TypeId::of::<E>();
+        let found = self.types.get(&type_id).map(|entry| entry.clone());
+        let any = found.unwrap_or_else(|| {
+            self.types
+                .entry(type_id)
+                .or_insert_with(|| Watchers::<E>::new(self.shutdown.child_token()))
+                .clone()
+        });
+        any.downcast::<Watchers<E>>()
+            .unwrap_or_else(|_| unreachable!("keyed by the TypeId of their entity"))
+    }
+
+    /// A watcher of the states of every live entity of type `E`.
+    pub fn watch_type<E: Entity>(&self) -> Changes<E> {
+        self.type_watchers::<E>().watch(Latest::Type)
+    }
+
+    /// A watcher of live entity `id`'s states; `None` when it is not live.
+    pub fn watch<E: Entity>(&self, id: EntityId) -> Option<Changes<E>> {
+        let entry = self.live.get(&key::<E>(id))?;
+        let slot = downcast::<E, W>(entry.value().clone());
+        drop(entry);
+        slot.touch();
+        slot.is_loaded().then(|| slot.watch(&self.shutdown))
+    }
+
+    /// Asks the live entity `id`, whatever its type, to catch up with other runtimes' writes
+    /// (up to `version`, when known).
+    pub fn follow(&self, workers: &W, id: EntityId, version: Option<Version>) {
+        // The types are collected first: no lock of one map is held while the other is locked
+        // (`dispatch` locks them the other way round).
+        let types: Vec<TypeId> = self.types.iter().map(|entry| *entry.key()).collect();
+        for type_id in types {
+            let live = self.live.get(&(type_id, id)).map(|live| live.clone());
+            if let Some(live) = live {
+                live.follow(workers, version);
+                return;
+            }
+        }
+    }
+
+    /// Asks every live entity to catch up: other runtimes' writes may have been missed.
+    pub fn follow_all(&self, workers: &W) {
+        let live: Vec<_> = self.live.iter().map(|entry| entry.value().clone()).collect();
+        for live in live {
+            live.follow(workers, None);
+        }
+    }
+
     /// The committed state of a live entity, without waiting on its worker.
     pub fn published<E: Entity>(&self, id: EntityId) -> Option<Arc<E>> {
         let entry = self.live.get(&key::<E>(id))?;
@@ -89,10 +150,10 @@ impl<W: 'static> Registry<W> {
         let key = key::<E>(id);
         match self.live.get(&key) {
             Some(entry) => push(entry.value(), command),
-            None => match self.live.entry(key) {
-                Entry::Occupied(entry) => push(entry.get(), command),
-                Entry::Vacant(vacant) => {
-                    let slot = Arc::new(Slot::new(id, None));
+            None => match (self.type_watchers::<E>(), self.live.entry(key)) {
+                (_, Entry::Occupied(entry)) => push(entry.get(), command),
+                (type_watchers, Entry::Vacant(vacant)) => {
+                    let slot = Arc::new(Slot::new(id, None, type_watchers));
                     slot.push(command);
                     vacant.insert(slot.clone());
                     Some(slot)
@@ -124,6 +185,7 @@ impl<W: 'static> Registry<W> {
                 true
             }
         });
+        own.end_watchers();
     }
 
     /// Asks every live entity that `select` picks to leave.

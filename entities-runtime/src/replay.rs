@@ -106,17 +106,25 @@ async fn load_through<E: Entity>(
     })
 }
 
-/// Applies to `state` the events stored after its version.
+/// Applies to `state` the events stored after its version, calling `changed` with the state
+/// after each action's events: each a committed change.
 pub(crate) async fn catch_up<E: Entity>(
     store: &Store,
     id: EntityId,
     state: &mut E,
+    mut changed: impl FnMut(&E),
 ) -> Result<(), Failure> {
-    for stored in store
+    let mut events = store
         .events_after(id, state.version(), Version::MAX)
         .await?
-    {
+        .into_iter()
+        .peekable();
+    while let Some(stored) = events.next() {
+        let action_id = stored.action_id;
         apply_stored(state, stored)?;
+        if events.peek().is_none_or(|next| next.action_id != action_id) {
+            changed(state);
+        }
     }
     Ok(())
 }

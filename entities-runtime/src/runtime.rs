@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::action_path;
+use crate::changes::Changes;
 use crate::context::Context;
 use crate::database::Database;
 use crate::entity::{ActionOf, Create, Entity, EntityId, Tagged};
@@ -97,6 +98,14 @@ impl RuntimeBuilder {
     }
 
     /// The size of the connection pool (default 10).
+    /// SQLite: how often the runtime looks for other processes' writes to the entities it holds
+    /// live, to catch them up (default 100 ms; zero: never). Postgres needs no polling: runtimes
+    /// notify each other of their commits.
+    pub fn follow_interval(mut self, interval: Duration) -> Self {
+        self.config.follow_interval = interval;
+        self
+    }
+
     pub fn max_connections(mut self, connections: u32) -> Self {
         self.max_connections = connections.max(1);
         self
@@ -112,7 +121,9 @@ impl RuntimeBuilder {
                 .await
                 .map_err(StartError::Migrate)?;
         }
-        let shared = Shared::start(store, self.config);
+        // An in-memory database lives in its one connection: no other process writes to it.
+        let in_memory = self.url.contains(":memory:") || self.url.contains("mode=memory");
+        let shared = Shared::start(store, in_memory, self.config);
         shared.tasks.spawn(sweep_idle(Arc::downgrade(&shared)));
         shared
             .tasks
@@ -239,6 +250,13 @@ impl Runtime {
             .map_err(storage)
     }
 
+    /// The states every live entity of type `E` commits from now on (see
+    /// [`EntityRef::changes`]). Only entities in memory are seen: to see every change of a
+    /// type, follow the event log with a subscription.
+    pub fn changes_of<E: Entity>(&self) -> Changes<E> {
+        self.shared.registry.watch_type::<E>()
+    }
+
     /// How many entities are live in memory.
     pub fn live_entities(&self) -> usize {
         self.shared.registry.len()
@@ -345,6 +363,21 @@ impl<E: Entity> EntityRef<E> {
             return Ok(state);
         }
         self.runtime.call(self.id, Command::Get).await
+    }
+
+    /// The states the entity commits from now on, each once, in version order: this runtime's
+    /// writes as they commit, and other runtimes' as this one catches up with them (within
+    /// milliseconds on Postgres; see [`RuntimeBuilder::follow_interval`] on SQLite). Loads the
+    /// entity, and keeps it in memory while watched. See [`Changes`] for a watcher that falls
+    /// behind.
+    pub async fn changes(&self) -> Result<Changes<E>, Error<E::Error>> {
+        loop {
+            self.get().await?;
+            // `None`: it left memory between the two; load it again.
+            if let Some(changes) = self.runtime.shared.registry.watch::<E>(self.id) {
+                return Ok(changes);
+            }
+        }
     }
 
     /// Runs `action`: handler, events, version check, projections, one transaction; returns the

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::announce::Announcer;
 use crate::commit::Committer;
 use crate::database::Database;
 use crate::ids::Ids;
@@ -25,6 +26,8 @@ pub(crate) struct Config {
     pub committers: usize,
     pub batch_size: usize,
     pub idempotency_retention: Duration,
+    /// SQLite: how often to look for other processes' writes to live entities.
+    pub follow_interval: Duration,
 }
 
 impl Default for Config {
@@ -36,6 +39,7 @@ impl Default for Config {
             committers: 2,
             batch_size: 64,
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
+            follow_interval: Duration::from_millis(100),
         }
     }
 }
@@ -48,7 +52,14 @@ impl Config {
 }
 
 pub(crate) struct Shared {
+    /// This runtime's id, unique among the runtimes on a database: what its notifications
+    /// carry and its subscription leases name.
+    pub instance: String,
     pub store: Store,
+    /// An in-memory SQLite database: no other process can write to it.
+    pub in_memory: bool,
+    /// Tells readers of the log that it moved on.
+    pub announcer: Arc<Announcer>,
     /// The same pool, as user code sees it.
     pub database: Database,
     /// The live entities; the sweep starts their workers with this very `Shared`.
@@ -70,31 +81,46 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Starts the committers over `store`.
-    pub fn start(store: Store, config: Config) -> Arc<Self> {
+    /// Starts the committers over `store`, and the following of other runtimes' writes.
+    pub fn start(store: Store, in_memory: bool, config: Config) -> Arc<Self> {
         let committers_stop = CancellationToken::new();
         let counters = Arc::new(Counters::default());
+        let (notices, notices_out) = match store {
+            Store::Postgres(_) => {
+                let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+                (Some(sender), Some(receiver))
+            }
+            Store::Sqlite(_) => (None, None),
+        };
+        let announcer = Arc::new(Announcer::new(notices));
         let committer = Committer::start(
             store.clone(),
             config.committers,
             config.batch_size,
             counters.clone(),
+            announcer.clone(),
             committers_stop.clone(),
         );
-        Arc::new(Self {
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Self {
+            instance: uuid::Uuid::new_v4().simple().to_string(),
             database: Database::new(store.clone()),
             store,
-            registry: Registry::default(),
+            in_memory,
+            announcer,
+            registry: Registry::new(shutdown.clone()),
             committer,
             ids: Ids::default(),
             key_locks: KeyLocks::default(),
             config,
             counters,
-            shutdown: CancellationToken::new(),
+            shutdown,
             committers_stop,
             closing: AtomicBool::new(false),
             tasks: TaskTracker::new(),
-        })
+        });
+        crate::follow::start(&shared, notices_out);
+        shared
     }
 
     /// Whether calls are still taken.

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwapOption;
 use tokio::sync::oneshot;
 
+use crate::changes::{Changes, Latest, Watchers};
 use crate::context::Context;
 use crate::entity::{Entity, EntityId, Version};
 use crate::error::Error;
@@ -47,6 +48,8 @@ pub(crate) enum Command<E: Entity> {
         reply: Reply<E>,
         span: tracing::Span,
     },
+    /// Another runtime wrote to the entity: read what it stored since the published version.
+    CatchUp,
     /// Idle or shutting down: snapshot if changed, then leave memory if nothing else came.
     Leave,
 }
@@ -108,10 +111,14 @@ pub(crate) struct Slot<E: Entity> {
     stale: AtomicBool,
     /// A snapshot is being written in the background.
     snapshotting: AtomicBool,
+    /// Who watches this entity's committed states; made by the first watcher.
+    watchers: ArcSwapOption<Watchers<E>>,
+    /// Who watches the committed states of every entity of its type.
+    type_watchers: Arc<Watchers<E>>,
 }
 
 impl<E: Entity> Slot<E> {
-    pub fn new(id: EntityId, state: Option<Arc<E>>) -> Self {
+    pub fn new(id: EntityId, state: Option<Arc<E>>, type_watchers: Arc<Watchers<E>>) -> Self {
         Self {
             id,
             state: ArcSwapOption::new(state),
@@ -124,6 +131,8 @@ impl<E: Entity> Slot<E> {
             snapshot_version: AtomicI64::new(0),
             stale: AtomicBool::new(false),
             snapshotting: AtomicBool::new(false),
+            watchers: ArcSwapOption::empty(),
+            type_watchers,
         }
     }
 
@@ -148,9 +157,66 @@ impl<E: Entity> Slot<E> {
             .map_or(0, |state| state.version())
     }
 
-    /// Publishes a committed state; returns the state it replaces.
+    /// Publishes a committed state; returns the state it replaces. Watchers get it if it is
+    /// newer than that one (a load publishes what was there).
     pub fn publish(&self, state: Arc<E>) -> Option<Arc<E>> {
-        self.state.swap(Some(state))
+        let watched = self.is_watched() || self.type_watchers.is_watched();
+        let newer = watched.then(|| state.clone());
+        let previous = self.state.swap(Some(state));
+        if let Some(state) = newer
+            && previous
+                .as_ref()
+                .is_some_and(|previous| state.version() > previous.version())
+        {
+            if let Some(watchers) = &*self.watchers.load() {
+                watchers.send(&state);
+            }
+            self.type_watchers.send(&state);
+        }
+        previous
+    }
+
+    /// During a catch-up: publishes a change another runtime committed, if someone watches
+    /// (they see each change, not only the last one read).
+    pub fn publish_change(&self, state: &E) {
+        if self.is_watched() || self.type_watchers.is_watched() {
+            self.publish(Arc::new(state.clone()));
+        }
+    }
+
+    /// Whether someone watches this entity's states: it then stays in memory.
+    pub fn is_watched(&self) -> bool {
+        self.watchers
+            .load()
+            .as_ref()
+            .is_some_and(|watchers| watchers.is_watched())
+    }
+
+    /// A watcher of the states published after the one published now. `ended` is the runtime's
+    /// shutdown, should this be the first watcher.
+    pub fn watch(self: &Arc<Self>, ended: &tokio_util::sync::CancellationToken) -> Changes<E> {
+        let mut made = None;
+        self.watchers.rcu(|current| match current {
+            Some(watchers) => Some(watchers.clone()),
+            None => Some(
+                made.get_or_insert_with(|| Watchers::new(ended.child_token()))
+                    .clone(),
+            ),
+        });
+        let watchers = self
+            .watchers
+            .load_full()
+            .unwrap_or_else(|| unreachable!("set just above, and never taken away"));
+        let slot = self.clone();
+        watchers.watch(Latest::Entity(Box::new(move || slot.published())))
+    }
+
+    /// The entity is dropped from memory for good (a fault of the runtime's own): its watchers
+    /// are told.
+    pub fn end_watchers(&self) {
+        if let Some(watchers) = &*self.watchers.load() {
+            watchers.end();
+        }
     }
 
     /// Publishes a state read from the database (a load, from a snapshot at
@@ -271,7 +337,7 @@ impl<E: Entity> Slot<E> {
     /// One round of the idle sweep: clears the touched flag and drops a spare state unused
     /// since the last round; `true` if nothing touched the entity since the last round.
     pub fn sweep(&self) -> bool {
-        let idle = !self.touched.swap(false, Ordering::Relaxed);
+        let idle = !self.touched.swap(false, Ordering::Relaxed) && !self.is_watched();
         if !idle {
             let mut inbox = self.inbox();
             let unused = match &mut inbox.spare {

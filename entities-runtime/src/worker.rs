@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::action_path::{Queued, Worker};
 use crate::batch::QueuedBatch;
-use crate::entity::Entity;
+use crate::entity::{Entity, Version};
 use crate::error::Failure;
 use crate::registry::Live;
 use crate::shared::Shared;
@@ -29,6 +29,15 @@ impl<E: Entity> Live<Arc<Shared>> for Slot<E> {
 
     fn ask_to_leave(self: Arc<Self>, shared: &Arc<Shared>) {
         if self.push(Command::Leave) {
+            start(shared, self);
+        }
+    }
+
+    fn follow(self: Arc<Self>, shared: &Arc<Shared>, version: Option<Version>) {
+        if version.is_some_and(|version| self.version() >= version) {
+            return;
+        }
+        if self.push(Command::CatchUp) {
             start(shared, self);
         }
     }
@@ -110,6 +119,21 @@ async fn run<E: Entity>(shared: Arc<Shared>, slot: Arc<Slot<E>>) {
                     }
                     worker.lend(grant).await;
                 }
+                Command::CatchUp => {
+                    if !actions.is_empty() {
+                        worker.act(std::mem::take(&mut actions)).await;
+                    }
+                    if let Err(failure) = worker.catch_up().await {
+                        // The next action reads the database again before it decides.
+                        worker.slot.mark_stale();
+                        tracing::warn!(
+                            entity_type = E::TYPE,
+                            entity_id = worker.slot.id(),
+                            error = %failure.into_error::<E::Error>(E::TYPE, worker.slot.id()),
+                            "cannot catch up with another runtime's write"
+                        );
+                    }
+                }
                 Command::Leave => leave = true,
                 Command::Create { .. } => unreachable!("creates are served first"),
             }
@@ -167,7 +191,7 @@ fn fail<E: Entity>(slot: &Slot<E>, commands: Vec<Command<E>>, failure: Failure) 
             Command::Hold(grant) => {
                 let _ = grant.send(Err(error()));
             }
-            Command::Leave => {}
+            Command::Leave | Command::CatchUp => {}
         }
     }
 }

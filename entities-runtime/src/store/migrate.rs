@@ -45,6 +45,11 @@ const RUNTIME_POSTGRES: &[(i64, &str, &str)] = &[
         "event log order",
         include_str!("../../../migrations/postgres/0005_event_log.sql"),
     ),
+    (
+        6,
+        "subscriptions",
+        include_str!("../../../migrations/postgres/0006_subscriptions.sql"),
+    ),
 ];
 const RUNTIME_SQLITE: &[(i64, &str, &str)] = &[
     (
@@ -71,6 +76,11 @@ const RUNTIME_SQLITE: &[(i64, &str, &str)] = &[
         5,
         "event log order",
         include_str!("../../../migrations/sqlite/0005_event_log.sql"),
+    ),
+    (
+        6,
+        "subscriptions",
+        include_str!("../../../migrations/sqlite/0006_subscriptions.sql"),
     ),
 ];
 

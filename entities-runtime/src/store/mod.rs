@@ -2,9 +2,11 @@
 //!
 //! Each backend module holds its SQL; this module holds what they share.
 
+mod log;
 mod migrate;
 mod postgres;
 mod sqlite;
+pub(crate) mod subscriptions;
 
 use std::ops::Range;
 use std::str::FromStr;
@@ -14,6 +16,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Postgres, Sqlite};
 
+pub(crate) use log::{RawEvent, changed_since, count_after, head, read_log};
+pub use log::{LogPosition, LoggedEvent};
 pub use migrate::Migration;
 
 use crate::context::Context;
@@ -64,6 +68,8 @@ pub(crate) struct StoredEvent {
     pub event_type: String,
     pub payload_version: PayloadVersion,
     pub payload: String,
+    /// The action that recorded it: the events of one action are one committed change.
+    pub action_id: i64,
 }
 
 /// One stored event with what caused it: a line of an entity's history.
@@ -83,44 +89,6 @@ pub struct EventRecord {
     pub correlation_id: String,
     /// When it was stored: RFC 3339, UTC.
     pub inserted_at: String,
-}
-
-/// Where a reader of the log stands: the last event it read. Ordered as the log is; keep it
-/// (both numbers) as a subscriber's checkpoint. `transaction` is the Postgres transaction id
-/// that wrote the event (always 0 on SQLite).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-pub struct LogPosition {
-    pub transaction: u64,
-    pub position: i64,
-}
-
-impl LogPosition {
-    /// Before the first event.
-    pub const START: LogPosition = LogPosition {
-        transaction: 0,
-        position: 0,
-    };
-}
-
-/// One event of the log: where it stands, whose it is, and the event with what caused it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct LoggedEvent {
-    pub at: LogPosition,
-    pub entity_type: String,
-    pub entity_id: EntityId,
-    pub record: EventRecord,
 }
 
 /// The rows of one action: its own and its events'.
@@ -198,7 +166,7 @@ pub(crate) struct StoredKey {
 }
 
 /// A history row as both backends return it: the columns of [`EventRecord`], payload as text.
-type HistoryRow = (
+pub(crate) type HistoryRow = (
     Version,
     String,
     PayloadVersion,
@@ -212,7 +180,7 @@ type HistoryRow = (
 );
 
 /// The [`EventRecord`] of a history row (or of a log row's last columns).
-fn record(row: HistoryRow) -> Result<EventRecord, sqlx::Error> {
+pub(crate) fn record(row: HistoryRow) -> Result<EventRecord, sqlx::Error> {
     let payload =
         serde_json::from_str(&row.3).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
     Ok(EventRecord {
@@ -228,25 +196,6 @@ fn record(row: HistoryRow) -> Result<EventRecord, sqlx::Error> {
         inserted_at: row.9,
     })
 }
-
-/// A log row as both backends return it: the transaction id (text), the position, the entity's
-/// type and id, then the columns of [`EventRecord`], payload as text.
-type LogRow = (
-    String,
-    i64,
-    String,
-    EntityId,
-    Version,
-    String,
-    PayloadVersion,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-);
 
 /// An open transaction on either backend.
 pub(crate) enum StoreTx {
@@ -338,17 +287,18 @@ impl Store {
         version: Version,
         through: Version,
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        let rows: Vec<(Version, String, PayloadVersion, String)> = on_pool!(self, pool, sql = EVENTS_AFTER => {
+        let rows: Vec<(Version, String, PayloadVersion, String, i64)> = on_pool!(self, pool, sql = EVENTS_AFTER => {
             sqlx::query_as(sql).bind(id).bind(version).bind(through).fetch_all(pool).await?
         });
         Ok(rows
             .into_iter()
             .map(
-                |(version, event_type, payload_version, payload)| StoredEvent {
+                |(version, event_type, payload_version, payload, action_id)| StoredEvent {
                     version,
                     event_type,
                     payload_version,
                     payload,
+                    action_id,
                 },
             )
             .collect())
@@ -364,74 +314,6 @@ impl Store {
             sqlx::query_as(sql).bind(id).bind(entity_type).fetch_all(pool).await?
         });
         rows.into_iter().map(record).collect()
-    }
-
-    /// Up to `limit` events of the log after `after`, of `entity_types` (all when empty), in log
-    /// order (see the `log` module).
-    pub async fn read_log(
-        &self,
-        after: LogPosition,
-        limit: usize,
-        entity_types: &[&str],
-    ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<LogRow> = match self {
-            Store::Postgres(pool) => {
-                sqlx::query_as(postgres::READ_LOG)
-                    .bind(after.transaction.to_string())
-                    .bind(after.position)
-                    .bind(limit)
-                    .bind(entity_types)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Store::Sqlite(pool) => {
-                let types = serde_json::to_string(entity_types)
-                    .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-                sqlx::query_as(sqlite::READ_LOG)
-                    .bind(after.transaction.to_string())
-                    .bind(after.position)
-                    .bind(limit)
-                    .bind(types)
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
-        rows.into_iter()
-            .map(|row| {
-                let (
-                    transaction,
-                    position,
-                    entity_type,
-                    entity_id,
-                    v,
-                    t,
-                    pv,
-                    p,
-                    a,
-                    at,
-                    by,
-                    r,
-                    c,
-                    i,
-                ) = row;
-                let transaction =
-                    transaction
-                        .parse()
-                        .map_err(|error: std::num::ParseIntError| {
-                            sqlx::Error::Decode(Box::new(error))
-                        })?;
-                Ok(LoggedEvent {
-                    at: LogPosition {
-                        transaction,
-                        position,
-                    },
-                    entity_type,
-                    entity_id,
-                    record: record((v, t, pv, p, a, at, by, r, c, i))?,
-                })
-            })
-            .collect()
     }
 
     /// Reserves `count` ids for new entities; nobody else is given them.

@@ -8,7 +8,7 @@ use crate::entity::{EntityId, PayloadVersion, Version};
 pub(super) const ENTITY_ROW: &str = "SELECT e.type, e.version, s.snapshot::text, s.version, s.shape \
      FROM entities.entities e LEFT JOIN entities.entity_snapshots s ON s.entity_id = e.id WHERE e.id = $1";
 
-pub(super) const EVENTS_AFTER: &str = "SELECT entity_version, type, payload_version, payload::text FROM entities.entity_events \
+pub(super) const EVENTS_AFTER: &str = "SELECT entity_version, type, payload_version, payload::text, action_id FROM entities.entity_events \
      WHERE entity_id = $1 AND entity_version > $2 AND entity_version <= $3 ORDER BY entity_version";
 
 pub(super) const IDEMPOTENCY_KEY: &str = "SELECT fingerprint, outcome::text FROM entities.idempotency_keys \
@@ -50,6 +50,17 @@ pub(super) const READ_LOG: &str = "SELECT e.transaction_id::text, e.position, e.
        AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
        AND (cardinality($4::text[]) = 0 OR e.entity_type = ANY($4)) \
      ORDER BY e.transaction_id, e.position LIMIT $3";
+
+/// The last event of the log below the oldest transaction in flight (see `READ_LOG`).
+pub(super) const LOG_HEAD: &str = "SELECT transaction_id::text, position FROM entities.entity_events \
+     WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id DESC, position DESC LIMIT 1";
+
+/// How many events `READ_LOG` would read after (`$1`, `$2`), of the types `$3` (all when empty).
+pub(super) const COUNT_AFTER: &str = "SELECT count(*) FROM entities.entity_events e \
+     WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2) \
+       AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+       AND (cardinality($3::text[]) = 0 OR e.entity_type = ANY($3))";
 
 pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload_version, e.payload::text, e.action_id, a.type, e.created_by, \
             e.request_id, e.correlation_id, \

@@ -8,7 +8,7 @@ use crate::entity::{EntityId, Version};
 pub(super) const ENTITY_ROW: &str = "SELECT e.type, e.version, s.snapshot, s.version, s.shape \
      FROM entities e LEFT JOIN entity_snapshots s ON s.entity_id = e.id WHERE e.id = $1";
 
-pub(super) const EVENTS_AFTER: &str = "SELECT entity_version, type, payload_version, payload FROM entity_events \
+pub(super) const EVENTS_AFTER: &str = "SELECT entity_version, type, payload_version, payload, action_id FROM entity_events \
      WHERE entity_id = $1 AND entity_version > $2 AND entity_version <= $3 ORDER BY entity_version";
 
 pub(super) const IDEMPOTENCY_KEY: &str =
@@ -73,6 +73,21 @@ pub(super) const READ_LOG: &str = "SELECT '0', e.position, e.entity_type, e.enti
      WHERE $1 IS NOT NULL AND e.position > $2 \
        AND (json_array_length($4) = 0 OR e.entity_type IN (SELECT value FROM json_each($4))) \
      ORDER BY e.position LIMIT $3";
+
+/// The last event of the log.
+pub(super) const LOG_HEAD: &str =
+    "SELECT '0', position FROM entity_events ORDER BY position DESC LIMIT 1";
+
+/// How many events `READ_LOG` would read after position `$2`, of the types `$3` (a JSON array;
+/// all when empty). `$1`: as in `READ_LOG`.
+pub(super) const COUNT_AFTER: &str = "SELECT count(*) FROM entity_events \
+     WHERE $1 IS NOT NULL AND position > $2 \
+       AND (json_array_length($3) = 0 OR entity_type IN (SELECT value FROM json_each($3)))";
+
+/// The entities with events after position `$1`, each with its version and its last event's
+/// position: what a runtime catches up when another process wrote to the file.
+pub(super) const CHANGED_SINCE: &str = "SELECT entity_id, max(entity_version), max(position) FROM entity_events \
+     WHERE position > $1 GROUP BY entity_id";
 
 pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload_version, e.payload, e.action_id, a.type, e.created_by, \
             e.request_id, e.correlation_id, e.inserted_at \

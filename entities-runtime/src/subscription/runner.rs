@@ -1,0 +1,336 @@
+//! The task that runs a subscription in this runtime: take it (or stand by), read a page after
+//! the checkpoint, consume it, and again; wait for the log to move when there is nothing to read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::consume::{Consume, Consumed};
+use super::{BoxError, Control, Options, StartAt, Status};
+use crate::announce::Announcer;
+use crate::log::FromLog;
+use crate::metrics::Counters;
+use crate::store::subscriptions::Seat;
+use crate::store::{self, LogPosition, Store};
+
+pub(crate) struct Runner {
+    pub name: String,
+    pub options: Options,
+    pub store: Store,
+    pub instance: String,
+    pub announcer: Arc<Announcer>,
+    pub counters: Arc<Counters>,
+    pub status: watch::Sender<Status>,
+    pub controls: mpsc::UnboundedReceiver<Control>,
+    pub stop: CancellationToken,
+}
+
+/// How soon a subscription woken by a commit, yet held back, looks again first.
+const HELD_BACK_FIRST: Duration = Duration::from_millis(1);
+
+/// Why the running stopped.
+enum Left {
+    /// Stopped, or the runtime shut down.
+    Stop,
+    /// The seat's connection failed, or the seat was lost: stand by again.
+    Lost,
+}
+
+impl Runner {
+    pub async fn run<R: FromLog, C: Consume<R>>(mut self, mut consumer: C) {
+        let mut delay = self.options.first_retry;
+        loop {
+            self.status.send_replace(Status::Standby);
+            let Some(seat) = self.take_seat(&mut consumer).await else {
+                break;
+            };
+            match self.run_seated::<R, C>(seat, &mut consumer).await {
+                Left::Stop => break,
+                Left::Lost => {
+                    // The database may be away: do not hammer it.
+                    if self.sleep(delay).await {
+                        break;
+                    }
+                    delay = (delay * 2).min(self.options.max_retry);
+                }
+            }
+        }
+        self.status.send_replace(Status::Ended);
+    }
+
+    /// Takes the subscription when no other runtime runs it; `None` when stopped first.
+    async fn take_seat<R: FromLog, C: Consume<R>>(&mut self, consumer: &mut C) -> Option<Seat> {
+        loop {
+            match self.try_take().await {
+                Ok(Some(seat)) => return Some(seat),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(subscription = self.name, %error, "cannot take the subscription");
+                }
+            }
+            let wait = tokio::time::sleep(self.options.takeover_interval);
+            tokio::select! {
+                () = wait => {}
+                () = self.stop.cancelled() => return None,
+                Some(control) = self.controls.recv() => {
+                    // A rebuild while standing by: whichever runtime runs it replays.
+                    self.control(control, consumer).await;
+                }
+            }
+        }
+    }
+
+    async fn try_take(&self) -> Result<Option<Seat>, sqlx::Error> {
+        let start = match self.options.start_at {
+            StartAt::Beginning => LogPosition::START,
+            StartAt::Now => store::head(self.store.target()).await?,
+        };
+        Seat::take(
+            &self.store,
+            &self.name,
+            &self.instance,
+            self.options.lease,
+            start,
+        )
+        .await
+    }
+
+    /// Runs the subscription while this runtime holds it.
+    async fn run_seated<R: FromLog, C: Consume<R>>(
+        &mut self,
+        mut seat: Seat,
+        consumer: &mut C,
+    ) -> Left {
+        let left = self.consume_log::<R, C>(&mut seat, consumer).await;
+        seat.release().await;
+        left
+    }
+
+    async fn consume_log<R: FromLog, C: Consume<R>>(
+        &mut self,
+        seat: &mut Seat,
+        consumer: &mut C,
+    ) -> Left {
+        let mut moved = self.announcer.watch();
+        let mut at = match seat.checkpoint().await {
+            Ok(checkpoint) => checkpoint.at,
+            Err(error) => return self.lost(error),
+        };
+        tracing::info!(subscription = self.name, ?at, "subscription running");
+        let mut failures = 0;
+        let mut renewed = tokio::time::Instant::now();
+        // After a wake-up that found nothing: how soon to look again.
+        let mut held_back: Option<Duration> = None;
+        loop {
+            self.status.send_replace(Status::Running { at });
+            if self.stop.is_cancelled() {
+                return Left::Stop;
+            }
+            if renewed.elapsed() >= self.options.lease / 3 {
+                match seat.renew().await {
+                    Ok(true) => renewed = tokio::time::Instant::now(),
+                    Ok(false) => {
+                        tracing::warn!(subscription = self.name, "lost the subscription's lease");
+                        return Left::Lost;
+                    }
+                    Err(error) => return self.lost(error),
+                }
+            }
+            // Seen before reading: a commit during the read wakes the wait below.
+            moved.borrow_and_update();
+            // After a failure, one event at a time: the subscription stops at the very event.
+            let page = if failures > 0 { 1 } else { self.options.page_size };
+            let raw =
+                match store::read_log(seat.target(), at, page, R::entity_types()).await {
+                    Ok(raw) => raw,
+                    Err(error) => return self.lost(error),
+                };
+            self.counters.subscription_reads.incr();
+            if raw.is_empty() {
+                // Woken by a commit yet nothing to read: on Postgres a transaction still running
+                // somewhere in the server holds the log back (see the `log` module). Look again
+                // soon, then less and less often, rather than wait for the next poll.
+                let wait = match held_back {
+                    Some(delay) => delay,
+                    None => self.options.poll_interval,
+                };
+                held_back = None;
+                let poll = tokio::time::sleep(wait);
+                tokio::select! {
+                    _ = moved.changed() => held_back = Some(HELD_BACK_FIRST),
+                    () = poll => {
+                        held_back = (wait < self.options.poll_interval / 2).then_some(wait * 2);
+                    }
+                    () = self.stop.cancelled() => return Left::Stop,
+                    Some(control) = self.controls.recv() => {
+                        if self.control(control, consumer).await {
+                            at = match seat.checkpoint().await {
+                                Ok(checkpoint) => checkpoint.at,
+                                Err(error) => return self.lost(error),
+                            };
+                        }
+                    }
+                }
+                continue;
+            }
+            held_back = None;
+            // An event that does not decode fails like a handler: retried, then stopped at.
+            let mut events = Vec::with_capacity(raw.len());
+            let mut undecodable = None;
+            for raw in raw {
+                let event_at = raw.at;
+                match R::from_raw(raw) {
+                    Ok(event) => events.push(event),
+                    Err(error) => {
+                        undecodable = Some((event_at, BoxError::from(error)));
+                        break;
+                    }
+                }
+            }
+            let consumed = if events.is_empty() {
+                let (_, error) = undecodable.take().unwrap_or_else(|| {
+                    unreachable!("a page read is not empty: an event decoded or one did not")
+                });
+                Consumed::Failed { handled: 0, error }
+            } else {
+                match consumer.consume(seat, at, &events).await {
+                    Ok(consumed) => consumed,
+                    Err(error) => return self.lost(error),
+                }
+            };
+            let failed = match consumed {
+                Consumed::All => {
+                    self.counters.subscription_events.add(events.len() as u64);
+                    at = events.last().map_or(at, FromLog::at);
+                    failures = 0;
+                    continue;
+                }
+                Consumed::Moved => {
+                    at = match seat.checkpoint().await {
+                        Ok(checkpoint) => checkpoint.at,
+                        Err(error) => return self.lost(error),
+                    };
+                    tracing::info!(subscription = self.name, ?at, "checkpoint moved elsewhere; going on from it");
+                    continue;
+                }
+                Consumed::Failed { handled, error } => {
+                    if handled > 0 {
+                        self.counters.subscription_events.add(handled as u64);
+                        at = events[handled - 1].at();
+                        failures = 0;
+                    }
+                    let event = events.get(handled).map_or_else(
+                        || undecodable.as_ref().map_or(at, |(event_at, _)| *event_at),
+                        FromLog::at,
+                    );
+                    (event, error)
+                }
+            };
+            let (event, error) = failed;
+            failures += 1;
+            self.counters.subscription_failures.incr();
+            tracing::warn!(
+                subscription = self.name,
+                ?event,
+                failures,
+                %error,
+                "a subscription's event failed"
+            );
+            if failures >= self.options.max_failures {
+                let error = error.to_string();
+                if let Err(error) = seat.record_failure(at, &error).await {
+                    return self.lost(error);
+                }
+                tracing::error!(subscription = self.name, ?event, error, "subscription stopped at an event that keeps failing");
+                self.status.send_replace(Status::Stopped { at, event, error });
+                match self.wait_stopped(seat, consumer).await {
+                    Some(Ok(rebuilt)) => {
+                        if rebuilt {
+                            at = match seat.checkpoint().await {
+                                Ok(checkpoint) => checkpoint.at,
+                                Err(error) => return self.lost(error),
+                            };
+                        }
+                        failures = 0;
+                    }
+                    Some(Err(left)) => return left,
+                    None => return Left::Stop,
+                }
+            } else {
+                let delay = self.options.first_retry * 2u32.saturating_pow(failures - 1);
+                if self.sleep(delay.min(self.options.max_retry)).await {
+                    return Left::Stop;
+                }
+            }
+        }
+    }
+
+    /// Stopped at a failing event: waits for a resume (or a rebuild: `Ok(true)`), keeping the
+    /// subscription (renewing its lease), so no other runtime retries the event meanwhile.
+    /// `None` when stopped.
+    async fn wait_stopped<R: FromLog, C: Consume<R>>(
+        &mut self,
+        seat: &mut Seat,
+        consumer: &mut C,
+    ) -> Option<Result<bool, Left>> {
+        loop {
+            let renew = tokio::time::sleep(self.options.lease / 3);
+            tokio::select! {
+                () = renew => match seat.renew().await {
+                    Ok(true) => {}
+                    Ok(false) => return Some(Err(Left::Lost)),
+                    Err(error) => return Some(Err(self.lost(error))),
+                },
+                () = self.stop.cancelled() => return None,
+                Some(control) = self.controls.recv() => {
+                    let resumed = matches!(control, Control::Resume);
+                    let rebuilt = self.control(control, consumer).await;
+                    if resumed || rebuilt {
+                        return Some(Ok(rebuilt));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Serves a control; `true` when it reset the checkpoint (a rebuild).
+    async fn control<R: FromLog, C: Consume<R>>(&mut self, control: Control, consumer: &mut C) -> bool {
+        match control {
+            Control::Resume => false,
+            Control::Rebuild(reply) => {
+                let rebuilt = self.rebuild(consumer).await;
+                let done = rebuilt.is_ok();
+                let _ = reply.send(rebuilt);
+                done
+            }
+        }
+    }
+
+    /// Clears the read model and resets the checkpoint in one transaction (from the pool: a
+    /// rebuild runs wherever the subscription does); returns the log's head just after.
+    async fn rebuild<R: FromLog, C: Consume<R>>(&mut self, consumer: &mut C) -> Result<LogPosition, BoxError> {
+        let mut tx = self.store.begin().await?;
+        // The row first: its lock orders this against a projector's transaction in flight.
+        tx.reset_subscription(&self.name).await?;
+        consumer.clear(&mut tx.projection()).await?;
+        tx.commit().await?;
+        tracing::info!(subscription = self.name, "subscription reset for a rebuild");
+        self.announcer.moved();
+        Ok(store::head(self.store.target()).await?)
+    }
+
+    fn lost(&self, error: sqlx::Error) -> Left {
+        tracing::warn!(subscription = self.name, %error, "subscription lost its connection; standing by");
+        Left::Lost
+    }
+
+    /// Sleeps `delay`; `true` if stopped meanwhile.
+    async fn sleep(&self, delay: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => false,
+            () = self.stop.cancelled() => true,
+        }
+    }
+}
