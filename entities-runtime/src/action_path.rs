@@ -159,7 +159,7 @@ impl<E: Entity> Worker<E> {
                 .await;
             match outcome {
                 Outcome::Committed => {
-                    self.slot.publish_loaded(created.clone(), 0);
+                    self.slot.publish_created(created.clone());
                     item.answer(Ok(created));
                     if snapshot::due(&self.shared, &self.slot) {
                         snapshot::write_in_background(&self.shared, &self.slot);

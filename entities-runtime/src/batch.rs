@@ -157,8 +157,15 @@ impl<E: Entity> Worker<E> {
             match outcome {
                 Outcome::Committed if decided.decisions.is_empty() => return (Ok(after), false),
                 Outcome::Committed => {
+                    let between = decided.decisions.len().saturating_sub(1);
+                    let watched = self.slot.publish_between(
+                        decided.decisions[..between]
+                            .iter()
+                            .map(|decision| decision.after.clone()),
+                    );
                     let replaced = self.slot.publish(after.clone());
-                    if let Some(replaced) = replaced {
+                    // Watched, it replaced the state between, which cannot be recycled.
+                    if let Some(replaced) = replaced.filter(|_| !watched) {
                         let committed = decided.decisions.len();
                         self.recycle(replaced, decided.decisions, committed);
                     }

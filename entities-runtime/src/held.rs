@@ -132,6 +132,12 @@ impl<E: Entity, D: From<E::Error> + 'static> Held<D> for HeldEntity<E> {
         if let Some(turn) = &self.turn
             && !self.decisions.is_empty()
         {
+            let between = self.decisions.len() - 1;
+            turn.slot.publish_between(
+                self.decisions[..between]
+                    .iter()
+                    .map(|decision| decision.after.clone()),
+            );
             turn.slot.publish_caught_up(self.current.clone());
         }
     }

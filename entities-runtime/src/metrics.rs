@@ -34,6 +34,8 @@ pub struct Metrics {
     pub catch_ups: u64,
     /// Entities that left memory (idle, or at shutdown).
     pub passivations: u64,
+    /// Rounds of the idle sweep (one per `idle_timeout`).
+    pub idle_sweeps: u64,
     /// Entities that were leaving memory when a call reached their inbox, and stayed to serve it.
     pub passivations_interrupted: u64,
     /// Snapshots stored.
@@ -74,6 +76,7 @@ pub(crate) struct Counters {
     pub loads: Counter,
     pub catch_ups: Counter,
     pub passivations: Counter,
+    pub idle_sweeps: Counter,
     pub passivations_interrupted: Counter,
     pub snapshots_saved: Counter,
     pub snapshots_superseded: Counter,
@@ -99,6 +102,7 @@ impl Counters {
             loads: self.loads.get(),
             catch_ups: self.catch_ups.get(),
             passivations: self.passivations.get(),
+            idle_sweeps: self.idle_sweeps.get(),
             passivations_interrupted: self.passivations_interrupted.get(),
             snapshots_saved: self.snapshots_saved.get(),
             snapshots_superseded: self.snapshots_superseded.get(),

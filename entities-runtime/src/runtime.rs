@@ -527,5 +527,6 @@ async fn sweep_idle(shared: Weak<Shared>) {
             return;
         }
         shared.registry.ask_to_leave(&shared, |live| live.sweep());
+        shared.counters.idle_sweeps.incr();
     }
 }

@@ -176,6 +176,19 @@ impl<E: Entity> Slot<E> {
         previous
     }
 
+    /// Before the last state of a unit of several actions is published: publishes the states
+    /// between, if someone watches (they see each action's change). `true` if it did, and so
+    /// the state the last publish replaces is not the one the unit was decided from.
+    pub fn publish_between(&self, states: impl Iterator<Item = Arc<E>>) -> bool {
+        if !(self.is_watched() || self.type_watchers.is_watched()) {
+            return false;
+        }
+        for state in states {
+            self.publish(state);
+        }
+        true
+    }
+
     /// During a catch-up: publishes a change another runtime committed, if someone watches
     /// (they see each change, not only the last one read).
     pub fn publish_change(&self, state: &E) {
@@ -225,6 +238,13 @@ impl<E: Entity> Slot<E> {
         self.snapshot_version
             .store(snapshot_version, Ordering::Relaxed);
         self.publish_caught_up(state);
+    }
+
+    /// Publishes the first state of an entity this runtime just created: watchers of its type
+    /// get it (it replaces nothing, so `publish` alone would not tell them).
+    pub fn publish_created(&self, state: Arc<E>) {
+        self.type_watchers.send(&state);
+        self.publish_loaded(state, 0);
     }
 
     /// Publishes a state that read the events stored after the published one.
