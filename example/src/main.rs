@@ -6,8 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 use entities_runtime::Runtime;
+use example::streams::{self, ReadModel};
 use example::{MIGRATIONS, api};
 
 /// Serves the ShoppingList over GraphQL (POST /api) with a GraphiQL page (GET /graphiql).
@@ -32,6 +33,25 @@ struct Settings {
     /// Seconds a shopping list stays in memory after its last use.
     #[arg(long, env = "IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Clears a read model kept from the event log and replays the log into it, then exits. A
+    /// server running on the same database goes on serving meanwhile; if one runs the read
+    /// model's projector, that one replays, and this waits until it has caught up.
+    Rebuild {
+        #[arg(value_enum)]
+        read_model: RebuildTarget,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RebuildTarget {
+    /// Item popularity (`popularItems`).
+    PopularItems,
 }
 
 #[tokio::main]
@@ -43,7 +63,12 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .init();
-    match serve(Settings::parse()).await {
+    let settings = Settings::parse();
+    let outcome = match settings.command {
+        Some(Command::Rebuild { read_model }) => rebuild(&settings, read_model).await,
+        None => serve(settings).await,
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
@@ -52,12 +77,32 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
-    let runtime = Runtime::builder(&settings.database_url)
+async fn start(settings: &Settings) -> Result<Runtime, Box<dyn std::error::Error>> {
+    Ok(Runtime::builder(&settings.database_url)
         .migrations(MIGRATIONS)
         .idle_timeout(Duration::from_secs(settings.idle_timeout))
         .build()
-        .await?;
+        .await?)
+}
+
+async fn rebuild(
+    settings: &Settings,
+    target: RebuildTarget,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = start(settings).await?;
+    let read_model = match target {
+        RebuildTarget::PopularItems => ReadModel::PopularItems,
+    };
+    tracing::info!("rebuilding {target:?} in {}", redacted(&settings.database_url));
+    let rebuilt = streams::rebuild(&runtime, read_model).await;
+    runtime.shutdown().await;
+    rebuilt?;
+    tracing::info!("rebuilt {target:?}");
+    Ok(())
+}
+
+async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = start(&settings).await?;
     let address = SocketAddr::new(settings.bind, settings.port);
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -67,6 +112,8 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         "listening on http://{address}/api with database {}; GraphiQL at http://{address}/graphiql",
         redacted(&settings.database_url)
     );
+    // After the line above: tools and tests read the address from the first line.
+    let _streams = streams::start(&runtime);
     axum::serve(listener, api::router(runtime.clone()))
         .with_graceful_shutdown(async {
             // No Ctrl-C handler (no terminal, say): run until killed.

@@ -128,6 +128,15 @@ impl Runner {
             if self.stop.is_cancelled() {
                 return Left::Stop;
             }
+            // Between pages too: a rebuild asked for during a long catch-up is not kept waiting.
+            while let Ok(control) = self.controls.try_recv() {
+                if self.control(control, consumer).await {
+                    at = match seat.checkpoint().await {
+                        Ok(checkpoint) => checkpoint.at,
+                        Err(error) => return self.lost(error),
+                    };
+                }
+            }
             if renewed.elapsed() >= self.options.lease / 3 {
                 match seat.renew().await {
                     Ok(true) => renewed = tokio::time::Instant::now(),
@@ -162,6 +171,14 @@ impl Runner {
                     _ = moved.changed() => held_back = Some(HELD_BACK_FIRST),
                     () = poll => {
                         held_back = (wait < self.options.poll_interval / 2).then_some(wait * 2);
+                        if held_back.is_none() {
+                            // A rebuild elsewhere (another process) may have reset the checkpoint:
+                            // nothing else would tell this runtime while the log is quiet.
+                            at = match seat.checkpoint().await {
+                                Ok(checkpoint) => checkpoint.at,
+                                Err(error) => return self.lost(error),
+                            };
+                        }
                     }
                     () = self.stop.cancelled() => return Left::Stop,
                     Some(control) = self.controls.recv() => {

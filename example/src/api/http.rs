@@ -1,8 +1,12 @@
 //! `POST /api`: a GraphQL request in JSON in, a GraphQL response out. What cannot run at all is
 //! answered with a 4xx in the same JSON shape, never with a bare status or a 500.
 
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::{Name, PathSegment, ServerError, Value};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::Extension;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -66,7 +70,30 @@ pub(super) async fn graphql(
     respond(schema.execute(request).await)
 }
 
-/// `GET /api`: queries are POSTed; point a person at GraphiQL.
+/// `GET /api`: a WebSocket upgrade for subscriptions (`graphql-transport-ws`, or the older
+/// `graphql-ws`), run as the caller of the upgrade request's [`Context`]; anything else is
+/// pointed at POST and GraphiQL.
+pub(super) async fn subscriptions(
+    State(schema): State<ApiSchema>,
+    Extension(call): Extension<Context>,
+    protocol: Result<GraphQLProtocol, StatusCode>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let (Ok(protocol), Ok(upgrade)) = (protocol, upgrade) else {
+        return wrong_method().await;
+    };
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            let mut data = async_graphql::Data::default();
+            data.insert(call);
+            GraphQLWebSocket::new(stream, schema, protocol)
+                .with_data(data)
+                .serve()
+        })
+}
+
+/// `GET /api` that is no WebSocket upgrade: queries are POSTed; point a person at GraphiQL.
 pub(super) async fn wrong_method() -> Response {
     let mut response = error_response(
         StatusCode::METHOD_NOT_ALLOWED,

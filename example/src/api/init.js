@@ -1,7 +1,9 @@
 // Mounts GraphiQL on /api. A `?query=` parameter opens the page with that query in the editor.
 (function () {
   var params = new URLSearchParams(window.location.search);
-  var fetcher = GraphiQL.createFetcher({ url: '/api' });
+  // Subscriptions (`shoppingListChanged`) run over a WebSocket at the same path.
+  var socket = (window.location.protocol === 'https:' ? 'wss://' : 'ws://') + window.location.host + '/api';
+  var fetcher = GraphiQL.createFetcher({ url: '/api', subscriptionUrl: socket });
   var defaultQuery =
     '# The original API: create, rename, add an item, read back.\n' +
     'mutation Create {\n  createShoppingList(name: "groceries") { id name version }\n}\n\n' +

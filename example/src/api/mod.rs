@@ -1,5 +1,6 @@
-//! The ShoppingList over HTTP: GraphQL at `POST /api` (the original's schema, and more) and a
-//! GraphiQL page at `GET /graphiql`, served entirely from the binary.
+//! The ShoppingList over HTTP: GraphQL at `POST /api` (the original's schema, and more),
+//! subscriptions over a WebSocket at the same path (`graphql-transport-ws`), and a GraphiQL page
+//! at `GET /graphiql`, served entirely from the binary.
 //!
 //! Every request gets a [`Context`](entities_runtime::Context): the user from `x-user-id`
 //! (absent: `anonymous`), the request id from `x-request-id` (absent: a new UUID). Both are
@@ -47,6 +48,8 @@ pub const DEPTH_LIMIT: usize = 16;
 pub const COMPLEXITY_LIMIT: usize = 1_000;
 /// The largest page of `shoppingLists`.
 pub const PAGE_LIMIT: i32 = 100;
+/// The longest `popularItems` answer.
+pub const POPULAR_LIMIT: i32 = 100;
 /// The most items one `addItems` adds.
 pub const BATCH_LIMIT: usize = 100;
 /// The largest request body `/api` reads, in bytes: 64 KiB.
@@ -55,7 +58,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// The app: `/api`, `/graphiql` and its files, and `/`, which leads to GraphiQL.
 pub fn router(runtime: entities_runtime::Runtime) -> Router {
     Router::new()
-        .route("/api", get(http::wrong_method).post(http::graphql))
+        .route("/api", get(http::subscriptions).post(http::graphql))
         .route("/graphiql", get(graphiql::page))
         .route("/graphiql/{file}", get(graphiql::file))
         .route("/", get(|| async { Redirect::to("/graphiql") }))

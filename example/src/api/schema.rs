@@ -7,25 +7,26 @@
 use std::sync::Arc;
 
 use async_graphql::{
-    self as gql, ComplexObject, EmptySubscription, InputObject, Json, Object, Result, Schema,
-    SimpleObject,
+    self as gql, ComplexObject, InputObject, Json, Object, Result, Schema, SimpleObject,
+    Subscription,
 };
+use futures::{Stream, StreamExt};
 use entities_runtime::{Context, EntityId, EventRecord, Runtime, Version};
 
 use super::error::{Code, RequestErrorCodes, api_error, coded};
 use super::request_context::KeyedRequest;
-use super::{BATCH_LIMIT, COMPLEXITY_LIMIT, DEPTH_LIMIT, PAGE_LIMIT};
-use crate::read_model;
+use super::{BATCH_LIMIT, COMPLEXITY_LIMIT, DEPTH_LIMIT, PAGE_LIMIT, POPULAR_LIMIT};
+use crate::{popular_items, read_model};
 use crate::shopping_list::{AddItem, ChangeQuantity, Item, RemoveItem, SetName, move_item};
 use crate::{ShoppingList, ShoppingListError};
 
 /// The API's schema; its data is the [`Runtime`].
-pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type ApiSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
 /// The schema over `runtime`, with the depth and complexity limits and the codes of the errors
 /// of the parse and validation stages.
 pub fn schema(runtime: Runtime) -> ApiSchema {
-    Schema::build(Query, Mutation, EmptySubscription)
+    Schema::build(Query, Mutation, SubscriptionRoot)
         .data(runtime)
         .limit_depth(DEPTH_LIMIT)
         .limit_complexity(COMPLEXITY_LIMIT)
@@ -194,6 +195,13 @@ fn quantity_in_range(quantity: i64) -> Result<i32> {
     })
 }
 
+/// An item name and on how many lists an item of that name is now.
+#[derive(SimpleObject)]
+pub struct PopularItem {
+    name: String,
+    lists: i64,
+}
+
 pub struct Query;
 
 #[Object]
@@ -241,6 +249,33 @@ impl Query {
         Ok(Some(
             lists.into_iter().map(ShoppingListObject::from).collect(),
         ))
+    }
+
+    /// The item names on the most lists, most first (ties by name): from a read model kept by a
+    /// projector following the event log, so a write shows here a moment after it commits.
+    /// `limit` is 1 to 100.
+    async fn popular_items(
+        &self,
+        ctx: &gql::Context<'_>,
+        #[graphql(default = 10)] limit: i32,
+    ) -> Result<Vec<PopularItem>> {
+        let (runtime, call) = parts(ctx)?;
+        if !(1..=POPULAR_LIMIT).contains(&limit) {
+            return Err(coded(
+                Code::Validation,
+                format!("`limit` must be between 1 and {POPULAR_LIMIT}, not {limit}"),
+            ));
+        }
+        let top = popular_items::top(runtime, limit.into())
+            .await
+            .map_err(|error| api_error(entities_runtime::Error::Storage(Arc::new(error)), call))?;
+        Ok(top
+            .into_iter()
+            .map(|item| PopularItem {
+                name: item.name,
+                lists: item.lists,
+            })
+            .collect())
     }
 
     /// The stored events of a list, oldest first, each with the action and request that caused
@@ -401,5 +436,28 @@ impl Mutation {
         let entity = runtime.entity::<ShoppingList>(shopping_list_id);
         let action = ChangeQuantity { item_id, quantity };
         list(entity.send_action(&call, action).await, &call)
+    }
+}
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// The list as each committed change leaves it, in version order, from the change after the
+    /// subscription starts: this server's writes and those of other servers on the same
+    /// database. A `NOT_FOUND` error when there is no such list. A client more than 64 changes
+    /// behind skips to the latest.
+    async fn shopping_list_changed(
+        &self,
+        ctx: &gql::Context<'_>,
+        id: EntityId,
+    ) -> Result<impl Stream<Item = ShoppingListObject> + use<>> {
+        let (runtime, call) = parts(ctx)?;
+        let changes = runtime
+            .entity::<ShoppingList>(id)
+            .changes()
+            .await
+            .map_err(|error| api_error(error, call))?;
+        Ok(changes.into_stream().map(ShoppingListObject::from))
     }
 }

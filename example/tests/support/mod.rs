@@ -10,6 +10,8 @@ pub struct Server {
     pub base: String,
     pub runtime: Runtime,
     pub client: reqwest::Client,
+    /// The projector and subscriber the server runs beside the API.
+    pub streams: example::streams::Streams,
     _db: TestDatabase,
 }
 
@@ -27,8 +29,10 @@ impl Server {
         let base = format!("http://{}", listener.local_addr().expect("bound"));
         let app = api::router(runtime.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
+        let streams = example::streams::start(&runtime);
         Self {
             base,
+            streams,
             runtime,
             client: reqwest::Client::new(),
             _db: db,
