@@ -140,6 +140,9 @@ async fn main() {
         if only("w6") {
             w6(backend, &sizes, repeats, &mut results).await;
         }
+        if only("w7") {
+            w7(backend, &sizes, repeats, &mut results).await;
+        }
         results.seconds = started.elapsed().as_secs_f64();
         results.machine.load_after = report::load_average();
 
@@ -389,6 +392,95 @@ async fn w6(backend: Backend, sizes: &Sizes, repeats: usize, results: &mut Resul
         smoke,
     ));
     results.figures.extend([rate, latency]);
+}
+
+async fn w7(backend: Backend, sizes: &Sizes, repeats: usize, results: &mut Results) {
+    let mut runs = Vec::new();
+    for repeat in 1..=repeats {
+        let started = Instant::now();
+        runs.push(workloads::w7_streams::run(backend, sizes).await);
+        timed_progress(format_args!("W7 run {repeat}/{repeats}"), started);
+    }
+    let clients = sizes.w7_clients;
+    let ms_at = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
+    let path = match backend {
+        Backend::Postgres => "in another runtime",
+        Backend::Sqlite => "in the writing runtime",
+    };
+    let mut figures = vec![
+        Figure::new(
+            "W7",
+            format!("writes under load, {clients} clients"),
+            "actions/s",
+            true,
+            each(&runs, |r| r.writes.rate()),
+            None,
+        ),
+        Figure::new(
+            "W7",
+            format!("commit to subscriber {path}, p50"),
+            "ms",
+            false,
+            each(&runs, |r| ms_at(&r.delivery, 0.5)),
+            None,
+        ),
+        Figure::new(
+            "W7",
+            format!("commit to subscriber {path}, p99"),
+            "ms",
+            false,
+            each(&runs, |r| ms_at(&r.delivery, 0.99)),
+            None,
+        ),
+        Figure::new(
+            "W7",
+            format!("commit to a watcher of the list {path}, p50"),
+            "ms",
+            false,
+            each(&runs, |r| ms_at(&r.freshness, 0.5)),
+            None,
+        ),
+        Figure::new(
+            "W7",
+            format!("commit to a watcher of the list {path}, p99"),
+            "ms",
+            false,
+            each(&runs, |r| ms_at(&r.freshness, 0.99)),
+            None,
+        ),
+    ];
+    let replay = Figure::new(
+        "W7",
+        format!(
+            "projector replaying the log ({} events; popular_items) / the load's write rate",
+            runs.first().map_or(0, |r| r.replayed)
+        ),
+        "events/s",
+        true,
+        each(&runs, |r| r.replay_rate()),
+        Some(each(&runs, |r| r.writes.rate())),
+    );
+    let p99 = median(&each(&runs, |r| ms_at(&r.delivery, 0.99)));
+    let smoke = results.smoke;
+    if backend == Backend::Postgres {
+        results.targets.push(Target::new(
+            "W7 commit to subscriber p99 (ms), Postgres",
+            p99,
+            "< 50",
+            p99 < 50.0,
+            smoke,
+        ));
+    }
+    let ratio = replay.ratio.unwrap_or(f64::NAN);
+    results.targets.push(Target::new(
+        "W7 projector replay / write rate under load",
+        ratio,
+        ">= 10",
+        ratio >= 10.0,
+        smoke,
+    ));
+    figures.push(replay);
+    results.figures.extend(figures);
 }
 
 async fn w3(backend: Backend, sizes: &Sizes, repeats: usize, results: &mut Results) {

@@ -32,7 +32,8 @@ impl Announcer {
 
     /// The log moved on (or may have): wake the readers.
     pub fn moved(&self) {
-        self.moved.send_modify(|moves| *moves = moves.wrapping_add(1));
+        self.moved
+            .send_modify(|moves| *moves = moves.wrapping_add(1));
     }
 
     /// What a reader waits on for the log to move.

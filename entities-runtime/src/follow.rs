@@ -156,8 +156,13 @@ fn catch_up_all(shared: &Arc<Shared>) {
 }
 
 /// SQLite: every `interval`, catches up the live entities that another process wrote to.
-pub(crate) async fn poll(shared: Weak<Shared>, pool: SqlitePool, interval: Duration, shutdown: CancellationToken) {
-    let mut seen = match store::head(crate::sql::Target::SqlitePool(&pool)).await {
+pub(crate) async fn poll(
+    shared: Weak<Shared>,
+    pool: SqlitePool,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut seen = match store::head(crate::sql::Target::SqlitePool(&pool), &[]).await {
         Ok(head) => head.position,
         Err(_) => 0,
     };
@@ -169,7 +174,7 @@ pub(crate) async fn poll(shared: Weak<Shared>, pool: SqlitePool, interval: Durat
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let changed = match store::head(crate::sql::Target::SqlitePool(&pool)).await {
+        let changed = match store::head(crate::sql::Target::SqlitePool(&pool), &[]).await {
             Ok(head) if head.position > seen => store::changed_since(&pool, seen).await,
             Ok(_) => continue,
             Err(error) => Err(error),
@@ -182,7 +187,9 @@ pub(crate) async fn poll(shared: Weak<Shared>, pool: SqlitePool, interval: Durat
                     shared.registry.follow(&shared, id, Some(version));
                 }
             }
-            Err(error) => tracing::warn!(%error, "cannot read which entities other processes wrote"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read which entities other processes wrote")
+            }
         }
     }
 }
@@ -195,14 +202,19 @@ pub(crate) fn start(shared: &Arc<Shared>, notices: Option<mpsc::UnboundedReceive
                 // Ends when the runtime's announcer (and so the sender) is dropped.
                 tokio::spawn(notify(pool.clone(), shared.instance.clone(), notices));
             }
-            shared.tasks.spawn(listen(
-                Arc::downgrade(shared),
-                pool.clone(),
-                shared.shutdown.clone(),
-            ));
+            if shared.config.follow_other_writers {
+                shared.tasks.spawn(listen(
+                    Arc::downgrade(shared),
+                    pool.clone(),
+                    shared.shutdown.clone(),
+                ));
+            }
         }
         Store::Sqlite(pool) => {
-            if shared.config.follow_interval > Duration::ZERO && !shared.in_memory {
+            if shared.config.follow_other_writers
+                && shared.config.follow_interval > Duration::ZERO
+                && !shared.in_memory
+            {
                 shared.tasks.spawn(poll(
                     Arc::downgrade(shared),
                     pool.clone(),

@@ -158,7 +158,7 @@ impl<E: Entity, D: From<E::Error> + 'static> Held<D> for HeldEntity<E> {
                 turn.slot.publish_change(state)
             })
             .await
-                .map_err(|failure| failure.into_error(E::TYPE, state.id()))?;
+            .map_err(|failure| failure.into_error(E::TYPE, state.id()))?;
             let changed = state.version() != self.committed.version();
             if changed {
                 let state = Arc::new(state);

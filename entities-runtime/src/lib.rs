@@ -136,12 +136,12 @@ pub use entity::{
     PayloadVersion, Project, Projected, Rejected, Tagged, Version,
 };
 pub use error::Error;
+pub use log::{FromLog, LogError, Logged};
 pub use metrics::Metrics;
 pub use projection::{ProjectionError, Tx, is_unique_violation};
 pub use runtime::{EntityRef, Runtime, RuntimeBuilder, StartError};
 pub use sql::{Backend, Query, Row};
 pub use sqlx;
-pub use log::{FromLog, LogError, Logged};
 pub use store::{EventRecord, LogPosition, LoggedEvent, Migration};
 pub use subscription::{
     BoxError, Handler, Progress, Projector, StartAt, Status, Subscription, SubscriptionBuilder,

@@ -115,8 +115,18 @@ impl<E: Entity> FromRaw for Logged<E> {
                 source,
             })?;
         let version = raw.version();
-        let (_, _, _, _, action_id, action_type, created_by, request_id, correlation_id, inserted_at) =
-            raw.row;
+        let (
+            _,
+            _,
+            _,
+            _,
+            action_id,
+            action_type,
+            created_by,
+            request_id,
+            correlation_id,
+            inserted_at,
+        ) = raw.row;
         Ok(Logged {
             at: raw.at,
             entity_id: raw.entity_id,
@@ -153,6 +163,6 @@ impl Runtime {
 
     /// The last event a reader can read now ([`LogPosition::START`] when there is none).
     pub async fn log_head(&self) -> Result<LogPosition, sqlx::Error> {
-        store::head(self.shared().store.target()).await
+        store::head(self.shared().store.target(), &[]).await
     }
 }

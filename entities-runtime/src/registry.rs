@@ -125,7 +125,11 @@ impl<W: 'static> Registry<W> {
 
     /// Asks every live entity to catch up: other runtimes' writes may have been missed.
     pub fn follow_all(&self, workers: &W) {
-        let live: Vec<_> = self.live.iter().map(|entry| entry.value().clone()).collect();
+        let live: Vec<_> = self
+            .live
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
         for live in live {
             live.follow(workers, None);
         }

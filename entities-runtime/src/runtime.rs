@@ -106,6 +106,16 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Whether live entities catch up with other runtimes' writes as they happen (default
+    /// `true`; see [`EntityRef::changes`]). Off, this runtime learns of another's write to an
+    /// entity it holds at its next write there (a version conflict, then a catch-up), and its
+    /// subscriptions see other runtimes' events at their polls; it saves the listening
+    /// connection on Postgres. Its own commits are announced to the others either way.
+    pub fn follow_other_writers(mut self, follow: bool) -> Self {
+        self.config.follow_other_writers = follow;
+        self
+    }
+
     pub fn max_connections(mut self, connections: u32) -> Self {
         self.max_connections = connections.max(1);
         self

@@ -28,6 +28,8 @@ pub(crate) struct Config {
     pub idempotency_retention: Duration,
     /// SQLite: how often to look for other processes' writes to live entities.
     pub follow_interval: Duration,
+    /// Whether live entities catch up with other runtimes' writes as they happen.
+    pub follow_other_writers: bool,
 }
 
 impl Default for Config {
@@ -40,6 +42,7 @@ impl Default for Config {
             batch_size: 64,
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             follow_interval: Duration::from_millis(100),
+            follow_other_writers: true,
         }
     }
 }

@@ -379,7 +379,8 @@ async fn a_chain_that_conflicts_amid_a_batch_is_decided_again_and_its_neighbours
     backend: Backend,
 ) {
     let db = TestDatabase::new(backend).await;
-    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    // Not following the other's writes: the conflict is what this stages.
+    let runtime = runtime_with(&db, |b| b.committers(1).follow_other_writers(false)).await;
     let other = runtime_with(&db, |b| b.migrate(false)).await;
     let contested = runtime.entity::<Counter>(new_counter(&runtime, "contested").await.id);
     let neighbour = runtime.entity::<Counter>(new_counter(&runtime, "neighbour").await.id);

@@ -25,8 +25,9 @@ async fn two_runtimes_writing_the_same_entities_lose_no_update(backend: Backend)
     const ACTIONS_OF_THE_OTHER_RUNTIME_PER_ENTITY: u32 = 3 * 15;
     let db = TestDatabase::new(backend).await;
     let bound = |b: RuntimeBuilder| b.max_attempts(ACTIONS_OF_THE_OTHER_RUNTIME_PER_ENTITY + 1);
-    let first = runtime_with(&db, bound).await;
-    let second = runtime_with(&db, |b| bound(b).migrate(false)).await;
+    // Neither follows the other's writes: the conflicts are what this stages.
+    let first = runtime_with(&db, |b| bound(b).follow_other_writers(false)).await;
+    let second = runtime_with(&db, |b| bound(b).migrate(false).follow_other_writers(false)).await;
     let mut ids = Vec::new();
     for n in 0..4 {
         let id = new_counter(&first, &format!("shared {n}")).await.id;
@@ -80,8 +81,8 @@ async fn two_runtimes_writing_the_same_entities_lose_no_update(backend: Backend)
 
 async fn a_conflict_catches_up_with_the_other_writer(backend: Backend) {
     let db = TestDatabase::new(backend).await;
-    let first = runtime(&db).await;
-    let second = runtime_with(&db, |b| b.migrate(false)).await;
+    let first = runtime_with(&db, |b| b.follow_other_writers(false)).await;
+    let second = runtime_with(&db, |b| b.migrate(false).follow_other_writers(false)).await;
     let id = new_counter(&first, "stale").await.id;
     assert_eq!(first.entity::<Counter>(id).get().await.unwrap().version, 1);
 
@@ -119,8 +120,8 @@ async fn a_conflict_catches_up_with_the_other_writer(backend: Backend) {
 
 async fn conflicts_past_the_retry_bound_are_an_error_and_write_nothing(backend: Backend) {
     let db = TestDatabase::new(backend).await;
-    let first = runtime_with(&db, |b| b.max_attempts(1)).await;
-    let second = runtime_with(&db, |b| b.migrate(false)).await;
+    let first = runtime_with(&db, |b| b.max_attempts(1).follow_other_writers(false)).await;
+    let second = runtime_with(&db, |b| b.migrate(false).follow_other_writers(false)).await;
     let id = new_counter(&first, "contested").await.id;
     second
         .entity::<Counter>(id)

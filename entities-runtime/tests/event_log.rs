@@ -27,7 +27,10 @@ async fn read_eventually(
     let mut read = Vec::new();
     let mut at = after;
     loop {
-        let next = runtime.read_log::<LoggedEvent>(at, page).await.expect("the log reads");
+        let next = runtime
+            .read_log::<LoggedEvent>(at, page)
+            .await
+            .expect("the log reads");
         if let Some(last) = next.last() {
             at = last.at;
         }
@@ -83,17 +86,32 @@ async fn the_log_holds_every_event_once_in_order_and_reads_in_pages(backend: Bac
     // Pages of 2 give the same events; past the last, nothing.
     let paged = read_eventually(&runtime, LogPosition::START, 9, 2).await;
     assert_eq!(paged, all);
-    assert!(runtime.read_log::<LoggedEvent>(all[8].at, 10).await.unwrap().is_empty());
+    assert!(
+        runtime
+            .read_log::<LoggedEvent>(all[8].at, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let typed = runtime
         .read_log::<Logged<Counter>>(all[2].at, 100)
         .await
         .unwrap();
     assert_eq!(
-        typed.iter().map(|event| (event.at, event.entity_id, event.version)).collect::<Vec<_>>(),
-        all[3..].iter().map(|event| (event.at, event.entity_id, event.record.version)).collect::<Vec<_>>()
+        typed
+            .iter()
+            .map(|event| (event.at, event.entity_id, event.version))
+            .collect::<Vec<_>>(),
+        all[3..]
+            .iter()
+            .map(|event| (event.at, event.entity_id, event.record.version))
+            .collect::<Vec<_>>()
     );
     assert!(
-        matches!(&typed[1].event, CounterEvent::Added(Added { amount: 2, .. })),
+        matches!(
+            &typed[1].event,
+            CounterEvent::Added(Added { amount: 2, .. })
+        ),
         "decoded into the entity's event enum: {:?}",
         typed[1].event
     );
@@ -142,7 +160,11 @@ async fn a_reader_never_passes_an_event_still_in_flight(backend: Backend) {
         );
     }
     assert!(
-        runtime.read_log::<LoggedEvent>(checkpoint, 100).await.unwrap().is_empty(),
+        runtime
+            .read_log::<LoggedEvent>(checkpoint, 100)
+            .await
+            .unwrap()
+            .is_empty(),
         "nothing past the rename still in flight"
     );
     gate.open();
@@ -157,5 +179,11 @@ async fn a_reader_never_passes_an_event_still_in_flight(backend: Backend) {
         seen,
         [("Renamed", before[1].entity_id), ("Added", other.id())]
     );
-    assert!(runtime.read_log::<LoggedEvent>(after[1].at, 100).await.unwrap().is_empty());
+    assert!(
+        runtime
+            .read_log::<LoggedEvent>(after[1].at, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

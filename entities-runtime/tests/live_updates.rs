@@ -30,16 +30,30 @@ async fn an_entity_s_changes_arrive_once_each_in_version_order(backend: Backend)
     let runtime = runtime(&db).await;
     let counter = runtime.entity::<Counter>(new_counter(&runtime, "watched").await.id);
     let mut changes = counter.changes().await.unwrap();
-    counter.send_action(&ctx(), Add { amount: 1 }).await.unwrap();
-    counter.send_action(&ctx(), AddTwice { amount: 2 }).await.unwrap();
+    counter
+        .send_action(&ctx(), Add { amount: 1 })
+        .await
+        .unwrap();
+    counter
+        .send_action(&ctx(), AddTwice { amount: 2 })
+        .await
+        .unwrap();
     // A batch: one change per action, as another runtime catching up would see them.
     counter
         .send_actions(&ctx(), [Add { amount: 3 }, Add { amount: 4 }])
         .await
         .unwrap();
     // Refused: no change.
-    assert!(counter.send_action(&ctx(), Add { amount: -1 }).await.is_err());
-    counter.send_action(&ctx(), Add { amount: 5 }).await.unwrap();
+    assert!(
+        counter
+            .send_action(&ctx(), Add { amount: -1 })
+            .await
+            .is_err()
+    );
+    counter
+        .send_action(&ctx(), Add { amount: 5 })
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     for _ in 0..5 {
         let state = next(&mut changes).await;
@@ -49,7 +63,10 @@ async fn an_entity_s_changes_arrive_once_each_in_version_order(backend: Backend)
     assert_eq!(changes.skipped(), 0);
     // A second watcher starts from its own present.
     let mut later = counter.changes().await.unwrap();
-    counter.send_action(&ctx(), Add { amount: 6 }).await.unwrap();
+    counter
+        .send_action(&ctx(), Add { amount: 6 })
+        .await
+        .unwrap();
     assert_eq!(next(&mut later).await.version, 8);
     assert_eq!(next(&mut changes).await.version, 8);
     runtime.shutdown().await;
@@ -93,15 +110,22 @@ async fn a_watched_entity_stays_in_memory_and_its_watch_ends_at_shutdown(backend
         m.idle_sweeps >= before.idle_sweeps + 3
     })
     .await;
-    assert_eq!(runtime.live_entities(), 1, "only the watched counter is live");
+    assert_eq!(
+        runtime.live_entities(),
+        1,
+        "only the watched counter is live"
+    );
     let sweeps = runtime.metrics().passivations;
     assert_eq!(sweeps, before.passivations);
-    watched.send_action(&ctx(), Add { amount: 1 }).await.unwrap();
+    watched
+        .send_action(&ctx(), Add { amount: 1 })
+        .await
+        .unwrap();
     assert_eq!(next(&mut changes).await.version, 2);
     // Unwatched, it leaves like any other.
     drop(changes);
     metrics_until(&runtime, "the counter leaving once unwatched", |m| {
-        m.passivations >= sweeps + 1
+        m.passivations > sweeps
     })
     .await;
     assert_eq!(runtime.live_entities(), 0);
@@ -127,7 +151,9 @@ async fn another_runtime_s_writes_reach_get_and_watchers_without_a_write_here(ba
     let mut changes = in_b.changes().await.unwrap();
     let in_a = a.entity::<Counter>(id);
     in_a.send_action(&ctx(), Add { amount: 1 }).await.unwrap();
-    in_a.send_action(&ctx(), AddTwice { amount: 2 }).await.unwrap();
+    in_a.send_action(&ctx(), AddTwice { amount: 2 })
+        .await
+        .unwrap();
     let last = in_a.send_action(&ctx(), Add { amount: 3 }).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..3 {
@@ -135,8 +161,7 @@ async fn another_runtime_s_writes_reach_get_and_watchers_without_a_write_here(ba
     }
     assert_eq!(seen, [2, 4, 5], "one change per action of A's, in order");
     assert_eq!(*in_b.get().await.unwrap(), *last);
-    let metrics = b.metrics();
-    assert!(metrics.catch_ups >= 1, "{metrics:?}");
+    metrics_until(&b, "B's catch-up counted", |m| m.catch_ups >= 1).await;
     // B writes on A's state at once: its version check passes the first time.
     in_b.send_action(&ctx(), Add { amount: 4 }).await.unwrap();
     assert_eq!(b.metrics().conflicts, 0);
@@ -166,7 +191,10 @@ async fn a_lost_listening_connection_catches_every_live_entity_up() {
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while listeners().await < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "both runtimes listen");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both runtimes listen"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     exec(
@@ -186,7 +214,10 @@ async fn a_lost_listening_connection_catches_every_live_entity_up() {
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while in_b.get().await.unwrap().version < last.version {
-        assert!(tokio::time::Instant::now() < deadline, "B heard A's commit after reconnecting");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B heard A's commit after reconnecting"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert_eq!(*in_b.get().await.unwrap(), *last);

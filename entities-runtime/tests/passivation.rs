@@ -155,8 +155,14 @@ async fn a_call_reaching_an_entity_as_it_leaves_is_served_by_it(backend: Backend
 /// its shutdown): its older state must not replace the newer snapshot the other stored.
 async fn an_older_snapshot_never_replaces_a_newer_one(backend: Backend) {
     let db = TestDatabase::new(backend).await;
-    let behind = runtime_with(&db, |b| b.snapshot_every(0)).await;
-    let ahead = runtime_with(&db, |b| b.snapshot_every(0).migrate(false)).await;
+    // Neither follows the other's writes: `behind` must stay behind.
+    let behind = runtime_with(&db, |b| b.snapshot_every(0).follow_other_writers(false)).await;
+    let ahead = runtime_with(&db, |b| {
+        b.snapshot_every(0)
+            .migrate(false)
+            .follow_other_writers(false)
+    })
+    .await;
     let id = new_counter(&behind, "twice held").await.id;
     behind
         .entity::<Counter>(id)

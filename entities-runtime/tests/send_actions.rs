@@ -280,7 +280,8 @@ async fn a_batch_that_meets_another_runtimes_write_is_decided_again_and_lands_on
     backend: Backend,
 ) {
     let db = TestDatabase::new(backend).await;
-    let first = runtime(&db).await;
+    // Not following the second's writes: the conflict is what this stages.
+    let first = runtime_with(&db, |b| b.follow_other_writers(false)).await;
     let second = runtime_with(&db, |b| b.migrate(false)).await;
     let id = new_counter(&first, "contended").await.id;
     let here = first.entity::<Counter>(id);

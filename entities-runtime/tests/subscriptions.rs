@@ -30,7 +30,9 @@ on_both_backends!(
 /// What handlers saw: (entity, version), in the order they saw it.
 type Seen = Arc<Mutex<Vec<(EntityId, Version)>>>;
 
-fn recorder(seen: &Seen) -> impl FnMut(Logged<Counter>) -> std::future::Ready<Result<(), BoxError>> + Send + 'static {
+fn recorder(
+    seen: &Seen,
+) -> impl FnMut(Logged<Counter>) -> std::future::Ready<Result<(), BoxError>> + Send + 'static {
     let seen = seen.clone();
     move |event: Logged<Counter>| {
         seen.lock().unwrap().push((event.entity_id, event.version));
@@ -76,10 +78,19 @@ fn sorted(mut events: Vec<(EntityId, Version)>) -> Vec<(EntityId, Version)> {
 }
 
 /// Waits until the subscription's status passes `check`; panics after 10 s.
-async fn status_until(subscription: &Subscription, what: &str, check: impl FnMut(&Status) -> bool) -> Status {
+async fn status_until(
+    subscription: &Subscription,
+    what: &str,
+    check: impl FnMut(&Status) -> bool,
+) -> Status {
     tokio::time::timeout(Duration::from_secs(10), subscription.wait_for(check))
         .await
-        .unwrap_or_else(|_| panic!("waited 10 s for the subscription to be {what}: {:?}", subscription.status()))
+        .unwrap_or_else(|_| {
+            panic!(
+                "waited 10 s for the subscription to be {what}: {:?}",
+                subscription.status()
+            )
+        })
 }
 
 /// Waits until nothing is left for the subscription to read.
@@ -90,7 +101,10 @@ async fn caught_up(subscription: &Subscription) {
         if progress.behind == 0 {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "still behind: {progress:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still behind: {progress:?}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -101,7 +115,10 @@ async fn a_handler_catches_up_then_follows_the_log_live(backend: Backend) {
     let mut ids = Vec::new();
     for n in 0..3 {
         let counter = runtime.entity::<Counter>(new_counter(&runtime, &format!("c{n}")).await.id);
-        counter.send_action(&ctx(), AddTwice { amount: 1 }).await.unwrap();
+        counter
+            .send_action(&ctx(), AddTwice { amount: 1 })
+            .await
+            .unwrap();
         ids.push(counter.id());
     }
     let events = Arc::new(Mutex::new(Vec::new()));
@@ -113,12 +130,19 @@ async fn a_handler_catches_up_then_follows_the_log_live(backend: Backend) {
     let history = seen_until(&events, 9).await;
     assert_eq!(sorted(history.clone()), every_event(&runtime, &ids).await);
     for &id in &ids {
-        let versions: Vec<Version> = history.iter().filter(|(of, _)| *of == id).map(|(_, v)| *v).collect();
+        let versions: Vec<Version> = history
+            .iter()
+            .filter(|(of, _)| *of == id)
+            .map(|(_, v)| *v)
+            .collect();
         assert_eq!(versions, [1, 2, 3]);
     }
     // Then live: a new write reaches it without a poll (the poll interval is a second).
     let counter = runtime.entity::<Counter>(ids[1]);
-    counter.send_action(&ctx(), Add { amount: 5 }).await.unwrap();
+    counter
+        .send_action(&ctx(), Add { amount: 5 })
+        .await
+        .unwrap();
     let live = seen_until(&events, 10).await;
     assert_eq!(live[9], (ids[1], 4));
     caught_up(&subscription).await;
@@ -146,13 +170,20 @@ async fn a_subscription_never_passes_an_event_still_in_flight(backend: Backend) 
         .subscription("gaps")
         .poll_interval(Duration::from_millis(10))
         .handle(recorder(&events));
-    seen_until(&events, 1).await;
     let gate = Gate::new();
-    let blocker = hold_the_committer(&runtime, &gate).await;
-    let blocker_id = {
-        // The blocker's create (version 1) committed before its rename was held.
-        seen_until(&events, 2).await[1].0
+    let blocker_id = new_counter(&runtime, "blocker").await.id;
+    // Caught up first: on SQLite the rename below holds the one write lock, which moving the
+    // checkpoint needs.
+    seen_until(&events, 2).await;
+    caught_up(&subscription).await;
+    let blocker = {
+        let (blocker, name) = (
+            runtime.entity::<Counter>(blocker_id),
+            gate.name().to_owned(),
+        );
+        tokio::spawn(async move { blocker.send_action(&ctx(), Rename { name }).await.unwrap() })
     };
+    gate.reached().await;
     let reads_before = runtime.metrics().subscription_reads;
     let add = {
         let other = other.clone();
@@ -180,9 +211,18 @@ async fn a_failing_handler_is_retried_then_stops_at_the_event_until_resumed(back
     let db = TestDatabase::new(backend).await;
     let runtime = runtime(&db).await;
     let counter = runtime.entity::<Counter>(new_counter(&runtime, "flaky").await.id);
-    counter.send_action(&ctx(), Add { amount: 1 }).await.unwrap();
-    counter.send_action(&ctx(), Add { amount: 2 }).await.unwrap();
-    counter.send_action(&ctx(), Add { amount: 3 }).await.unwrap();
+    counter
+        .send_action(&ctx(), Add { amount: 1 })
+        .await
+        .unwrap();
+    counter
+        .send_action(&ctx(), Add { amount: 2 })
+        .await
+        .unwrap();
+    counter
+        .send_action(&ctx(), Add { amount: 3 })
+        .await
+        .unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     let attempts = Arc::new(AtomicU32::new(0));
     let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -193,7 +233,10 @@ async fn a_failing_handler_is_retried_then_stops_at_the_event_until_resumed(back
                 attempts.fetch_add(1, Ordering::SeqCst);
                 Err(BoxError::from("the mail server is down"))
             } else {
-                events.lock().unwrap().push((event.entity_id, event.version));
+                events
+                    .lock()
+                    .unwrap()
+                    .push((event.entity_id, event.version));
                 Ok(())
             };
             async move { outcome }
@@ -204,27 +247,61 @@ async fn a_failing_handler_is_retried_then_stops_at_the_event_until_resumed(back
         .max_failures(3)
         .retry_delays(Duration::from_millis(1), Duration::from_millis(4))
         .handle(handler);
-    let stopped = status_until(&subscription, "stopped", |s| matches!(s, Status::Stopped { .. })).await;
-    let Status::Stopped { at, event, error } = stopped else { unreachable!() };
+    let stopped = status_until(&subscription, "stopped", |s| {
+        matches!(s, Status::Stopped { .. })
+    })
+    .await;
+    let Status::Stopped { at, event, error } = stopped else {
+        unreachable!()
+    };
     assert_eq!(attempts.load(Ordering::SeqCst), 3, "tried three times");
     assert_eq!(error, "the mail server is down");
-    assert_eq!(seen(&events), [(counter.id(), 1), (counter.id(), 2)], "nothing past the failing event");
-    let log = runtime.read_log::<Logged<Counter>>(LogPosition::START, 10).await.unwrap();
-    assert_eq!((at, event), (log[1].at, log[2].at), "stopped right before version 3");
+    assert_eq!(
+        seen(&events),
+        [(counter.id(), 1), (counter.id(), 2)],
+        "nothing past the failing event"
+    );
+    let log = runtime
+        .read_log::<Logged<Counter>>(LogPosition::START, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (at, event),
+        (log[1].at, log[2].at),
+        "stopped right before version 3"
+    );
     let progress = subscription.progress().await.unwrap();
     assert_eq!(progress.checkpoint, at);
     assert_eq!(progress.behind, 2);
-    assert_eq!(progress.error.as_deref(), Some("the mail server is down"), "recorded in its row");
+    assert_eq!(
+        progress.error.as_deref(),
+        Some("the mail server is down"),
+        "recorded in its row"
+    );
     assert_eq!(runtime.metrics().subscription_failures, 3);
     // A new event waits behind the failing one.
-    counter.send_action(&ctx(), Add { amount: 4 }).await.unwrap();
-    assert_eq!(subscription.status(), Status::Stopped { at, event, error: "the mail server is down".into() });
+    counter
+        .send_action(&ctx(), Add { amount: 4 })
+        .await
+        .unwrap();
+    assert_eq!(
+        subscription.status(),
+        Status::Stopped {
+            at,
+            event,
+            error: "the mail server is down".into()
+        }
+    );
     broken.store(false, Ordering::SeqCst);
     subscription.resume();
     let all = seen_until(&events, 5).await;
     assert_eq!(all, (1..=5).map(|v| (counter.id(), v)).collect::<Vec<_>>());
     caught_up(&subscription).await;
-    assert_eq!(subscription.progress().await.unwrap().error, None, "cleared once passed");
+    assert_eq!(
+        subscription.progress().await.unwrap().error,
+        None,
+        "cleared once passed"
+    );
     runtime.shutdown().await;
 }
 
@@ -266,11 +343,14 @@ const LEASE: Duration = Duration::from_millis(300);
 
 /// Handles event `stall_at` and then never returns, as if the process died before moving the
 /// checkpoint; tells `stalled` it got there.
+/// A handler's answer, boxed: what the stalling handler returns.
+type Handled = std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
 fn stalling_recorder(
     seen: &Seen,
     stall_at: (EntityId, Version),
     stalled: &Arc<Notify>,
-) -> impl FnMut(Logged<Counter>) -> std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send + 'static {
+) -> impl FnMut(Logged<Counter>) -> Handled + Send + 'static {
     let (seen, stalled) = (seen.clone(), stalled.clone());
     move |event: Logged<Counter>| {
         seen.lock().unwrap().push((event.entity_id, event.version));
@@ -294,7 +374,11 @@ async fn a_crash_between_handling_and_checkpoint_hands_the_event_over_again(back
     let id = {
         let (seen_by_a, stalled) = (seen_by_a.clone(), stalled.clone());
         node.run(async move {
-            let runtime = Runtime::builder(&url).migrations(MIGRATIONS).build().await.unwrap();
+            let runtime = Runtime::builder(&url)
+                .migrations(MIGRATIONS)
+                .build()
+                .await
+                .unwrap();
             let counter = runtime.entity::<Counter>(new_counter(&runtime, "mail").await.id);
             for amount in 1..=3 {
                 counter.send_action(&ctx(), Add { amount }).await.unwrap();
@@ -310,7 +394,9 @@ async fn a_crash_between_handling_and_checkpoint_hands_the_event_over_again(back
         })
         .await
     };
-    tokio::time::timeout(Duration::from_secs(10), stalled.notified()).await.expect("handled version 3");
+    tokio::time::timeout(Duration::from_secs(10), stalled.notified())
+        .await
+        .expect("handled version 3");
     node.kill();
     let runtime = runtime(&db).await;
     let seen_by_b: Seen = Arc::new(Mutex::new(Vec::new()));
@@ -321,7 +407,11 @@ async fn a_crash_between_handling_and_checkpoint_hands_the_event_over_again(back
         .handle(recorder(&seen_by_b));
     let b = seen_until(&seen_by_b, 2).await;
     assert_eq!(seen(&seen_by_a), [(id, 1), (id, 2), (id, 3)]);
-    assert_eq!(b, [(id, 3), (id, 4)], "version 3 again: its checkpoint never moved");
+    assert_eq!(
+        b,
+        [(id, 3), (id, 4)],
+        "version 3 again: its checkpoint never moved"
+    );
     caught_up(&subscription).await;
     assert_eq!(seen(&seen_by_b).len(), 2);
     runtime.shutdown().await;
@@ -335,7 +425,11 @@ struct Totals {
 }
 
 impl Projector<Logged<Counter>> for Totals {
-    async fn project(&mut self, tx: &mut Tx<'_>, events: &[Logged<Counter>]) -> Result<(), BoxError> {
+    async fn project(
+        &mut self,
+        tx: &mut Tx<'_>,
+        events: &[Logged<Counter>],
+    ) -> Result<(), BoxError> {
         let table = self.table;
         for event in events {
             let amount = match &event.event {
@@ -352,7 +446,9 @@ impl Projector<Logged<Counter>> for Totals {
             .await?;
         }
         if let Some((at, stalled)) = &self.stall
-            && events.iter().any(|event| (event.entity_id, event.version) == *at)
+            && events
+                .iter()
+                .any(|event| (event.entity_id, event.version) == *at)
         {
             stalled.notify_one();
             std::future::pending::<()>().await;
@@ -361,7 +457,9 @@ impl Projector<Logged<Counter>> for Totals {
     }
 
     async fn clear(&mut self, tx: &mut Tx<'_>) -> Result<(), BoxError> {
-        tx.query(sqlx::AssertSqlSafe(format!("DELETE FROM {}", self.table))).execute().await?;
+        tx.query(sqlx::AssertSqlSafe(format!("DELETE FROM {}", self.table)))
+            .execute()
+            .await?;
         Ok(())
     }
 }
@@ -376,7 +474,9 @@ async fn totals_table(runtime: &Runtime, table: &str) {
 async fn totals(runtime: &Runtime, table: &str) -> Vec<(i64, i64, i64)> {
     runtime
         .database()
-        .query(sqlx::AssertSqlSafe(format!("SELECT id, total, events FROM {table} ORDER BY id")))
+        .query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, total, events FROM {table} ORDER BY id"
+        )))
         .fetch_all()
         .await
         .unwrap()
@@ -400,7 +500,10 @@ async fn a_projector_killed_mid_transaction_leaves_an_exact_read_model(backend: 
     let mut ids = Vec::new();
     for n in 0..3 {
         let counter = runtime.entity::<Counter>(new_counter(&runtime, &format!("p{n}")).await.id);
-        counter.send_action(&ctx(), AddTwice { amount: n + 1 }).await.unwrap();
+        counter
+            .send_action(&ctx(), AddTwice { amount: n + 1 })
+            .await
+            .unwrap();
         ids.push(counter.id());
     }
     let node = Node::new();
@@ -413,27 +516,47 @@ async fn a_projector_killed_mid_transaction_leaves_an_exact_read_model(backend: 
                 .subscription("totals")
                 .page_size(2)
                 .lease(LEASE)
-                .project(Totals { table: "totals", stall: Some((at, stalled)) });
+                .project(Totals {
+                    table: "totals",
+                    stall: Some((at, stalled)),
+                });
             std::mem::forget(subscription);
             std::mem::forget(runtime);
         })
         .await;
     }
-    tokio::time::timeout(Duration::from_secs(10), stalled.notified()).await.expect("the projector reached the page");
+    tokio::time::timeout(Duration::from_secs(10), stalled.notified())
+        .await
+        .expect("the projector reached the page");
     // Pages of two: (p0 1, 2), (p0 3, p1 1) committed; (p1 2, 3) written, in flight.
     let before_kill = totals(&runtime, "totals").await;
-    assert_eq!(before_kill.iter().map(|row| row.2).sum::<i64>(), 4, "{before_kill:?}");
+    assert_eq!(
+        before_kill.iter().map(|row| row.2).sum::<i64>(),
+        4,
+        "{before_kill:?}"
+    );
     node.kill();
     let subscription = runtime
         .subscription("totals")
         .takeover_interval(Duration::from_millis(20))
         .lease(LEASE)
-        .project(Totals { table: "totals", stall: None });
+        .project(Totals {
+            table: "totals",
+            stall: None,
+        });
     caught_up(&subscription).await;
     let incremental = totals(&runtime, "totals").await;
-    assert_eq!(incremental, expected_totals(&runtime, &ids).await, "no event lost or applied twice");
+    assert_eq!(
+        incremental,
+        expected_totals(&runtime, &ids).await,
+        "no event lost or applied twice"
+    );
     subscription.rebuild().await.unwrap();
-    assert_eq!(totals(&runtime, "totals").await, incremental, "as a full rebuild builds it");
+    assert_eq!(
+        totals(&runtime, "totals").await,
+        incremental,
+        "as a full rebuild builds it"
+    );
     runtime.shutdown().await;
 }
 
@@ -447,8 +570,13 @@ async fn one_runtime_runs_a_subscription_and_another_takes_over_when_it_dies(bac
         let (url, seen_by_a) = (db.url.clone(), seen_by_a.clone());
         node.run(async move {
             let runtime = Runtime::builder(&url).build().await.unwrap();
-            let subscription = runtime.subscription("one at a time").lease(LEASE).handle(recorder(&seen_by_a));
-            subscription.wait_for(|s| matches!(s, Status::Running { .. })).await;
+            let subscription = runtime
+                .subscription("one at a time")
+                .lease(LEASE)
+                .handle(recorder(&seen_by_a));
+            subscription
+                .wait_for(|s| matches!(s, Status::Running { .. }))
+                .await;
             std::mem::forget(runtime);
             subscription
         })
@@ -473,8 +601,15 @@ async fn one_runtime_runs_a_subscription_and_another_takes_over_when_it_dies(bac
         counter.send_action(&ctx(), Add { amount }).await.unwrap();
     }
     let by_b = seen_until(&seen_by_b, 3).await;
-    assert_eq!(seen(&seen_by_a), (1..=6).map(|v| (counter.id(), v)).collect::<Vec<_>>());
-    assert_eq!(by_b, (7..=9).map(|v| (counter.id(), v)).collect::<Vec<_>>(), "each event once, across both");
+    assert_eq!(
+        seen(&seen_by_a),
+        (1..=6).map(|v| (counter.id(), v)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        by_b,
+        (7..=9).map(|v| (counter.id(), v)).collect::<Vec<_>>(),
+        "each event once, across both"
+    );
     caught_up(&b).await;
     runtime.shutdown().await;
 }
@@ -488,8 +623,20 @@ async fn a_rebuild_while_writes_go_on_equals_the_incremental_read_model(backend:
     for n in 0..4 {
         ids.push(new_counter(&runtime, &format!("r{n}")).await.id);
     }
-    let rebuilt = runtime.subscription("rebuilt").page_size(3).project(Totals { table: "totals_rebuilt", stall: None });
-    let incremental = runtime.subscription("incremental").page_size(3).project(Totals { table: "totals_incremental", stall: None });
+    let rebuilt = runtime
+        .subscription("rebuilt")
+        .page_size(3)
+        .project(Totals {
+            table: "totals_rebuilt",
+            stall: None,
+        });
+    let incremental = runtime
+        .subscription("incremental")
+        .page_size(3)
+        .project(Totals {
+            table: "totals_incremental",
+            stall: None,
+        });
     let writers: Vec<_> = ids
         .iter()
         .map(|&id| {
@@ -527,17 +674,35 @@ async fn a_subscription_started_now_skips_the_history(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let runtime = runtime(&db).await;
     let counter = runtime.entity::<Counter>(new_counter(&runtime, "old").await.id);
-    counter.send_action(&ctx(), Add { amount: 1 }).await.unwrap();
+    counter
+        .send_action(&ctx(), Add { amount: 1 })
+        .await
+        .unwrap();
     // On Postgres the head may lag the last commit for a moment (another test's transaction).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while runtime.read_log::<Logged<Counter>>(LogPosition::START, 10).await.unwrap().len() < 2 {
+    while runtime
+        .read_log::<Logged<Counter>>(LogPosition::START, 10)
+        .await
+        .unwrap()
+        .len()
+        < 2
+    {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let events = Arc::new(Mutex::new(Vec::new()));
-    let subscription = runtime.subscription("from now").start_at(StartAt::Now).handle(recorder(&events));
-    status_until(&subscription, "running", |s| matches!(s, Status::Running { .. })).await;
-    counter.send_action(&ctx(), Add { amount: 2 }).await.unwrap();
+    let subscription = runtime
+        .subscription("from now")
+        .start_at(StartAt::Now)
+        .handle(recorder(&events));
+    status_until(&subscription, "running", |s| {
+        matches!(s, Status::Running { .. })
+    })
+    .await;
+    counter
+        .send_action(&ctx(), Add { amount: 2 })
+        .await
+        .unwrap();
     assert_eq!(seen_until(&events, 1).await, [(counter.id(), 3)]);
     caught_up(&subscription).await;
     assert_eq!(seen(&events).len(), 1);

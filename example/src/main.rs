@@ -93,7 +93,10 @@ async fn rebuild(
     let read_model = match target {
         RebuildTarget::PopularItems => ReadModel::PopularItems,
     };
-    tracing::info!("rebuilding {target:?} in {}", redacted(&settings.database_url));
+    tracing::info!(
+        "rebuilding {target:?} in {}",
+        redacted(&settings.database_url)
+    );
     let rebuilt = streams::rebuild(&runtime, read_model).await;
     runtime.shutdown().await;
     rebuilt?;

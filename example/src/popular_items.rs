@@ -120,7 +120,9 @@ impl Projector<Logged<ShoppingList>> for PopularItems {
     }
 
     async fn clear(&mut self, tx: &mut Tx<'_>) -> Result<(), BoxError> {
-        tx.query("DELETE FROM popular_item_entries").execute().await?;
+        tx.query("DELETE FROM popular_item_entries")
+            .execute()
+            .await?;
         tx.query("DELETE FROM popular_items").execute().await?;
         Ok(())
     }

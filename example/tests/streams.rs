@@ -98,7 +98,10 @@ async fn subscribe(base: &str, query: &str) -> Socket {
         "graphql-transport-ws"
     );
     send(&mut socket, json!({ "type": "connection_init" })).await;
-    assert_eq!(receive(&mut socket, Duration::from_secs(10)).await.unwrap()["type"], "connection_ack");
+    assert_eq!(
+        receive(&mut socket, Duration::from_secs(10)).await.unwrap()["type"],
+        "connection_ack"
+    );
     send(
         &mut socket,
         json!({ "id": "1", "type": "subscribe", "payload": { "query": query } }),
@@ -118,7 +121,9 @@ async fn send(socket: &mut Socket, message: Value) {
 async fn receive(socket: &mut Socket, wait: Duration) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let message = tokio::time::timeout_at(deadline, socket.next()).await.ok()?;
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .ok()?;
         match message.expect("the socket stays open").expect("a message") {
             Message::Text(text) => {
                 let value: Value = serde_json::from_str(&text).expect("JSON");
@@ -145,16 +150,16 @@ fn changed(message: &Value) -> &Value {
 /// same database. Until the subscription is in place, the test renames through server 2 and
 /// waits a little for a message; from the first message on, every change arrives, once, in
 /// version order.
-async fn a_websocket_client_gets_each_change_made_through_another_server_process(
-    backend: Backend,
-) {
+async fn a_websocket_client_gets_each_change_made_through_another_server_process(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let one = Process::start(&db.url).await;
     let two = Process::start(&db.url).await;
     let created = two
         .graphql(r#"mutation { createShoppingList(name: "party") { id } }"#)
         .await;
-    let id = created["data"]["createShoppingList"]["id"].as_i64().unwrap();
+    let id = created["data"]["createShoppingList"]["id"]
+        .as_i64()
+        .unwrap();
     let mut socket = subscribe(
         &one.base,
         &format!("subscription {{ shoppingListChanged(id: {id}) {{ id name version items {{ name quantity }} }} }}"),
@@ -179,9 +184,13 @@ async fn a_websocket_client_gets_each_change_made_through_another_server_process
     let last_rename: Value = two
         .graphql(&format!("{{ shoppingList(id: {id}) {{ version }} }}"))
         .await;
-    let renamed_to = last_rename["data"]["shoppingList"]["version"].as_i64().unwrap();
+    let renamed_to = last_rename["data"]["shoppingList"]["version"]
+        .as_i64()
+        .unwrap();
     while version < renamed_to {
-        let message = receive(&mut socket, Duration::from_secs(10)).await.expect("the next rename");
+        let message = receive(&mut socket, Duration::from_secs(10))
+            .await
+            .expect("the next rename");
         let next = changed(&message)["version"].as_i64().unwrap();
         assert_eq!(next, version + 1, "in version order, none skipped");
         version = next;
@@ -202,7 +211,9 @@ async fn a_websocket_client_gets_each_change_made_through_another_server_process
     assert!(renamed["errors"].is_null(), "{renamed}");
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let message = receive(&mut socket, Duration::from_secs(10)).await.expect("a change");
+        let message = receive(&mut socket, Duration::from_secs(10))
+            .await
+            .expect("a change");
         seen.push(changed(&message).clone());
     }
     assert_eq!(
@@ -225,7 +236,10 @@ async fn a_websocket_client_gets_each_change_made_through_another_server_process
     let error = receive(&mut socket, Duration::from_secs(10)).await.unwrap();
     assert_eq!(error["id"], "2");
     assert_eq!(error["type"], "next", "{error}");
-    assert_eq!(error["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND");
+    assert_eq!(
+        error["payload"]["errors"][0]["extensions"]["code"],
+        "NOT_FOUND"
+    );
     drop((one.child, two.child));
 }
 
@@ -252,12 +266,17 @@ async fn popular_items_follow_the_lists_and_survive_a_rebuild_while_the_server_r
     let mut lists = Vec::new();
     for name in ["a", "b", "c"] {
         let (_, body) = server
-            .graphql(&format!(r#"mutation {{ createShoppingList(name: "{name}") {{ id }} }}"#), &[])
+            .graphql(
+                &format!(r#"mutation {{ createShoppingList(name: "{name}") {{ id }} }}"#),
+                &[],
+            )
             .await;
         lists.push(body["data"]["createShoppingList"]["id"].as_i64().unwrap());
     }
     let add = |list: i64, name: &str| {
-        format!(r#"mutation {{ addItem(shoppingListId: {list}, name: "{name}", quantity: 1) {{ items {{ id name }} }} }}"#)
+        format!(
+            r#"mutation {{ addItem(shoppingListId: {list}, name: "{name}", quantity: 1) {{ items {{ id name }} }} }}"#
+        )
     };
     for &list in &lists {
         server.graphql(&add(list, "milk"), &[]).await;
@@ -265,7 +284,10 @@ async fn popular_items_follow_the_lists_and_survive_a_rebuild_while_the_server_r
     // Twice on one list counts once.
     server.graphql(&add(lists[0], "eggs"), &[]).await;
     let (_, body) = server.graphql(&add(lists[0], "eggs"), &[]).await;
-    let eggs = body["data"]["addItem"]["items"][1]["id"].as_str().unwrap().to_owned();
+    let eggs = body["data"]["addItem"]["items"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     server.graphql(&add(lists[1], "bread"), &[]).await;
     // Moved: off one list, onto another.
     let moved = server
@@ -282,7 +304,12 @@ async fn popular_items_follow_the_lists_and_survive_a_rebuild_while_the_server_r
         { "name": "bread", "lists": 1 },
     ]);
     popular_until(&server, query, expected.clone()).await;
-    popular_until(&server, "{ popularItems(limit: 1) { name lists } }", json!([{ "name": "milk", "lists": 3 }])).await;
+    popular_until(
+        &server,
+        "{ popularItems(limit: 1) { name lists } }",
+        json!([{ "name": "milk", "lists": 3 }]),
+    )
+    .await;
     let (status, code, message) = server.error("{ popularItems(limit: 0) { name } }").await;
     assert_eq!((status, code.as_str()), (200, "VALIDATION"), "{message}");
 
@@ -295,7 +322,12 @@ async fn popular_items_follow_the_lists_and_survive_a_rebuild_while_the_server_r
         .await
         .unwrap();
     let rebuild = tokio::process::Command::new(env!("CARGO_BIN_EXE_example"))
-        .args(["--database-url", server.database_url(), "rebuild", "popular-items"])
+        .args([
+            "--database-url",
+            server.database_url(),
+            "rebuild",
+            "popular-items",
+        ])
         .env("NO_COLOR", "1")
         .output()
         .await
@@ -306,21 +338,36 @@ async fn popular_items_follow_the_lists_and_survive_a_rebuild_while_the_server_r
         String::from_utf8_lossy(&rebuild.stderr)
     );
     let (_, body) = server.graphql(query, &[]).await;
-    assert_eq!(body["data"]["popularItems"], expected, "rebuilt before the command ended");
+    assert_eq!(
+        body["data"]["popularItems"], expected,
+        "rebuilt before the command ended"
+    );
     let progress = server.streams.popular_items.progress().await.unwrap();
     assert_eq!(progress.error, None);
     let unknown = tokio::process::Command::new(env!("CARGO_BIN_EXE_example"))
-        .args(["--database-url", server.database_url(), "rebuild", "no-such-model"])
+        .args([
+            "--database-url",
+            server.database_url(),
+            "rebuild",
+            "no-such-model",
+        ])
         .output()
         .await
         .unwrap();
-    assert_eq!(unknown.status.code(), Some(2), "an unknown read model is a usage error");
+    assert_eq!(
+        unknown.status.code(),
+        Some(2),
+        "an unknown read model is a usage error"
+    );
 }
 
 async fn a_rename_writes_one_outbox_row_however_often_it_is_delivered(backend: Backend) {
     let server = Server::start(backend).await;
     let (_, body) = server
-        .graphql(r#"mutation { createShoppingList(name: "old") { id } }"#, &[])
+        .graphql(
+            r#"mutation { createShoppingList(name: "old") { id } }"#,
+            &[],
+        )
         .await;
     let id = body["data"]["createShoppingList"]["id"].as_i64().unwrap();
     for name in ["new", "newer"] {
@@ -332,7 +379,9 @@ async fn a_rename_writes_one_outbox_row_however_often_it_is_delivered(backend: B
         let rows: Vec<(i64, String, String)> = server
             .runtime
             .database()
-            .query("SELECT list_id, name, renamed_by FROM renamed_lists_outbox ORDER BY log_position")
+            .query(
+                "SELECT list_id, name, renamed_by FROM renamed_lists_outbox ORDER BY log_position",
+            )
             .fetch_all()
             .await
             .unwrap();

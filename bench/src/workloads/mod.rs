@@ -8,6 +8,7 @@ pub mod w3_reads;
 pub mod w4_cold_load;
 pub mod w5_footprint;
 pub mod w6_moves;
+pub mod w7_streams;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -35,6 +36,9 @@ pub struct Sizes {
     pub w6_entities: usize,
     pub w6_moves: usize,
     pub w6_clients: usize,
+    pub w7_entities: usize,
+    pub w7_rounds: usize,
+    pub w7_clients: usize,
 }
 
 impl Sizes {
@@ -51,6 +55,9 @@ impl Sizes {
         w6_entities: 1_000,
         w6_moves: 4_000,
         w6_clients: 32,
+        w7_entities: 1_000,
+        w7_rounds: 100,
+        w7_clients: 32,
     };
     pub const SMOKE: Sizes = Sizes {
         w1_actions: 50,
@@ -65,6 +72,9 @@ impl Sizes {
         w6_entities: 20,
         w6_moves: 40,
         w6_clients: 4,
+        w7_entities: 20,
+        w7_rounds: 3,
+        w7_clients: 4,
     };
 }
 

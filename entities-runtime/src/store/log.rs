@@ -177,11 +177,19 @@ pub(crate) async fn read_log(
         .collect()
 }
 
-/// The last event a reader can read now: [`LogPosition::START`] when there is none.
-pub(crate) async fn head(target: Target<'_>) -> Result<LogPosition, sqlx::Error> {
+/// The last event of `entity_types` (all when empty) a reader can read now:
+/// [`LogPosition::START`] when there is none.
+pub(crate) async fn head(
+    target: Target<'_>,
+    entity_types: &[&str],
+) -> Result<LogPosition, sqlx::Error> {
+    let types = json_types(entity_types)?;
     macro_rules! build {
-        ($backend:ident) => {
-            sqlx::query_as::<_, (String, i64)>($backend::LOG_HEAD)
+        (postgres) => {
+            sqlx::query_as::<_, (String, i64)>(postgres::LOG_HEAD).bind(entity_types)
+        };
+        (sqlite) => {
+            sqlx::query_as::<_, (String, i64)>(sqlite::LOG_HEAD).bind(&types)
         };
     }
     match run_on!(target, build, fetch_optional)? {

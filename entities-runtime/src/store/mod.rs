@@ -16,8 +16,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Postgres, Sqlite};
 
-pub(crate) use log::{RawEvent, changed_since, count_after, head, read_log};
 pub use log::{LogPosition, LoggedEvent};
+pub(crate) use log::{RawEvent, changed_since, count_after, head, read_log};
 pub use migrate::Migration;
 
 use crate::context::Context;

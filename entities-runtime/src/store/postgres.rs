@@ -51,9 +51,11 @@ pub(super) const READ_LOG: &str = "SELECT e.transaction_id::text, e.position, e.
        AND (cardinality($4::text[]) = 0 OR e.entity_type = ANY($4)) \
      ORDER BY e.transaction_id, e.position LIMIT $3";
 
-/// The last event of the log below the oldest transaction in flight (see `READ_LOG`).
+/// The last event of the log below the oldest transaction in flight (see `READ_LOG`), of the
+/// types `$1` (all when empty).
 pub(super) const LOG_HEAD: &str = "SELECT transaction_id::text, position FROM entities.entity_events \
      WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+       AND (cardinality($1::text[]) = 0 OR entity_type = ANY($1)) \
      ORDER BY transaction_id DESC, position DESC LIMIT 1";
 
 /// How many events `READ_LOG` would read after (`$1`, `$2`), of the types `$3` (all when empty).

@@ -74,9 +74,10 @@ pub(super) const READ_LOG: &str = "SELECT '0', e.position, e.entity_type, e.enti
        AND (json_array_length($4) = 0 OR e.entity_type IN (SELECT value FROM json_each($4))) \
      ORDER BY e.position LIMIT $3";
 
-/// The last event of the log.
-pub(super) const LOG_HEAD: &str =
-    "SELECT '0', position FROM entity_events ORDER BY position DESC LIMIT 1";
+/// The last event of the log of the types `$1` (a JSON array; all when empty).
+pub(super) const LOG_HEAD: &str = "SELECT '0', position FROM entity_events \
+     WHERE json_array_length($1) = 0 OR entity_type IN (SELECT value FROM json_each($1)) \
+     ORDER BY position DESC LIMIT 1";
 
 /// How many events `READ_LOG` would read after position `$2`, of the types `$3` (a JSON array;
 /// all when empty). `$1`: as in `READ_LOG`.

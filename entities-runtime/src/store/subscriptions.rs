@@ -19,7 +19,8 @@ use super::{LogPosition, Store};
 use crate::projection::Tx;
 use crate::sql::Target;
 
-const PG_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended('entities.subscription:' || $1, 0))";
+const PG_LOCK: &str =
+    "SELECT pg_try_advisory_lock(hashtextextended('entities.subscription:' || $1, 0))";
 const PG_ENSURE: &str = "INSERT INTO entities.subscriptions (name, transaction_id, position) \
      VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
 const PG_CHECKPOINT: &str =
@@ -78,8 +79,16 @@ fn now_millis() -> i64 {
 
 /// The right to run subscription `name`, held by this runtime.
 pub(crate) enum Seat {
-    Postgres { name: String, conn: PgConnection },
-    Sqlite { name: String, pool: SqlitePool, holder: String, lease: Duration },
+    Postgres {
+        name: String,
+        conn: PgConnection,
+    },
+    Sqlite {
+        name: String,
+        pool: SqlitePool,
+        holder: String,
+        lease: Duration,
+    },
 }
 
 impl Seat {
@@ -208,11 +217,13 @@ impl Seat {
 
     /// Moves the checkpoint from `from` to `to`; `false` when it was not at `from` any more (a
     /// rebuild reset it) or, on SQLite, the lease was lost.
-    pub async fn advance(&mut self, from: LogPosition, to: LogPosition) -> Result<bool, sqlx::Error> {
+    pub async fn advance(
+        &mut self,
+        from: LogPosition,
+        to: LogPosition,
+    ) -> Result<bool, sqlx::Error> {
         let done = match self {
-            Seat::Postgres { name, conn } => {
-                advance_postgres(conn, name, from, to).await?
-            }
+            Seat::Postgres { name, conn } => advance_postgres(conn, name, from, to).await?,
             Seat::Sqlite {
                 name, pool, holder, ..
             } => {
@@ -224,7 +235,11 @@ impl Seat {
     }
 
     /// Records why the subscription stopped at the event after `at`.
-    pub async fn record_failure(&mut self, at: LogPosition, error: &str) -> Result<(), sqlx::Error> {
+    pub async fn record_failure(
+        &mut self,
+        at: LogPosition,
+        error: &str,
+    ) -> Result<(), sqlx::Error> {
         match self {
             Seat::Postgres { name, conn } => {
                 sqlx::query(PG_FAIL)
@@ -329,12 +344,14 @@ impl SeatTx<'_> {
     }
 
     /// As [`Seat::advance`], in this transaction.
-    pub async fn advance(&mut self, from: LogPosition, to: LogPosition) -> Result<bool, sqlx::Error> {
+    pub async fn advance(
+        &mut self,
+        from: LogPosition,
+        to: LogPosition,
+    ) -> Result<bool, sqlx::Error> {
         match self {
             SeatTx::Postgres { name, tx } => advance_postgres(tx, name, from, to).await,
-            SeatTx::Sqlite { name, holder, tx } => {
-                advance_sqlite(tx, name, holder, from, to).await
-            }
+            SeatTx::Sqlite { name, holder, tx } => advance_sqlite(tx, name, holder, from, to).await,
         }
     }
 
@@ -356,7 +373,10 @@ impl super::StoreTx {
                 sqlx::query(PG_RESET).bind(name).execute(&mut **tx).await?;
             }
             super::StoreTx::Sqlite(tx) => {
-                sqlx::query(SQLITE_RESET).bind(name).execute(&mut **tx).await?;
+                sqlx::query(SQLITE_RESET)
+                    .bind(name)
+                    .execute(&mut **tx)
+                    .await?;
             }
         }
         Ok(())

@@ -283,7 +283,10 @@ impl Subscription {
     /// ends first.
     pub async fn wait_for(&self, mut check: impl FnMut(&Status) -> bool) -> Status {
         let mut status = self.status.clone();
-        match status.wait_for(|status| check(status) || *status == Status::Ended).await {
+        match status
+            .wait_for(|status| check(status) || *status == Status::Ended)
+            .await
+        {
             Ok(status) => status.clone(),
             Err(_) => Status::Ended,
         }
@@ -356,7 +359,13 @@ impl Runtime {
         &self,
         name: &str,
     ) -> Result<Option<Progress>, sqlx::Error> {
-        if self.shared().store.subscription_checkpoint(name).await?.is_none() {
+        if self
+            .shared()
+            .store
+            .subscription_checkpoint(name)
+            .await?
+            .is_none()
+        {
             return Ok(None);
         }
         progress(self, name, R::entity_types()).await.map(Some)
@@ -369,14 +378,15 @@ async fn progress(
     entity_types: &[&str],
 ) -> Result<Progress, sqlx::Error> {
     let store = &runtime.shared().store;
-    let checkpoint = store
-        .subscription_checkpoint(name)
-        .await?
-        .unwrap_or(store::subscriptions::Checkpoint {
-            at: LogPosition::START,
-            error: None,
-        });
-    let head = store::head(store.target()).await?;
+    let checkpoint =
+        store
+            .subscription_checkpoint(name)
+            .await?
+            .unwrap_or(store::subscriptions::Checkpoint {
+                at: LogPosition::START,
+                error: None,
+            });
+    let head = store::head(store.target(), entity_types).await?;
     let behind = store::count_after(store.target(), checkpoint.at, entity_types).await?;
     Ok(Progress {
         checkpoint: checkpoint.at,

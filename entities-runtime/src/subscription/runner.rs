@@ -85,7 +85,7 @@ impl Runner {
     async fn try_take(&self) -> Result<Option<Seat>, sqlx::Error> {
         let start = match self.options.start_at {
             StartAt::Beginning => LogPosition::START,
-            StartAt::Now => store::head(self.store.target()).await?,
+            StartAt::Now => store::head(self.store.target(), &[]).await?,
         };
         Seat::take(
             &self.store,
@@ -150,12 +150,15 @@ impl Runner {
             // Seen before reading: a commit during the read wakes the wait below.
             moved.borrow_and_update();
             // After a failure, one event at a time: the subscription stops at the very event.
-            let page = if failures > 0 { 1 } else { self.options.page_size };
-            let raw =
-                match store::read_log(seat.target(), at, page, R::entity_types()).await {
-                    Ok(raw) => raw,
-                    Err(error) => return self.lost(error),
-                };
+            let page = if failures > 0 {
+                1
+            } else {
+                self.options.page_size
+            };
+            let raw = match store::read_log(seat.target(), at, page, R::entity_types()).await {
+                Ok(raw) => raw,
+                Err(error) => return self.lost(error),
+            };
             self.counters.subscription_reads.incr();
             if raw.is_empty() {
                 // Woken by a commit yet nothing to read: on Postgres a transaction still running
@@ -229,7 +232,11 @@ impl Runner {
                         Ok(checkpoint) => checkpoint.at,
                         Err(error) => return self.lost(error),
                     };
-                    tracing::info!(subscription = self.name, ?at, "checkpoint moved elsewhere; going on from it");
+                    tracing::info!(
+                        subscription = self.name,
+                        ?at,
+                        "checkpoint moved elsewhere; going on from it"
+                    );
                     continue;
                 }
                 Consumed::Failed { handled, error } => {
@@ -260,8 +267,14 @@ impl Runner {
                 if let Err(error) = seat.record_failure(at, &error).await {
                     return self.lost(error);
                 }
-                tracing::error!(subscription = self.name, ?event, error, "subscription stopped at an event that keeps failing");
-                self.status.send_replace(Status::Stopped { at, event, error });
+                tracing::error!(
+                    subscription = self.name,
+                    ?event,
+                    error,
+                    "subscription stopped at an event that keeps failing"
+                );
+                self.status
+                    .send_replace(Status::Stopped { at, event, error });
                 match self.wait_stopped(seat, consumer).await {
                     Some(Ok(rebuilt)) => {
                         if rebuilt {
@@ -313,7 +326,11 @@ impl Runner {
     }
 
     /// Serves a control; `true` when it reset the checkpoint (a rebuild).
-    async fn control<R: FromLog, C: Consume<R>>(&mut self, control: Control, consumer: &mut C) -> bool {
+    async fn control<R: FromLog, C: Consume<R>>(
+        &mut self,
+        control: Control,
+        consumer: &mut C,
+    ) -> bool {
         match control {
             Control::Resume => false,
             Control::Rebuild(reply) => {
@@ -327,7 +344,10 @@ impl Runner {
 
     /// Clears the read model and resets the checkpoint in one transaction (from the pool: a
     /// rebuild runs wherever the subscription does); returns the log's head just after.
-    async fn rebuild<R: FromLog, C: Consume<R>>(&mut self, consumer: &mut C) -> Result<LogPosition, BoxError> {
+    async fn rebuild<R: FromLog, C: Consume<R>>(
+        &mut self,
+        consumer: &mut C,
+    ) -> Result<LogPosition, BoxError> {
         let mut tx = self.store.begin().await?;
         // The row first: its lock orders this against a projector's transaction in flight.
         tx.reset_subscription(&self.name).await?;
@@ -335,7 +355,7 @@ impl Runner {
         tx.commit().await?;
         tracing::info!(subscription = self.name, "subscription reset for a rebuild");
         self.announcer.moved();
-        Ok(store::head(self.store.target()).await?)
+        Ok(store::head(self.store.target(), R::entity_types()).await?)
     }
 
     fn lost(&self, error: sqlx::Error) -> Left {

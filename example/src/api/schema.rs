@@ -10,15 +10,15 @@ use async_graphql::{
     self as gql, ComplexObject, InputObject, Json, Object, Result, Schema, SimpleObject,
     Subscription,
 };
-use futures::{Stream, StreamExt};
 use entities_runtime::{Context, EntityId, EventRecord, Runtime, Version};
+use futures::{Stream, StreamExt};
 
 use super::error::{Code, RequestErrorCodes, api_error, coded};
 use super::request_context::KeyedRequest;
 use super::{BATCH_LIMIT, COMPLEXITY_LIMIT, DEPTH_LIMIT, PAGE_LIMIT, POPULAR_LIMIT};
-use crate::{popular_items, read_model};
 use crate::shopping_list::{AddItem, ChangeQuantity, Item, RemoveItem, SetName, move_item};
 use crate::{ShoppingList, ShoppingListError};
+use crate::{popular_items, read_model};
 
 /// The API's schema; its data is the [`Runtime`].
 pub type ApiSchema = Schema<Query, Mutation, SubscriptionRoot>;
