@@ -43,7 +43,7 @@ impl<E: Entity> Watchers<E> {
     }
 
     pub fn is_watched(&self) -> bool {
-        self.count.load(Ordering::Relaxed) > 0
+        self.count.load(Ordering::SeqCst) > 0
     }
 
     /// Sends `state` to whoever watches.
@@ -56,7 +56,7 @@ impl<E: Entity> Watchers<E> {
     /// A new watcher of the states published from now on (for one entity: past the one
     /// published now, read after subscribing, so none falls in between).
     pub fn watch(self: &Arc<Self>, latest: Latest<E>) -> Changes<E> {
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::SeqCst);
         let receiver = self.sender.subscribe();
         let last = match &latest {
             Latest::Entity(latest) => latest().map_or(0, |state| state.version()),
@@ -142,6 +142,6 @@ impl<E: Entity> Changes<E> {
 
 impl<E: Entity> Drop for Changes<E> {
     fn drop(&mut self) {
-        self.watchers.count.fetch_sub(1, Ordering::Relaxed);
+        self.watchers.count.fetch_sub(1, Ordering::SeqCst);
     }
 }

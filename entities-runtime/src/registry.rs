@@ -170,9 +170,13 @@ impl<W: 'static> Registry<W> {
     /// arrived, which the worker serves before it tries again.
     pub fn leave<E: Entity>(&self, own: &Slot<E>) -> bool {
         let key = key::<E>(own.id());
-        let removed = self
-            .live
-            .remove_if(&key, |_, live| is_own(live, own) && own.stop_if_idle());
+        // A watched entity stays (a watcher may have come after the sweep asked it to leave),
+        // but for shutdown.
+        let removed = self.live.remove_if(&key, |_, live| {
+            is_own(live, own)
+                && (!own.is_watched() || self.shutdown.is_cancelled())
+                && own.stop_if_idle()
+        });
         removed.is_some()
             || !self
                 .live

@@ -160,10 +160,11 @@ impl<E: Entity> Slot<E> {
     /// Publishes a committed state; returns the state it replaces. Watchers get it if it is
     /// newer than that one (a load publishes what was there).
     pub fn publish(&self, state: Arc<E>) -> Option<Arc<E>> {
+        let previous = self.state.swap(Some(state.clone()));
+        // Looked at after the swap: a watcher that arrived before it is counted here, and one
+        // that arrives after it reads this state as its present (see `Watchers::watch`).
         let watched = self.is_watched() || self.type_watchers.is_watched();
-        let newer = watched.then(|| state.clone());
-        let previous = self.state.swap(Some(state));
-        if let Some(state) = newer
+        if watched
             && previous
                 .as_ref()
                 .is_some_and(|previous| state.version() > previous.version())

@@ -11,7 +11,7 @@ use std::time::Duration;
 use entities_runtime::testing::TestDatabase;
 use entities_runtime::{
     Backend, BoxError, EntityId, LogPosition, Logged, Projector, Runtime, StartAt, Status,
-    Subscription, Tx, Version,
+    Subscription, SubscriptionError, Tx, Version,
 };
 use support::*;
 use tokio::sync::Notify;
@@ -25,6 +25,7 @@ on_both_backends!(
     one_runtime_runs_a_subscription_and_another_takes_over_when_it_dies,
     a_rebuild_while_writes_go_on_equals_the_incremental_read_model,
     a_subscription_started_now_skips_the_history,
+    a_rebuild_that_stops_at_a_failing_event_says_so,
 );
 
 /// What handlers saw: (entity, version), in the order they saw it.
@@ -706,5 +707,61 @@ async fn a_subscription_started_now_skips_the_history(backend: Backend) {
     assert_eq!(seen_until(&events, 1).await, [(counter.id(), 3)]);
     caught_up(&subscription).await;
     assert_eq!(seen(&events).len(), 1);
+    runtime.shutdown().await;
+}
+
+/// A projector that always fails at version 3 of any counter.
+struct FailsAtThree;
+
+impl Projector<Logged<Counter>> for FailsAtThree {
+    async fn project(
+        &mut self,
+        _: &mut Tx<'_>,
+        events: &[Logged<Counter>],
+    ) -> Result<(), BoxError> {
+        match events.iter().find(|event| event.version == 3) {
+            Some(event) => Err(format!("cannot project version 3 of {}", event.entity_id).into()),
+            None => Ok(()),
+        }
+    }
+
+    async fn clear(&mut self, _: &mut Tx<'_>) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// A rebuild replays into the event that stopped the projector: it stops there again, and the
+/// rebuild says so instead of waiting for a checkpoint that will not come.
+async fn a_rebuild_that_stops_at_a_failing_event_says_so(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime(&db).await;
+    let counter = runtime.entity::<Counter>(new_counter(&runtime, "bad").await.id);
+    counter
+        .send_action(&ctx(), AddTwice { amount: 1 })
+        .await
+        .unwrap();
+    let projector = runtime
+        .subscription("fails at three")
+        .max_failures(2)
+        .retry_delays(Duration::from_millis(1), Duration::from_millis(2))
+        .project(FailsAtThree);
+    status_until(&projector, "stopped", |s| {
+        matches!(s, Status::Stopped { .. })
+    })
+    .await;
+    // The page of three failed, then version 3 alone, twice.
+    assert_eq!(runtime.metrics().subscription_failures, 3);
+    let rebuilt = tokio::time::timeout(Duration::from_secs(10), projector.rebuild())
+        .await
+        .expect("the rebuild answers");
+    assert!(
+        matches!(&rebuilt, Err(SubscriptionError::Stopped(error)) if error.contains("version 3")),
+        "{rebuilt:?}"
+    );
+    assert_eq!(
+        runtime.metrics().subscription_failures,
+        5,
+        "version 3 tried twice again after the reset"
+    );
     runtime.shutdown().await;
 }

@@ -9,7 +9,7 @@
 //! every move of a checkpoint names the checkpoint it replaces, so a runtime that lost the
 //! subscription, or a rebuild that reset it, is never overwritten.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqlitePool;
@@ -30,6 +30,10 @@ const PG_ADVANCE: &str = "UPDATE entities.subscriptions \
      WHERE name = $1 AND transaction_id = $2 AND position = $3";
 const PG_FAIL: &str = "UPDATE entities.subscriptions SET error = $4, updated_at = now() \
      WHERE name = $1 AND transaction_id = $2 AND position = $3";
+/// Locks the checkpoint row, if it is still at (`$2`, `$3`): a projector's transaction takes it
+/// first, in the order a rebuild takes it, so the two never deadlock on the read model's rows.
+const PG_LOCK_CHECKPOINT: &str = "SELECT 1 FROM entities.subscriptions \
+     WHERE name = $1 AND transaction_id = $2 AND position = $3 FOR UPDATE";
 const PG_RESET: &str = "INSERT INTO entities.subscriptions (name, transaction_id, position) VALUES ($1, 0, 0) \
      ON CONFLICT (name) DO UPDATE SET transaction_id = 0, position = 0, error = NULL, updated_at = now()";
 
@@ -48,6 +52,10 @@ const SQLITE_ADVANCE: &str = "UPDATE subscriptions \
      WHERE name = $1 AND transaction_id = $2 AND position = $3 AND holder = $6";
 const SQLITE_FAIL: &str = "UPDATE subscriptions SET error = $4, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
      WHERE name = $1 AND transaction_id = $2 AND position = $3 AND holder = $5";
+/// Whether the checkpoint is still at (`$2`, `$3`) and the lease `$4`'s (the transaction's
+/// `BEGIN IMMEDIATE` already holds the one write lock).
+const SQLITE_LOCK_CHECKPOINT: &str = "SELECT 1 FROM subscriptions \
+     WHERE name = $1 AND transaction_id = $2 AND position = $3 AND holder = $4";
 const SQLITE_RESET: &str = "INSERT INTO subscriptions (name, transaction_id, position) VALUES ($1, 0, 0) \
      ON CONFLICT (name) DO UPDATE SET transaction_id = 0, position = 0, error = NULL, \
      updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -88,6 +96,7 @@ pub(crate) enum Seat {
         pool: SqlitePool,
         holder: String,
         lease: Duration,
+        renewed: Instant,
     },
 }
 
@@ -103,17 +112,18 @@ impl Seat {
     ) -> Result<Option<Seat>, sqlx::Error> {
         match store {
             Store::Postgres(pool) => {
-                // Out of the pool: the lock lives as long as this connection, which must never
-                // serve anything else.
-                let mut conn = pool.acquire().await?.detach();
+                let mut pooled = pool.acquire().await?;
                 let locked: bool = sqlx::query_scalar(PG_LOCK)
                     .bind(name)
-                    .fetch_one(&mut conn)
+                    .fetch_one(&mut *pooled)
                     .await?;
                 if !locked {
-                    conn.close().await.ok();
+                    // Back to the pool: it holds no lock.
                     return Ok(None);
                 }
+                // Out of the pool: the lock lives as long as this connection, which must never
+                // serve anything else.
+                let mut conn = pooled.detach();
                 sqlx::query(PG_ENSURE)
                     .bind(name)
                     .bind(start.transaction as i64)
@@ -132,11 +142,12 @@ impl Seat {
                     .bind(start.position)
                     .execute(pool)
                     .await?;
-                let seat = Seat::Sqlite {
+                let mut seat = Seat::Sqlite {
                     name: name.to_owned(),
                     pool: pool.clone(),
                     holder: holder.to_owned(),
                     lease,
+                    renewed: Instant::now(),
                 };
                 Ok(seat.renew().await?.then_some(seat))
             }
@@ -144,7 +155,7 @@ impl Seat {
     }
 
     /// Whether this runtime still holds the subscription, renewing its lease on SQLite.
-    pub async fn renew(&self) -> Result<bool, sqlx::Error> {
+    pub async fn renew(&mut self) -> Result<bool, sqlx::Error> {
         match self {
             // The lock holds while the connection does; a broken one fails the next statement.
             Seat::Postgres { .. } => Ok(true),
@@ -153,17 +164,38 @@ impl Seat {
                 pool,
                 holder,
                 lease,
+                renewed,
             } => {
                 let now = now_millis();
                 let done = sqlx::query(SQLITE_CLAIM)
-                    .bind(name)
-                    .bind(holder)
+                    .bind(&*name)
+                    .bind(&*holder)
                     .bind(now + lease.as_millis() as i64)
                     .bind(now)
-                    .execute(pool)
+                    .execute(&*pool)
                     .await?;
+                *renewed = Instant::now();
                 Ok(done.rows_affected() == 1)
             }
+        }
+    }
+
+    /// [`renew`](Self::renew) when a third of the lease has passed since the last renewal:
+    /// called between events and while waiting, so that no wait outlives the lease.
+    pub async fn keep(&mut self) -> Result<bool, sqlx::Error> {
+        match self {
+            Seat::Sqlite { lease, renewed, .. } if renewed.elapsed() >= *lease / 3 => {
+                self.renew().await
+            }
+            _ => Ok(true),
+        }
+    }
+
+    /// The longest this runtime may go between two [`keep`](Self::keep)s.
+    pub fn keep_every(&self) -> Duration {
+        match self {
+            Seat::Postgres { .. } => Duration::MAX,
+            Seat::Sqlite { lease, .. } => *lease / 3,
         }
     }
 
@@ -341,6 +373,31 @@ impl SeatTx<'_> {
             SeatTx::Postgres { tx, .. } => Tx::postgres_tx(tx),
             SeatTx::Sqlite { tx, .. } => Tx::sqlite_tx(tx),
         }
+    }
+
+    /// Locks the checkpoint row first (on Postgres), in the order a rebuild locks it; `false`
+    /// when the checkpoint is no longer at `from` (or, on SQLite, the lease was lost).
+    pub async fn lock(&mut self, from: LogPosition) -> Result<bool, sqlx::Error> {
+        let row: Option<(i32,)> = match self {
+            SeatTx::Postgres { name, tx } => {
+                sqlx::query_as(PG_LOCK_CHECKPOINT)
+                    .bind(&**name)
+                    .bind(from.transaction as i64)
+                    .bind(from.position)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
+            SeatTx::Sqlite { name, holder, tx } => {
+                sqlx::query_as(SQLITE_LOCK_CHECKPOINT)
+                    .bind(&**name)
+                    .bind(from.transaction as i64)
+                    .bind(from.position)
+                    .bind(&**holder)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
+        };
+        Ok(row.is_some())
     }
 
     /// As [`Seat::advance`], in this transaction.

@@ -23,6 +23,8 @@ pub(crate) enum Consumed {
     /// The first `handled` events were handled (and the checkpoint moved past them); the next
     /// one failed.
     Failed { handled: usize, error: BoxError },
+    /// The lease ran out (SQLite) while handling: another runtime may run the subscription now.
+    Lost,
 }
 
 pub(crate) trait Consume<R>: Send + 'static {
@@ -55,6 +57,13 @@ impl<R: FromLog, H: Handler<R>> Consume<R> for Handling<H> {
         events: &[R],
     ) -> Result<Consumed, sqlx::Error> {
         for (handled, event) in events.iter().enumerate() {
+            // Slow handlers must not outlive the lease: another runtime would take over.
+            if !seat.keep().await? {
+                if handled > 0 && !seat.advance(from, events[handled - 1].at()).await? {
+                    return Ok(Consumed::Moved);
+                }
+                return Ok(Consumed::Lost);
+            }
             let outcome = AssertUnwindSafe(self.0.handle(event.clone()))
                 .catch_unwind()
                 .await
@@ -89,6 +98,9 @@ impl<R: FromLog, P: Projector<R>> Consume<R> for Projecting<P> {
         events: &[R],
     ) -> Result<Consumed, sqlx::Error> {
         let mut tx = seat.begin().await?;
+        if !tx.lock(from).await? {
+            return Ok(Consumed::Moved);
+        }
         let projected = {
             let mut projection = tx.projection();
             let outcome = AssertUnwindSafe(self.0.project(&mut projection, events))

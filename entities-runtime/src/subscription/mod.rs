@@ -18,7 +18,9 @@
 //!
 //! A subscription runs in one runtime at a time among all those on the database (see the
 //! store's `subscriptions` module for how); the others stand by and take over when that one
-//! dies (on Postgres, as soon as its connection is gone; on SQLite, once its lease expires).
+//! dies (on Postgres, as soon as the server sees its connection close: at once for a process
+//! that died, after TCP keepalive gives up for a network split; on SQLite, once its lease
+//! expires).
 //! It wakes at once for this runtime's commits and, on Postgres, for other runtimes' (their
 //! notifications); it also polls, every [`SubscriptionBuilder::poll_interval`], for whatever a
 //! notification cannot tell (another process's write to a SQLite file, a lost notification).
@@ -223,7 +225,8 @@ impl SubscriptionBuilder {
             name: self.name.clone(),
             options: self.options,
             store: shared.store.clone(),
-            instance: shared.instance.clone(),
+            // A holder per runner: two subscriptions of one name in one runtime are two holders.
+            instance: format!("{}-{}", shared.instance, uuid::Uuid::new_v4().simple()),
             announcer: shared.announcer.clone(),
             counters: shared.counters.clone(),
             status: status_sender,
@@ -263,6 +266,8 @@ pub struct Subscription {
 pub enum SubscriptionError {
     #[error("the subscription has ended")]
     Ended,
+    #[error("the subscription stopped at an event that keeps failing: {0}")]
+    Stopped(String),
     #[error("cannot rebuild: {0}")]
     Rebuild(#[source] BoxError),
     #[error(transparent)]
@@ -331,8 +336,14 @@ impl Subscription {
         loop {
             moved.borrow_and_update();
             let checkpoint = shared.store.subscription_checkpoint(&self.name).await?;
-            if checkpoint.is_some_and(|checkpoint| checkpoint.at >= at) {
-                return Ok(());
+            if let Some(checkpoint) = checkpoint {
+                if checkpoint.at >= at {
+                    return Ok(());
+                }
+                // Stopped, here or in whichever runtime runs it: it will not get there alone.
+                if let Some(error) = checkpoint.error {
+                    return Err(SubscriptionError::Stopped(error));
+                }
             }
             if *self.status.borrow() == Status::Ended {
                 return Err(SubscriptionError::Ended);

@@ -46,7 +46,13 @@ impl Runner {
             let Some(seat) = self.take_seat(&mut consumer).await else {
                 break;
             };
-            match self.run_seated::<R, C>(seat, &mut consumer).await {
+            let seated = tokio::time::Instant::now();
+            let left = self.run_seated::<R, C>(seat, &mut consumer).await;
+            if seated.elapsed() >= self.options.max_retry {
+                // It ran a good while: this loss is not one of a series.
+                delay = self.options.first_retry;
+            }
+            match left {
                 Left::Stop => break,
                 Left::Lost => {
                     // The database may be away: do not hammer it.
@@ -119,8 +125,8 @@ impl Runner {
             Err(error) => return self.lost(error),
         };
         tracing::info!(subscription = self.name, ?at, "subscription running");
-        let mut failures = 0;
-        let mut renewed = tokio::time::Instant::now();
+        // The event that failed last, and how many times in a row.
+        let mut failing: Option<(LogPosition, u32)> = None;
         // After a wake-up that found nothing: how soon to look again.
         let mut held_back: Option<Duration> = None;
         loop {
@@ -137,20 +143,16 @@ impl Runner {
                     };
                 }
             }
-            if renewed.elapsed() >= self.options.lease / 3 {
-                match seat.renew().await {
-                    Ok(true) => renewed = tokio::time::Instant::now(),
-                    Ok(false) => {
-                        tracing::warn!(subscription = self.name, "lost the subscription's lease");
-                        return Left::Lost;
-                    }
-                    Err(error) => return self.lost(error),
-                }
+            match seat.keep().await {
+                Ok(true) => {}
+                Ok(false) => return self.lease_lost(),
+                Err(error) => return self.lost(error),
             }
             // Seen before reading: a commit during the read wakes the wait below.
             moved.borrow_and_update();
-            // After a failure, one event at a time: the subscription stops at the very event.
-            let page = if failures > 0 {
+            // Until the failing event is passed, one event at a time: the subscription stops at
+            // the very event, and the retries are of that event alone.
+            let page = if failing.is_some() {
                 1
             } else {
                 self.options.page_size
@@ -164,10 +166,9 @@ impl Runner {
                 // Woken by a commit yet nothing to read: on Postgres a transaction still running
                 // somewhere in the server holds the log back (see the `log` module). Look again
                 // soon, then less and less often, rather than wait for the next poll.
-                let wait = match held_back {
-                    Some(delay) => delay,
-                    None => self.options.poll_interval,
-                };
+                let wait = held_back
+                    .unwrap_or(self.options.poll_interval)
+                    .min(seat.keep_every());
                 held_back = None;
                 let poll = tokio::time::sleep(wait);
                 tokio::select! {
@@ -220,18 +221,16 @@ impl Runner {
                     Err(error) => return self.lost(error),
                 }
             };
-            let failed = match consumed {
-                Consumed::All => {
-                    self.counters.subscription_events.add(events.len() as u64);
-                    at = events.last().map_or(at, FromLog::at);
-                    failures = 0;
-                    continue;
-                }
+            let (handled, error) = match consumed {
+                Consumed::All => (events.len(), None),
+                Consumed::Failed { handled, error } => (handled, Some(error)),
+                Consumed::Lost => return self.lease_lost(),
                 Consumed::Moved => {
                     at = match seat.checkpoint().await {
                         Ok(checkpoint) => checkpoint.at,
                         Err(error) => return self.lost(error),
                     };
+                    failing = None;
                     tracing::info!(
                         subscription = self.name,
                         ?at,
@@ -239,22 +238,35 @@ impl Runner {
                     );
                     continue;
                 }
-                Consumed::Failed { handled, error } => {
-                    if handled > 0 {
-                        self.counters.subscription_events.add(handled as u64);
-                        at = events[handled - 1].at();
-                        failures = 0;
-                    }
-                    let event = events.get(handled).map_or_else(
-                        || undecodable.as_ref().map_or(at, |(event_at, _)| *event_at),
-                        FromLog::at,
-                    );
-                    (event, error)
-                }
             };
-            let (event, error) = failed;
-            failures += 1;
+            if handled > 0 {
+                self.counters.subscription_events.add(handled as u64);
+                at = events[handled - 1].at();
+                if failing.is_some_and(|(event, _)| at >= event) {
+                    failing = None;
+                }
+            }
+            let Some(error) = error else {
+                continue;
+            };
             self.counters.subscription_failures.incr();
+            if handled == 0 && events.len() > 1 {
+                // A page failed as a whole (a projector's): which event is unknown. Go one at a
+                // time to its end; the event that fails alone is the one counted and stopped at.
+                tracing::warn!(subscription = self.name, %error, "a page failed; trying its events one at a time");
+                let last = events.last().map_or(at, FromLog::at);
+                failing = Some((last, 0));
+                continue;
+            }
+            let event = events.get(handled).map_or_else(
+                || undecodable.as_ref().map_or(at, |(event_at, _)| *event_at),
+                FromLog::at,
+            );
+            let failures = match failing {
+                Some((failed, failures)) if failed == event => failures + 1,
+                _ => 1,
+            };
+            failing = Some((event, failures));
             tracing::warn!(
                 subscription = self.name,
                 ?event,
@@ -275,54 +287,91 @@ impl Runner {
                 );
                 self.status
                     .send_replace(Status::Stopped { at, event, error });
-                match self.wait_stopped(seat, consumer).await {
-                    Some(Ok(rebuilt)) => {
-                        if rebuilt {
-                            at = match seat.checkpoint().await {
-                                Ok(checkpoint) => checkpoint.at,
-                                Err(error) => return self.lost(error),
-                            };
-                        }
-                        failures = 0;
-                    }
-                    Some(Err(left)) => return left,
-                    None => return Left::Stop,
+                match self.wait_stopped(seat, at, consumer).await {
+                    Ok(Some(moved_to)) => at = moved_to,
+                    Ok(None) => {}
+                    Err(left) => return left,
                 }
+                // Resumed (or rebuilt): the event gets its retries again.
+                failing = failing.map(|(event, _)| (event, 0));
             } else {
                 let delay = self.options.first_retry * 2u32.saturating_pow(failures - 1);
-                if self.sleep(delay.min(self.options.max_retry)).await {
-                    return Left::Stop;
+                if let Err(left) = self
+                    .sleep_seated(seat, delay.min(self.options.max_retry))
+                    .await
+                {
+                    return left;
                 }
             }
         }
     }
 
-    /// Stopped at a failing event: waits for a resume (or a rebuild: `Ok(true)`), keeping the
-    /// subscription (renewing its lease), so no other runtime retries the event meanwhile.
-    /// `None` when stopped.
+    /// Stopped at a failing event: waits for a resume, keeping the subscription (renewing its
+    /// lease), so no other runtime retries the event meanwhile. `Ok(Some(at))` when the
+    /// checkpoint was reset meanwhile (a rebuild, here or in another runtime).
     async fn wait_stopped<R: FromLog, C: Consume<R>>(
         &mut self,
         seat: &mut Seat,
+        at: LogPosition,
         consumer: &mut C,
-    ) -> Option<Result<bool, Left>> {
+    ) -> Result<Option<LogPosition>, Left> {
         loop {
-            let renew = tokio::time::sleep(self.options.lease / 3);
+            let look = tokio::time::sleep(self.options.poll_interval.min(seat.keep_every()));
             tokio::select! {
-                () = renew => match seat.renew().await {
-                    Ok(true) => {}
-                    Ok(false) => return Some(Err(Left::Lost)),
-                    Err(error) => return Some(Err(self.lost(error))),
-                },
-                () = self.stop.cancelled() => return None,
+                () = look => {
+                    match seat.keep().await {
+                        Ok(true) => {}
+                        Ok(false) => return Err(self.lease_lost()),
+                        Err(error) => return Err(self.lost(error)),
+                    }
+                    match seat.checkpoint().await {
+                        Ok(checkpoint) if checkpoint.at != at => return Ok(Some(checkpoint.at)),
+                        Ok(_) => {}
+                        Err(error) => return Err(self.lost(error)),
+                    }
+                }
+                () = self.stop.cancelled() => return Err(Left::Stop),
                 Some(control) = self.controls.recv() => {
                     let resumed = matches!(control, Control::Resume);
-                    let rebuilt = self.control(control, consumer).await;
-                    if resumed || rebuilt {
-                        return Some(Ok(rebuilt));
+                    if self.control(control, consumer).await {
+                        return match seat.checkpoint().await {
+                            Ok(checkpoint) => Ok(Some(checkpoint.at)),
+                            Err(error) => Err(self.lost(error)),
+                        };
+                    }
+                    if resumed {
+                        return Ok(None);
                     }
                 }
             }
         }
+    }
+
+    /// Sleeps `delay` while holding the subscription, renewing its lease as it goes.
+    async fn sleep_seated(&self, seat: &mut Seat, delay: Duration) -> Result<(), Left> {
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            if self.sleep(left.min(seat.keep_every())).await {
+                return Err(Left::Stop);
+            }
+            match seat.keep().await {
+                Ok(true) => {}
+                Ok(false) => return Err(self.lease_lost()),
+                Err(error) => return Err(self.lost(error)),
+            }
+        }
+    }
+
+    fn lease_lost(&self) -> Left {
+        tracing::warn!(
+            subscription = self.name,
+            "lost the subscription's lease; standing by"
+        );
+        Left::Lost
     }
 
     /// Serves a control; `true` when it reset the checkpoint (a rebuild).
