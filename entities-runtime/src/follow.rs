@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::entity::EntityId;
-use crate::shared::Shared;
+use crate::shared::{Notices, Shared};
 use crate::store::{self, Store};
 
 /// The channel of the log's notifications.
@@ -195,7 +195,7 @@ pub(crate) async fn poll(
 }
 
 /// Starts following other runtimes' writes, for the runtime's lifetime.
-pub(crate) fn start(shared: &Arc<Shared>, notices: Option<mpsc::UnboundedReceiver<Vec<EntityId>>>) {
+pub(crate) fn start(shared: &Arc<Shared>, notices: Option<Notices>) {
     match &shared.store {
         Store::Postgres(pool) => {
             if let Some(notices) = notices {

@@ -14,6 +14,7 @@ use crate::context::Context;
 use crate::database::Database;
 use crate::entity::{ActionOf, Create, Entity, EntityId, Tagged};
 use crate::error::{Error, panic_message, storage};
+use crate::follow;
 use crate::idempotency;
 use crate::keyed_call::KeyedCall;
 use crate::metrics::Metrics;
@@ -133,7 +134,8 @@ impl RuntimeBuilder {
         }
         // An in-memory database lives in its one connection: no other process writes to it.
         let in_memory = self.url.contains(":memory:") || self.url.contains("mode=memory");
-        let shared = Shared::start(store, in_memory, self.config);
+        let (shared, notices) = Shared::start(store, in_memory, self.config);
+        follow::start(&shared, notices);
         shared.tasks.spawn(sweep_idle(Arc::downgrade(&shared)));
         shared
             .tasks

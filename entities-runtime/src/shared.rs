@@ -54,6 +54,9 @@ impl Config {
     }
 }
 
+/// The ids of the entities each commit wrote, as the committers announce them.
+pub(crate) type Notices = tokio::sync::mpsc::UnboundedReceiver<Vec<crate::entity::EntityId>>;
+
 pub(crate) struct Shared {
     /// This runtime's id, unique among the runtimes on a database: what its notifications
     /// carry and its subscription leases name.
@@ -84,8 +87,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Starts the committers over `store`, and the following of other runtimes' writes.
-    pub fn start(store: Store, in_memory: bool, config: Config) -> Arc<Self> {
+    /// Starts the committers over `store`. Returns, on Postgres, where the ids of each commit's
+    /// entities arrive, for the task that notifies other runtimes (`follow`).
+    pub fn start(store: Store, in_memory: bool, config: Config) -> (Arc<Self>, Option<Notices>) {
         let committers_stop = CancellationToken::new();
         let counters = Arc::new(Counters::default());
         let (notices, notices_out) = match store {
@@ -122,8 +126,7 @@ impl Shared {
             closing: AtomicBool::new(false),
             tasks: TaskTracker::new(),
         });
-        crate::follow::start(&shared, notices_out);
-        shared
+        (shared, notices_out)
     }
 
     /// Whether calls are still taken.

@@ -384,9 +384,11 @@ async fn a_crash_between_handling_and_checkpoint_hands_the_event_over_again(back
             for amount in 1..=3 {
                 counter.send_action(&ctx(), Add { amount }).await.unwrap();
             }
+            // The checkpoint stored after every event: exactly the stalled one comes again.
             let subscription = runtime
                 .subscription("mail")
                 .page_size(1)
+                .checkpoint_every(Duration::ZERO)
                 .lease(LEASE)
                 .handle(stalling_recorder(&seen_by_a, (counter.id(), 3), &stalled));
             std::mem::forget(subscription);

@@ -15,19 +15,22 @@ use crate::store::subscriptions::Seat;
 
 /// What became of a page.
 pub(crate) enum Consumed {
-    /// Every event was handled and the checkpoint moved past the last.
+    /// Every event was handled (a projector: and the checkpoint moved past the last).
     All,
     /// The checkpoint was not where this runtime left it (a rebuild reset it, or the lease was
     /// lost): nothing of the page counts.
     Moved,
-    /// The first `handled` events were handled (and the checkpoint moved past them); the next
-    /// one failed.
+    /// The first `handled` events were handled; the next one failed.
     Failed { handled: usize, error: BoxError },
     /// The lease ran out (SQLite) while handling: another runtime may run the subscription now.
     Lost,
 }
 
 pub(crate) trait Consume<R>: Send + 'static {
+    /// Whether consuming moves the stored checkpoint itself (a projector, in its transaction);
+    /// otherwise the runner stores it, every so often (a handler).
+    const SAVES_CHECKPOINT: bool;
+
     /// Consumes `events` (at least one), read after the checkpoint `from`. An `Err` is the
     /// subscription's own connection failing: whatever the page did is rolled back, or will be
     /// handed over again.
@@ -50,18 +53,18 @@ fn panicked(payload: Box<dyn std::any::Any + Send>) -> BoxError {
 pub(crate) struct Handling<H>(pub H);
 
 impl<R: FromLog, H: Handler<R>> Consume<R> for Handling<H> {
+    const SAVES_CHECKPOINT: bool = false;
+
     async fn consume(
         &mut self,
         seat: &mut Seat,
-        from: LogPosition,
+        _from: LogPosition,
         events: &[R],
     ) -> Result<Consumed, sqlx::Error> {
         for (handled, event) in events.iter().enumerate() {
-            // Slow handlers must not outlive the lease: another runtime would take over.
+            // Slow handlers must not outlive the lease: another runtime would take over (and
+            // hand over again what this one handled since its checkpoint: at least once).
             if !seat.keep().await? {
-                if handled > 0 && !seat.advance(from, events[handled - 1].at()).await? {
-                    return Ok(Consumed::Moved);
-                }
                 return Ok(Consumed::Lost);
             }
             let outcome = AssertUnwindSafe(self.0.handle(event.clone()))
@@ -69,18 +72,10 @@ impl<R: FromLog, H: Handler<R>> Consume<R> for Handling<H> {
                 .await
                 .unwrap_or_else(|payload| Err(panicked(payload)));
             if let Err(error) = outcome {
-                if handled > 0 && !seat.advance(from, events[handled - 1].at()).await? {
-                    return Ok(Consumed::Moved);
-                }
                 return Ok(Consumed::Failed { handled, error });
             }
         }
-        let last = events.last().map_or(from, FromLog::at);
-        Ok(if seat.advance(from, last).await? {
-            Consumed::All
-        } else {
-            Consumed::Moved
-        })
+        Ok(Consumed::All)
     }
 
     async fn clear(&mut self, _: &mut Tx<'_>) -> Result<(), BoxError> {
@@ -91,6 +86,8 @@ impl<R: FromLog, H: Handler<R>> Consume<R> for Handling<H> {
 pub(crate) struct Projecting<P>(pub P);
 
 impl<R: FromLog, P: Projector<R>> Consume<R> for Projecting<P> {
+    const SAVES_CHECKPOINT: bool = true;
+
     async fn consume(
         &mut self,
         seat: &mut Seat,

@@ -3,8 +3,8 @@
 //!
 //! Two kinds, one runner:
 //! - a **handler** ([`Handler`]) for side effects: each event is handled, then the checkpoint
-//!   moves (after each page of events). A crash between the two hands the event over again, so
-//!   delivery is at least once: a handler must be idempotent (an outbox row keyed by the
+//!   moves (stored every [`SubscriptionBuilder::checkpoint_every`], and whenever it catches
+//!   up). A crash between the two hands the events over again, so delivery is at least once: a handler must be idempotent (an outbox row keyed by the
 //!   event's position, say).
 //! - a **projector** ([`Projector`]) for an eventually consistent read model: its writes for a
 //!   page of events and the move of its checkpoint commit in one transaction, so its read model
@@ -133,6 +133,7 @@ pub(crate) struct Options {
     pub max_failures: u32,
     pub takeover_interval: Duration,
     pub lease: Duration,
+    pub checkpoint_every: Duration,
 }
 
 impl Default for Options {
@@ -146,6 +147,7 @@ impl Default for Options {
             max_failures: 10,
             takeover_interval: Duration::from_secs(1),
             lease: Duration::from_secs(10),
+            checkpoint_every: Duration::from_millis(100),
         }
     }
 }
@@ -203,6 +205,15 @@ impl SubscriptionBuilder {
     /// long the others wait to take over from one that died.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.options.lease = lease.max(Duration::from_millis(10));
+        self
+    }
+
+    /// A handler's subscription: how often its checkpoint is stored while events keep coming
+    /// (default 100 ms; it is stored too whenever the subscription has caught up, fails or
+    /// stops). A crash hands over again at most what was handled since. Zero: after every page.
+    /// (A projector stores it with every page, in the page's transaction.)
+    pub fn checkpoint_every(mut self, interval: Duration) -> Self {
+        self.options.checkpoint_every = interval;
         self
     }
 

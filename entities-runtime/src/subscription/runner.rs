@@ -124,23 +124,63 @@ impl Runner {
             Ok(checkpoint) => checkpoint.at,
             Err(error) => return self.lost(error),
         };
-        tracing::info!(subscription = self.name, ?at, "subscription running");
+        // What the row holds: behind `at` while a handler's progress waits to be stored.
+        let mut stored = at;
+        let mut stored_when = tokio::time::Instant::now();
         // The event that failed last, and how many times in a row.
         let mut failing: Option<(LogPosition, u32)> = None;
+        tracing::info!(subscription = self.name, ?at, "subscription running");
+        // Stores `at` as the checkpoint; `false` when the row moved elsewhere (a rebuild).
+        macro_rules! store_checkpoint {
+            () => {
+                if stored != at {
+                    match seat.advance(stored, at).await {
+                        Ok(true) => {
+                            stored = at;
+                            stored_when = tokio::time::Instant::now();
+                            true
+                        }
+                        Ok(false) => false,
+                        Err(error) => return self.lost(error),
+                    }
+                } else {
+                    true
+                }
+            };
+        }
+        // The row moved elsewhere: go on from where it says.
+        macro_rules! reread {
+            () => {{
+                at = match seat.checkpoint().await {
+                    Ok(checkpoint) => checkpoint.at,
+                    Err(error) => return self.lost(error),
+                };
+                stored = at;
+                failing = None;
+                tracing::info!(
+                    subscription = self.name,
+                    ?at,
+                    "checkpoint moved elsewhere; going on from it"
+                );
+            }};
+        }
         // After a wake-up that found nothing: how soon to look again.
         let mut held_back: Option<Duration> = None;
         loop {
             self.status.send_replace(Status::Running { at });
             if self.stop.is_cancelled() {
+                // A handler's progress stored on the way out (a moved row keeps its own).
+                if stored != at
+                    && let Err(error) = seat.advance(stored, at).await
+                {
+                    return self.lost(error);
+                }
                 return Left::Stop;
             }
             // Between pages too: a rebuild asked for during a long catch-up is not kept waiting.
             while let Ok(control) = self.controls.try_recv() {
                 if self.control(control, consumer).await {
-                    at = match seat.checkpoint().await {
-                        Ok(checkpoint) => checkpoint.at,
-                        Err(error) => return self.lost(error),
-                    };
+                    reread!();
                 }
             }
             match seat.keep().await {
@@ -163,6 +203,11 @@ impl Runner {
             };
             self.counters.subscription_reads.incr();
             if raw.is_empty() {
+                // Caught up: the checkpoint is stored before waiting.
+                if !store_checkpoint!() {
+                    reread!();
+                    continue;
+                }
                 // Woken by a commit yet nothing to read: on Postgres a transaction still running
                 // somewhere in the server holds the log back (see the `log` module). Look again
                 // soon, then less and less often, rather than wait for the next poll.
@@ -178,19 +223,17 @@ impl Runner {
                         if held_back.is_none() {
                             // A rebuild elsewhere (another process) may have reset the checkpoint:
                             // nothing else would tell this runtime while the log is quiet.
-                            at = match seat.checkpoint().await {
-                                Ok(checkpoint) => checkpoint.at,
+                            match seat.checkpoint().await {
+                                Ok(checkpoint) if checkpoint.at != at => reread!(),
+                                Ok(_) => {}
                                 Err(error) => return self.lost(error),
-                            };
+                            }
                         }
                     }
                     () = self.stop.cancelled() => return Left::Stop,
                     Some(control) = self.controls.recv() => {
                         if self.control(control, consumer).await {
-                            at = match seat.checkpoint().await {
-                                Ok(checkpoint) => checkpoint.at,
-                                Err(error) => return self.lost(error),
-                            };
+                            reread!();
                         }
                     }
                 }
@@ -226,25 +269,25 @@ impl Runner {
                 Consumed::Failed { handled, error } => (handled, Some(error)),
                 Consumed::Lost => return self.lease_lost(),
                 Consumed::Moved => {
-                    at = match seat.checkpoint().await {
-                        Ok(checkpoint) => checkpoint.at,
-                        Err(error) => return self.lost(error),
-                    };
-                    failing = None;
-                    tracing::info!(
-                        subscription = self.name,
-                        ?at,
-                        "checkpoint moved elsewhere; going on from it"
-                    );
+                    reread!();
                     continue;
                 }
             };
             if handled > 0 {
                 self.counters.subscription_events.add(handled as u64);
                 at = events[handled - 1].at();
+                if C::SAVES_CHECKPOINT {
+                    stored = at;
+                }
                 if failing.is_some_and(|(event, _)| at >= event) {
                     failing = None;
                 }
+            }
+            // A handler's progress is stored every so often, and before any wait.
+            let due = stored_when.elapsed() >= self.options.checkpoint_every;
+            if (error.is_some() || due) && !store_checkpoint!() {
+                reread!();
+                continue;
             }
             let Some(error) = error else {
                 continue;
@@ -288,7 +331,10 @@ impl Runner {
                 self.status
                     .send_replace(Status::Stopped { at, event, error });
                 match self.wait_stopped(seat, at, consumer).await {
-                    Ok(Some(moved_to)) => at = moved_to,
+                    Ok(Some(moved_to)) => {
+                        at = moved_to;
+                        stored = at;
+                    }
                     Ok(None) => {}
                     Err(left) => return left,
                 }

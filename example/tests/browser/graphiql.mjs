@@ -1,6 +1,7 @@
 // Opens the GraphiQL page in headless Chromium, checks that it loaded the schema, runs a
 // createShoppingList mutation through the page, waits until the result pane shows the created
-// list, and saves a screenshot.
+// list, then runs a shoppingListChanged subscription through the page (its WebSocket) and
+// renames the list through the API until the pane shows the change; saves a screenshot.
 //   node graphiql.mjs BASE_URL LIST_NAME SCREENSHOT_PATH
 // Prints the result pane's text on stdout. Exits 0 only when the page showed the result; on
 // failure it still saves the screenshot, to see why.
@@ -48,6 +49,31 @@ try {
     listName,
     { timeout: 20000 },
   );
+  const created = await page.locator('.result-window').innerText();
+  console.log(created);
+  // Then a subscription through the page (over its WebSocket), and renames through the API
+  // until the page shows one: the subscription starts a moment after the click.
+  const id = created.match(/"id":\s*(\d+)/)?.[1];
+  if (!id) throw new Error(`no id in ${created}`);
+  const subscription = `subscription { shoppingListChanged(id: ${id}) { version name } }`;
+  await page.goto(`${baseUrl}/graphiql?query=${encodeURIComponent(subscription)}`);
+  await page.locator('.graphiql-execute-button').click();
+  let shown = null;
+  for (let attempt = 0; attempt < 50 && !shown; attempt++) {
+    const renamed = `${listName} renamed ${attempt}`;
+    const response = await fetch(`${baseUrl}/api`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: `mutation { changeShoppingListName(shoppingListId: ${id}, name: "${renamed}") { version } }` }),
+    });
+    if (!response.ok) throw new Error(`the rename failed: HTTP ${response.status}`);
+    shown = await page.waitForFunction(
+      (name) => [...document.querySelectorAll('.result-window')].some((el) => el.innerText.includes(name)),
+      renamed,
+      { timeout: 300 },
+    ).then(() => renamed, () => null);
+  }
+  if (!shown) throw new Error('the subscription showed none of 50 renames');
   console.log(await page.locator('.result-window').innerText());
   if (problems.length > 0) throw new Error(problems.join('\n'));
   status = 0;
