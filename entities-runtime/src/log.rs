@@ -89,6 +89,21 @@ impl<E: Entity> TypeOf<E> {
     const TYPES: &'static [&'static str] = &[E::TYPE];
 }
 
+impl LoggedEvent {
+    /// This event as entity `E`'s event enum (upcast as a replay would); `None` when it is
+    /// another entity type's. For a reader of several types: `if let Some(event) =
+    /// logged.decode::<Account>() { ... }`.
+    pub fn decode<E: Entity>(&self) -> Option<Result<E::Event, DecodeError>> {
+        (self.entity_type == E::TYPE).then(|| {
+            E::Event::decode(
+                &self.record.event_type,
+                self.record.payload_version,
+                &self.record.payload.to_string(),
+            )
+        })
+    }
+}
+
 impl FromRaw for LoggedEvent {
     fn from_raw(raw: RawEvent) -> Result<Self, LogError> {
         Ok(raw.into_logged()?)

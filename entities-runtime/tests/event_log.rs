@@ -116,6 +116,11 @@ async fn the_log_holds_every_event_once_in_order_and_reads_in_pages(backend: Bac
         typed[1].event
     );
     assert_eq!(runtime.log_head().await.unwrap(), all[8].at);
+    // A raw event decodes into its entity's event enum.
+    assert!(matches!(
+        all[1].decode::<Counter>(),
+        Some(Ok(CounterEvent::Added(Added { amount: 1 })))
+    ));
 }
 
 /// A rename is held inside its open transaction (its projection waits at a gate): its event has
