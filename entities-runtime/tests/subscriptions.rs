@@ -26,6 +26,7 @@ on_both_backends!(
     a_rebuild_while_writes_go_on_equals_the_incremental_read_model,
     a_subscription_started_now_skips_the_history,
     a_rebuild_that_stops_at_a_failing_event_says_so,
+    an_event_that_no_longer_decodes_stops_a_typed_subscription_at_it,
 );
 
 /// What handlers saw: (entity, version), in the order they saw it.
@@ -765,5 +766,64 @@ async fn a_rebuild_that_stops_at_a_failing_event_says_so(backend: Backend) {
         5,
         "version 3 tried twice again after the reset"
     );
+    runtime.shutdown().await;
+}
+
+/// An event that no longer decodes (a payload version its struct does not know) fails like a
+/// handler: the typed subscription retries it, then stops at it, never past it. A raw reader of
+/// the log, which decodes nothing, passes it.
+async fn an_event_that_no_longer_decodes_stops_a_typed_subscription_at_it(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime(&db).await;
+    let counter = runtime.entity::<Counter>(new_counter(&runtime, "old shape").await.id);
+    counter
+        .send_action(&ctx(), Add { amount: 1 })
+        .await
+        .unwrap();
+    counter
+        .send_action(&ctx(), Add { amount: 2 })
+        .await
+        .unwrap();
+    exec(
+        &runtime,
+        &format!(
+            "UPDATE {{entities}}entity_events SET payload_version = 9 \
+             WHERE entity_id = {} AND entity_version = 2",
+            counter.id()
+        ),
+    )
+    .await;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let typed = runtime
+        .subscription("typed")
+        .max_failures(2)
+        .retry_delays(Duration::from_millis(1), Duration::from_millis(2))
+        .handle(recorder(&events));
+    let stopped = status_until(&typed, "stopped", |s| matches!(s, Status::Stopped { .. })).await;
+    let Status::Stopped { event, error, .. } = stopped else {
+        unreachable!()
+    };
+    assert!(error.contains("payload version 9"), "{error}");
+    let log = runtime
+        .read_log::<entities_runtime::LoggedEvent>(LogPosition::START, 10)
+        .await
+        .unwrap();
+    assert_eq!(event, log[1].at, "stopped at version 2");
+    assert_eq!(seen(&events), [(counter.id(), 1)], "nothing past it");
+    assert_eq!(runtime.metrics().subscription_failures, 2);
+    let raw = Arc::new(Mutex::new(Vec::new()));
+    let raw_reader = {
+        let raw = raw.clone();
+        runtime
+            .subscription("raw")
+            .handle(move |event: entities_runtime::LoggedEvent| {
+                raw.lock()
+                    .unwrap()
+                    .push((event.entity_id, event.record.version));
+                std::future::ready(Ok::<_, BoxError>(()))
+            })
+    };
+    assert_eq!(seen_until(&raw, 3).await.len(), 3);
+    caught_up(&raw_reader).await;
     runtime.shutdown().await;
 }

@@ -10,11 +10,12 @@ pub mod w5_footprint;
 pub mod w6_moves;
 pub mod w7_streams;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use entities_runtime::{Context, EntityId, Runtime};
+use entities_runtime::{Context, EntityId, Runtime, Version};
 use example::ShoppingList;
 use example::shopping_list::AddItem;
 use hdrhistogram::Histogram;
@@ -174,14 +175,19 @@ impl Driven {
     }
 }
 
+/// When each (list, version) was answered to its client.
+pub type Answered = Arc<Mutex<HashMap<(EntityId, Version), Instant>>>;
+
 /// `clients` concurrent clients, each working through its share of `ids` (every
-/// `clients`-th), `rounds` AddItems on each of its lists in turn, or until `stop` is set.
+/// `clients`-th), `rounds` AddItems on each of its lists in turn, or until `stop` is set;
+/// each answer's time kept in `answered`, when given (W7).
 pub async fn drive_runtime(
     runtime: &Runtime,
     ids: &[EntityId],
     rounds: usize,
     clients: usize,
     stop: Option<Arc<AtomicBool>>,
+    answered: Option<&Answered>,
 ) -> Driven {
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -192,25 +198,33 @@ pub async fn drive_runtime(
             .step_by(clients)
             .map(|&id| runtime.entity::<ShoppingList>(id))
             .collect();
-        let stop = stop.clone();
+        let (stop, answered) = (stop.clone(), answered.cloned());
         tasks.push(tokio::spawn(async move {
             let (ctx, mut latencies, mut actions) = (ctx(), histogram(), 0);
-            for round in 0..rounds {
+            let mut mine_answered = Vec::new();
+            'rounds: for round in 0..rounds {
                 for entity in &mine {
                     if stop
                         .as_ref()
                         .is_some_and(|stop| stop.load(Ordering::Relaxed))
                     {
-                        return (actions, latencies);
+                        break 'rounds;
                     }
                     let at = Instant::now();
-                    entity
+                    let after = entity
                         .send_action(&ctx, AddItem::new(format!("item {round}"), 1))
                         .await
                         .expect("AddItem");
-                    record(&mut latencies, at.elapsed());
+                    let now = Instant::now();
+                    record(&mut latencies, now - at);
+                    if answered.is_some() {
+                        mine_answered.push(((after.id, after.version), now));
+                    }
                     actions += 1;
                 }
+            }
+            if let Some(answered) = answered {
+                answered.lock().unwrap().extend(mine_answered);
             }
             (actions, latencies)
         }));

@@ -21,7 +21,7 @@ pub async fn run(backend: Backend, sizes: &Sizes, clients: usize) -> W2 {
 
     let runtime = db.runtime(pool).await;
     let ids = create_lists(&runtime, sizes.w2_entities, "w2").await;
-    let ours = drive_runtime(&runtime, &ids, sizes.w2_actions, clients, None).await;
+    let ours = drive_runtime(&runtime, &ids, sizes.w2_actions, clients, None, None).await;
     assert_eq!(ours.actions, sizes.w2_entities * sizes.w2_actions);
     runtime.shutdown().await;
 

@@ -47,13 +47,13 @@ pub async fn run(backend: Backend, sizes: &Sizes) -> W3 {
 
     let runtime = db.runtime(pool).await;
     let ids = create_lists(&runtime, lists, "w3").await;
-    drive_runtime(&runtime, &ids, items, 32, None).await;
+    drive_runtime(&runtime, &ids, items, 32, None, None).await;
     let others = create_lists(&runtime, lists, "w3 written").await;
     let stop = Arc::new(AtomicBool::new(false));
     let writers = {
         let (runtime, stop) = (runtime.clone(), stop.clone());
         tokio::spawn(async move {
-            drive_runtime(&runtime, &others, usize::MAX, WRITERS, Some(stop)).await
+            drive_runtime(&runtime, &others, usize::MAX, WRITERS, Some(stop), None).await
         })
     };
     let refs: Arc<Vec<_>> = Arc::new(

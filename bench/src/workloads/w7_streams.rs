@@ -9,17 +9,15 @@
 //! SQLite they run in the writing runtime (a SQLite database is one process's): what is timed is
 //! the in-process wake-up and the log read.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use entities_runtime::{Backend, EntityId, Logged, Runtime, StartAt, Version};
+use entities_runtime::{Backend, Logged, StartAt};
 use example::ShoppingList;
 use example::popular_items::PopularItems;
-use example::shopping_list::AddItem;
 use hdrhistogram::Histogram;
 
-use super::{Driven, collect, create_lists, ctx, histogram, pool_size, record};
+use super::{Driven, create_lists, drive_runtime, histogram, pool_size, record};
 use crate::db::BenchDb;
 use crate::workloads::Sizes;
 
@@ -42,7 +40,7 @@ impl W7 {
 }
 
 /// When each (list, version) was answered, or seen.
-type Times = Arc<Mutex<HashMap<(EntityId, Version), Instant>>>;
+type Times = super::Answered;
 
 /// How many lists the other runtime watches.
 const WATCHED: usize = 50;
@@ -93,7 +91,15 @@ pub async fn run(backend: Backend, sizes: &Sizes) -> W7 {
     }
 
     let answered: Times = Arc::default();
-    let writes = drive(&writer, &ids, sizes.w7_rounds, clients, &answered).await;
+    let writes = drive_runtime(
+        &writer,
+        &ids,
+        sizes.w7_rounds,
+        clients,
+        None,
+        Some(&answered),
+    )
+    .await;
     let expected = writes.actions;
     let answered = answered.lock().unwrap().clone();
     // Every answered action's event delivered (within a minute: a bench that hangs reports
@@ -158,45 +164,4 @@ pub async fn run(backend: Backend, sizes: &Sizes) -> W7 {
         replayed: events,
         replay,
     }
-}
-
-/// The W2 load, each answer's time kept by (list, version).
-async fn drive(
-    runtime: &Runtime,
-    ids: &[EntityId],
-    rounds: usize,
-    clients: usize,
-    answered: &Times,
-) -> Driven {
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for client in 0..clients {
-        let mine: Vec<_> = ids
-            .iter()
-            .skip(client)
-            .step_by(clients)
-            .map(|&id| runtime.entity::<ShoppingList>(id))
-            .collect();
-        let answered = answered.clone();
-        tasks.push(tokio::spawn(async move {
-            let (ctx, mut latencies, mut actions) = (ctx(), histogram(), 0);
-            let mut mine_answered = Vec::new();
-            for round in 0..rounds {
-                for entity in &mine {
-                    let at = Instant::now();
-                    let after = entity
-                        .send_action(&ctx, AddItem::new(format!("item {round}"), 1))
-                        .await
-                        .expect("AddItem");
-                    let now = Instant::now();
-                    mine_answered.push(((after.id, after.version), now));
-                    record(&mut latencies, now - at);
-                    actions += 1;
-                }
-            }
-            answered.lock().unwrap().extend(mine_answered);
-            (actions, latencies)
-        }));
-    }
-    collect(started, tasks).await
 }

@@ -253,6 +253,8 @@ impl Runner {
                     }
                 }
             }
+            // The events before it are consumed first; it fails when it heads a page.
+            let undecodable_at = undecodable.as_ref().map(|(event_at, _)| *event_at);
             let consumed = if events.is_empty() {
                 let (_, error) = undecodable.take().unwrap_or_else(|| {
                     unreachable!("a page read is not empty: an event decoded or one did not")
@@ -301,10 +303,9 @@ impl Runner {
                 failing = Some((last, 0));
                 continue;
             }
-            let event = events.get(handled).map_or_else(
-                || undecodable.as_ref().map_or(at, |(event_at, _)| *event_at),
-                FromLog::at,
-            );
+            let event = events
+                .get(handled)
+                .map_or_else(|| undecodable_at.unwrap_or(at), FromLog::at);
             let failures = match failing {
                 Some((failed, failures)) if failed == event => failures + 1,
                 _ => 1,
