@@ -421,6 +421,66 @@ async fn a_crash_between_handling_and_checkpoint_hands_the_event_over_again(back
     runtime.shutdown().await;
 }
 
+/// SQLite: a handler's checkpoint is written through the pool, where it waits for the file's one
+/// write lock behind every writer (the runtime's busy timeout is 30 s). The handler goes on
+/// meanwhile; the checkpoint lands once the lock is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_goes_on_while_its_checkpoint_waits_for_the_sqlite_write_lock() {
+    let db = TestDatabase::sqlite();
+    let runtime = runtime(&db).await;
+    let counter = runtime.entity::<Counter>(new_counter(&runtime, "busy").await.id);
+    for amount in 1..=2 {
+        counter.send_action(&ctx(), Add { amount }).await.unwrap();
+    }
+    let seen_events: Seen = Arc::new(Mutex::new(Vec::new()));
+    let gate = Arc::new(Notify::new());
+    let subscription = {
+        let (seen_events, gate) = (seen_events.clone(), gate.clone());
+        runtime
+            .subscription("busy")
+            .page_size(1)
+            .checkpoint_every(Duration::from_millis(1))
+            .poll_interval(Duration::from_millis(20))
+            .lease(Duration::from_secs(60))
+            .handle(move |event: Logged<Counter>| {
+                seen_events
+                    .lock()
+                    .unwrap()
+                    .push((event.entity_id, event.version));
+                let gate = gate.clone();
+                async move {
+                    if event.version == 1 {
+                        gate.notified().await;
+                    }
+                    Ok::<_, BoxError>(())
+                }
+            })
+    };
+    seen_until(&seen_events, 1).await;
+    let mut writer = SnapshotBlocker::connect(&db).await;
+    writer.hold().await;
+    gate.notify_one();
+    // Versions 2 and 3 handled while the checkpoint of version 1 waits for the lock.
+    let handled = seen_until(&seen_events, 3).await;
+    assert_eq!(
+        handled,
+        [(counter.id(), 1), (counter.id(), 2), (counter.id(), 3)]
+    );
+    let progress = subscription.progress().await.unwrap();
+    assert_eq!(
+        progress.checkpoint,
+        LogPosition::START,
+        "no write landed while the lock was held"
+    );
+    writer.release().await;
+    caught_up(&subscription).await;
+    assert_eq!(subscription.progress().await.unwrap().behind, 0);
+    assert_eq!(seen(&seen_events).len(), 3, "each event once");
+    assert_eq!(runtime.metrics().subscription_events, 3);
+    subscription.stop().await;
+    runtime.shutdown().await;
+}
+
 /// Totals of the counters' adds, kept by a projector in `table`. `stall` makes it stop inside
 /// its transaction, its writes made, at the page that holds that event.
 struct Totals {

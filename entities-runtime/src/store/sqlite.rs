@@ -66,29 +66,33 @@ UPDATE sqlite_sequence SET seq = seq + $1 WHERE name = 'entities' RETURNING seq"
 /// order and no later commit can take a position behind a reader. `$1` (the transaction id,
 /// always 0 here) keeps the parameters in step with Postgres; `$4`: a JSON array of the entity
 /// types to read, or all when empty.
-pub(super) const READ_LOG: &str = "SELECT '0', e.position, e.entity_type, e.entity_id, e.entity_version, \
+///
+/// These statements name `id`, not `position`: the planner knows only the row id as the primary
+/// key, and a condition on the generated `position` column scans and sorts the whole log.
+pub(super) const READ_LOG: &str = "SELECT '0', e.id, e.entity_type, e.entity_id, e.entity_version, \
             e.type, e.payload_version, e.payload, e.action_id, a.type, e.created_by, e.request_id, e.correlation_id, \
             e.inserted_at \
      FROM entity_events e JOIN entity_actions a ON a.id = e.action_id \
-     WHERE $1 IS NOT NULL AND e.position > $2 \
+     WHERE $1 IS NOT NULL AND e.id > $2 \
        AND (json_array_length($4) = 0 OR e.entity_type IN (SELECT value FROM json_each($4))) \
-     ORDER BY e.position LIMIT $3";
+     ORDER BY e.id LIMIT $3";
 
 /// The last event of the log of the types `$1` (a JSON array; all when empty).
-pub(super) const LOG_HEAD: &str = "SELECT '0', position FROM entity_events \
+pub(super) const LOG_HEAD: &str = "SELECT '0', id FROM entity_events \
      WHERE json_array_length($1) = 0 OR entity_type IN (SELECT value FROM json_each($1)) \
-     ORDER BY position DESC LIMIT 1";
+     ORDER BY id DESC LIMIT 1";
 
 /// How many events `READ_LOG` would read after position `$2`, of the types `$3` (a JSON array;
 /// all when empty). `$1`: as in `READ_LOG`.
 pub(super) const COUNT_AFTER: &str = "SELECT count(*) FROM entity_events \
-     WHERE $1 IS NOT NULL AND position > $2 \
+     WHERE $1 IS NOT NULL AND id > $2 \
        AND (json_array_length($3) = 0 OR entity_type IN (SELECT value FROM json_each($3)))";
 
 /// The entities with events after position `$1`, each with its version and its last event's
-/// position: what a runtime catches up when another process wrote to the file.
-pub(super) const CHANGED_SINCE: &str = "SELECT entity_id, max(entity_version), max(position) FROM entity_events \
-     WHERE position > $1 GROUP BY entity_id";
+/// position: what a runtime catches up when another process wrote to the file. `NOT INDEXED`:
+/// else the planner reads the whole (entity, version) index to group without sorting.
+pub(super) const CHANGED_SINCE: &str = "SELECT entity_id, max(entity_version), max(id) FROM entity_events NOT INDEXED \
+     WHERE id > $1 GROUP BY entity_id";
 
 pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload_version, e.payload, e.action_id, a.type, e.created_by, \
             e.request_id, e.correlation_id, e.inserted_at \
@@ -207,4 +211,55 @@ pub(super) async fn truncate(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// The plan of `statement`, its parameters bound as `parameters` says: `t` a transaction id
+    /// (text), `p` a position or a limit, `j` a JSON array of entity types.
+    async fn plan(store: &Store, statement: &str, parameters: &str) -> String {
+        let Store::Sqlite(pool) = store else {
+            unreachable!("a SQLite store")
+        };
+        let explain = format!("EXPLAIN QUERY PLAN {statement}");
+        let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(explain));
+        for parameter in parameters.chars() {
+            query = match parameter {
+                't' => query.bind("0"),
+                'p' => query.bind(10_i64),
+                _ => query.bind(r#"["counter"]"#),
+            };
+        }
+        let rows = query.fetch_all(pool).await.unwrap();
+        rows.into_iter()
+            .map(|(.., detail)| detail)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Each page of a log read seeks to its place by the row id and reads in its order: a plan
+    /// that scans or sorts the whole log makes a replay cost the square of the log's length.
+    #[tokio::test]
+    async fn log_reads_seek_by_the_row_id() {
+        let store = Store::connect("sqlite::memory:", 1).await.unwrap();
+        store.migrate(&[]).await.unwrap();
+        for (statement, parameters) in [
+            (READ_LOG, "tppj"),
+            (COUNT_AFTER, "tpj"),
+            (CHANGED_SINCE, "p"),
+        ] {
+            let plan = plan(&store, statement, parameters).await;
+            assert!(
+                plan.contains("USING INTEGER PRIMARY KEY (rowid>?)"),
+                "{statement}\n{plan}"
+            );
+        }
+        for (statement, parameters) in [(READ_LOG, "tppj"), (LOG_HEAD, "j")] {
+            let plan = plan(&store, statement, parameters).await;
+            assert!(!plan.contains("ORDER BY"), "sorted: {statement}\n{plan}");
+        }
+    }
 }

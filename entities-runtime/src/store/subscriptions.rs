@@ -266,6 +266,29 @@ impl Seat {
         Ok(done)
     }
 
+    /// As [`advance`](Self::advance), but as a future of its own, where the checkpoint is
+    /// written through a pool (SQLite): the runner lets it run while it goes on handling, since
+    /// under load a write to the file can wait a long while for its lock. `None` on Postgres,
+    /// where the seat's own connection writes it at once.
+    pub fn advance_detached(
+        &self,
+        from: LogPosition,
+        to: LogPosition,
+    ) -> Option<impl Future<Output = Result<bool, sqlx::Error>> + Send + 'static> {
+        match self {
+            Seat::Postgres { .. } => None,
+            Seat::Sqlite {
+                name, pool, holder, ..
+            } => {
+                let (name, pool, holder) = (name.clone(), pool.clone(), holder.clone());
+                Some(async move {
+                    let mut conn = pool.acquire().await?;
+                    advance_sqlite(&mut conn, &name, &holder, from, to).await
+                })
+            }
+        }
+    }
+
     /// Records why the subscription stopped at the event after `at`.
     pub async fn record_failure(
         &mut self,

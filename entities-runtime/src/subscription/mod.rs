@@ -26,6 +26,7 @@
 //! notification cannot tell (another process's write to a SQLite file, a lost notification).
 
 mod consume;
+mod progress;
 mod runner;
 
 use std::future::Future;
@@ -210,8 +211,12 @@ impl SubscriptionBuilder {
 
     /// A handler's subscription: how often its checkpoint is stored while events keep coming
     /// (default 100 ms; it is stored too whenever the subscription has caught up, fails or
-    /// stops). A crash hands over again at most what was handled since. Zero: after every page.
-    /// (A projector stores it with every page, in the page's transaction.)
+    /// stops). A crash hands over again at most what was handled since the last write that
+    /// landed. On SQLite a write waits for the file's lock behind the runtime's writers, under
+    /// load for a long while, so it goes on beside the handler, which does not wait for it.
+    /// Zero: after every page, waiting for the write before the next page is read (the
+    /// tightest bound, and the slowest on a busy SQLite file). (A projector stores it with
+    /// every page, in the page's transaction.)
     pub fn checkpoint_every(mut self, interval: Duration) -> Self {
         self.options.checkpoint_every = interval;
         self

@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::consume::{Consume, Consumed};
+use super::progress::Progress;
 use super::{BoxError, Control, Options, StartAt, Status};
 use crate::announce::Announcer;
 use crate::log::FromLog;
@@ -124,38 +125,38 @@ impl Runner {
             Ok(checkpoint) => checkpoint.at,
             Err(error) => return self.lost(error),
         };
-        // What the row holds: behind `at` while a handler's progress waits to be stored.
-        let mut stored = at;
-        let mut stored_when = tokio::time::Instant::now();
+        let mut progress = Progress::new(at);
         // The event that failed last, and how many times in a row.
         let mut failing: Option<(LogPosition, u32)> = None;
         tracing::info!(subscription = self.name, ?at, "subscription running");
-        // Stores `at` as the checkpoint; `false` when the row moved elsewhere (a rebuild).
+        // Checkpoints every page, the tightest bound on what a crash hands over again, wait for
+        // each write; otherwise a write goes on beside the handler where the seat allows it.
+        let wait_for_writes = self.options.checkpoint_every.is_zero();
+        // Stores `at` as the checkpoint (`wait`: before going on); `false` when the row moved
+        // elsewhere (a rebuild).
         macro_rules! store_checkpoint {
-            () => {
-                if stored != at {
-                    match seat.advance(stored, at).await {
-                        Ok(true) => {
-                            stored = at;
-                            stored_when = tokio::time::Instant::now();
-                            true
-                        }
-                        Ok(false) => false,
-                        Err(error) => return self.lost(error),
-                    }
+            (wait: $wait:expr) => {
+                match if $wait {
+                    progress.store(seat, at).await
                 } else {
-                    true
+                    progress.store_soon(seat, at).await
+                } {
+                    Ok(saved) => saved,
+                    Err(error) => return self.lost(error),
                 }
             };
         }
         // The row moved elsewhere: go on from where it says.
         macro_rules! reread {
             () => {{
+                // A write in flight finishes first: it must not land after the read below.
+                // Whatever it found, the row is read again.
+                let _ = progress.settle().await;
                 at = match seat.checkpoint().await {
                     Ok(checkpoint) => checkpoint.at,
                     Err(error) => return self.lost(error),
                 };
-                stored = at;
+                progress.stored_at(at);
                 failing = None;
                 tracing::info!(
                     subscription = self.name,
@@ -170,9 +171,7 @@ impl Runner {
             self.status.send_replace(Status::Running { at });
             if self.stop.is_cancelled() {
                 // A handler's progress stored on the way out (a moved row keeps its own).
-                if stored != at
-                    && let Err(error) = seat.advance(stored, at).await
-                {
+                if let Err(error) = progress.store(seat, at).await {
                     return self.lost(error);
                 }
                 return Left::Stop;
@@ -203,8 +202,8 @@ impl Runner {
             };
             self.counters.subscription_reads.incr();
             if raw.is_empty() {
-                // Caught up: the checkpoint is stored before waiting.
-                if !store_checkpoint!() {
+                // Caught up: the checkpoint is stored while waiting.
+                if !store_checkpoint!(wait: wait_for_writes) {
                     reread!();
                     continue;
                 }
@@ -224,7 +223,7 @@ impl Runner {
                             // A rebuild elsewhere (another process) may have reset the checkpoint:
                             // nothing else would tell this runtime while the log is quiet.
                             match seat.checkpoint().await {
-                                Ok(checkpoint) if checkpoint.at != at => reread!(),
+                                Ok(checkpoint) if !progress.is_ours(checkpoint.at) => reread!(),
                                 Ok(_) => {}
                                 Err(error) => return self.lost(error),
                             }
@@ -279,15 +278,21 @@ impl Runner {
                 self.counters.subscription_events.add(handled as u64);
                 at = events[handled - 1].at();
                 if C::SAVES_CHECKPOINT {
-                    stored = at;
+                    progress.stored_at(at);
                 }
                 if failing.is_some_and(|(event, _)| at >= event) {
                     failing = None;
                 }
             }
-            // A handler's progress is stored every so often, and before any wait.
-            let due = stored_when.elapsed() >= self.options.checkpoint_every;
-            if (error.is_some() || due) && !store_checkpoint!() {
+            // A handler's progress is stored every so often, and before a failure is counted.
+            let saved = if error.is_some() {
+                store_checkpoint!(wait: true)
+            } else if progress.elapsed() >= self.options.checkpoint_every {
+                store_checkpoint!(wait: wait_for_writes)
+            } else {
+                true
+            };
+            if !saved {
                 reread!();
                 continue;
             }
@@ -334,7 +339,7 @@ impl Runner {
                 match self.wait_stopped(seat, at, consumer).await {
                     Ok(Some(moved_to)) => {
                         at = moved_to;
-                        stored = at;
+                        progress.stored_at(at);
                     }
                     Ok(None) => {}
                     Err(left) => return left,
