@@ -12,7 +12,7 @@ use crate::action_path;
 use crate::changes::Changes;
 use crate::context::Context;
 use crate::database::Database;
-use crate::entity::{ActionOf, Create, Entity, EntityId, Tagged};
+use crate::entity::{ActionOf, Create, Entity, EntityId, Tagged, Version};
 use crate::error::{Error, panic_message, storage};
 use crate::follow;
 use crate::idempotency;
@@ -250,14 +250,25 @@ impl Runtime {
     }
 
     /// The stored events of entity `id`, with the actions that caused them, oldest first. Empty
-    /// for an unknown id.
+    /// for an unknown id. A long history is better read in pages: [`history_page`](Self::history_page).
     pub async fn history<E: Entity>(
         &self,
         id: EntityId,
     ) -> Result<Vec<EventRecord>, Error<E::Error>> {
+        self.history_page::<E>(id, 0, usize::MAX).await
+    }
+
+    /// At most `limit` stored events of entity `id` after version `after`, oldest first: read
+    /// page by page, passing the last version read as `after`. Empty for an unknown id.
+    pub async fn history_page<E: Entity>(
+        &self,
+        id: EntityId,
+        after: Version,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, Error<E::Error>> {
         self.shared
             .store
-            .history(E::TYPE, id)
+            .history(E::TYPE, id, after, limit)
             .await
             .map_err(storage)
     }

@@ -10,7 +10,45 @@ on_both_backends!(
     actions_and_events_keep_who_asked_and_why,
     a_context_reused_for_several_calls_gives_each_its_own_request_id,
     handlers_see_the_request_id_their_call_stores,
+    a_history_reads_in_pages_after_a_version,
 );
+
+async fn a_history_reads_in_pages_after_a_version(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime(&db).await;
+    let id = new_counter(&runtime, "paged").await.id;
+    let counter = runtime.entity::<Counter>(id);
+    for amount in 1..=4 {
+        counter.send_action(&ctx(), Add { amount }).await.unwrap();
+    }
+    let whole = runtime.history::<Counter>(id).await.unwrap();
+    assert_eq!(whole.len(), 5);
+    let mut pages = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = runtime.history_page::<Counter>(id, after, 2).await.unwrap();
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 2);
+        after = last.version;
+        pages.push(page);
+    }
+    assert_eq!(pages.len(), 3, "2 + 2 + 1");
+    assert_eq!(pages.concat(), whole);
+    assert!(
+        runtime
+            .history_page::<Counter>(id, 5, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        runtime
+            .history_page::<Counter>(id + 1000, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
 
 async fn actions_and_events_keep_who_asked_and_why(backend: Backend) {
     let db = TestDatabase::new(backend).await;

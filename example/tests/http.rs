@@ -652,7 +652,7 @@ async fn the_schema_is_the_originals_field_for_field() {
     );
     assert_eq!(
         field("Query", "shoppingListHistory"),
-        "shoppingListHistory(id: Int!): [ShoppingListEvent!]"
+        "shoppingListHistory(id: Int!, after: Int!, limit: Int!): [ShoppingListEvent!]"
     );
     assert_eq!(
         field("Mutation", "removeItem"),

@@ -309,9 +309,18 @@ impl Store {
         &self,
         entity_type: &str,
         id: EntityId,
+        after: Version,
+        limit: usize,
     ) -> Result<Vec<EventRecord>, sqlx::Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows: Vec<HistoryRow> = on_pool!(self, pool, sql = HISTORY => {
-            sqlx::query_as(sql).bind(id).bind(entity_type).fetch_all(pool).await?
+            sqlx::query_as(sql)
+                .bind(id)
+                .bind(entity_type)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
         });
         rows.into_iter().map(record).collect()
     }

@@ -68,7 +68,8 @@ pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload_ver
             e.request_id, e.correlation_id, \
             to_char(e.inserted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
      FROM entities.entity_events e JOIN entities.entity_actions a ON a.id = e.action_id \
-     WHERE e.entity_id = $1 AND e.entity_type = $2 ORDER BY e.entity_version";
+     WHERE e.entity_id = $1 AND e.entity_type = $2 AND e.entity_version > $3 \
+     ORDER BY e.entity_version LIMIT $4";
 
 /// One statement, one round trip, for every entity of a batch: the version checks and bumps,
 /// the action rows and the event rows. An entity whose version check fails is not in `bumped`,

@@ -97,7 +97,8 @@ pub(super) const CHANGED_SINCE: &str = "SELECT entity_id, max(entity_version), m
 pub(super) const HISTORY: &str = "SELECT e.entity_version, e.type, e.payload_version, e.payload, e.action_id, a.type, e.created_by, \
             e.request_id, e.correlation_id, e.inserted_at \
      FROM entity_events e JOIN entity_actions a ON a.id = e.action_id \
-     WHERE e.entity_id = $1 AND e.entity_type = $2 ORDER BY e.entity_version";
+     WHERE e.entity_id = $1 AND e.entity_type = $2 AND e.entity_version > $3 \
+     ORDER BY e.entity_version LIMIT $4";
 
 /// One call per entity of the batch: its version check and bump, its action rows and its event
 /// rows, as one multi-statement query. sqlx runs a SQLite connection on a thread of its own, so

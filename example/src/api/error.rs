@@ -130,11 +130,20 @@ pub(crate) fn api_error(error: Error<ShoppingListError>, call: &Context) -> asyn
                 ShoppingListError::ItemNotFound(_) => Code::NotFound,
                 ShoppingListError::AlreadyExists(_)
                 | ShoppingListError::BlankName
+                | ShoppingListError::NameTooLong(_)
+                | ShoppingListError::ControlCharacter(_)
+                | ShoppingListError::ListFull
                 | ShoppingListError::QuantityNotPositive(_)
                 | ShoppingListError::ItemExists(_) => Code::Validation,
             };
             coded(code, refusal.to_string())
         }
+        // Every action's content comes from the request here: what the store cannot keep (a
+        // NUL in an item id, say) is the caller's to fix, and nothing was stored.
+        Error::Payload { message, .. } => coded(
+            Code::Validation,
+            format!("the request holds what cannot be stored: {message}"),
+        ),
         Error::NotFound { id, .. } => {
             coded(Code::NotFound, format!("no shopping list with id {id}"))
         }

@@ -23,12 +23,14 @@
 //!   [`DEPTH_LIMIT`]) and `QUERY_TOO_COMPLEX` (over [`COMPLEXITY_LIMIT`]) for a query that does
 //!   not parse, does not fit the schema or is too costly (400).
 
+mod budget;
 mod error;
 mod graphiql;
 mod http;
 mod request_context;
 mod schema;
 
+pub use budget::RESPONSE_BUDGET;
 pub use error::Code;
 pub use request_context::{IDEMPOTENCY_KEY, MAX_ID_LEN, REQUEST_ID, USER_ID};
 pub use schema::{ApiSchema, schema};
@@ -48,6 +50,8 @@ pub const DEPTH_LIMIT: usize = 16;
 pub const COMPLEXITY_LIMIT: usize = 1_000;
 /// The largest page of `shoppingLists`.
 pub const PAGE_LIMIT: i32 = 100;
+/// The longest page of `shoppingListHistory`.
+pub const HISTORY_LIMIT: i32 = 500;
 /// The longest `popularItems` answer.
 pub const POPULAR_LIMIT: i32 = 100;
 /// The most items one `addItems` adds.

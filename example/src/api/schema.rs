@@ -13,9 +13,10 @@ use async_graphql::{
 use entities_runtime::{Context, EntityId, EventRecord, Runtime, Version};
 use futures::{Stream, StreamExt};
 
+use super::budget::{Budgets, ResponseBudget};
 use super::error::{Code, RequestErrorCodes, api_error, coded};
 use super::request_context::KeyedRequest;
-use super::{BATCH_LIMIT, COMPLEXITY_LIMIT, DEPTH_LIMIT, PAGE_LIMIT, POPULAR_LIMIT};
+use super::{BATCH_LIMIT, COMPLEXITY_LIMIT, DEPTH_LIMIT, HISTORY_LIMIT, PAGE_LIMIT, POPULAR_LIMIT};
 use crate::shopping_list::{AddItem, ChangeQuantity, Item, RemoveItem, SetName, move_item};
 use crate::{ShoppingList, ShoppingListError};
 use crate::{popular_items, read_model};
@@ -31,6 +32,7 @@ pub fn schema(runtime: Runtime) -> ApiSchema {
         .limit_depth(DEPTH_LIMIT)
         .limit_complexity(COMPLEXITY_LIMIT)
         .extension(RequestErrorCodes)
+        .extension(Budgets)
         .finish()
 }
 
@@ -46,20 +48,48 @@ pub struct ShoppingListObject {
     version: Version,
     #[graphql(skip)]
     list: Arc<ShoppingList>,
+    /// Whether its items spend the operation's response budget: not a subscription's message,
+    /// which holds one list whatever the query (a subscription's budget would run out).
+    #[graphql(skip)]
+    spends_budget: bool,
 }
 
 #[ComplexObject]
 impl ShoppingListObject {
     /// The items, in the order they were added. (Nullable list of nullable items, as in the
-    /// original.)
-    async fn items(&self) -> Option<Vec<Option<ShoppingListItem>>> {
-        Some(
+    /// original.) `QUERY_TOO_COMPLEX` once the answer holds too much list data.
+    async fn items(&self, ctx: &gql::Context<'_>) -> Result<Option<Vec<Option<ShoppingListItem>>>> {
+        if self.spends_budget
+            && let Some(budget) = ctx.data_opt::<ResponseBudget>()
+        {
+            budget.spend(
+                self.list
+                    .items
+                    .iter()
+                    .map(|item| item.id.len() + item.name.len() + ITEM_OVERHEAD)
+                    .sum(),
+            )?;
+        }
+        Ok(Some(
             self.list
                 .items
                 .iter()
                 .map(|item| Some(ShoppingListItem::from(item)))
                 .collect(),
-        )
+        ))
+    }
+}
+
+/// The bytes an item's answer takes beside its id and name: its keys, quotes and quantity.
+const ITEM_OVERHEAD: usize = 40;
+
+impl ShoppingListObject {
+    /// A subscription's message: a list as a change left it.
+    fn live(list: Arc<ShoppingList>) -> Self {
+        Self {
+            spends_budget: false,
+            ..list.into()
+        }
     }
 }
 
@@ -70,6 +100,7 @@ impl From<Arc<ShoppingList>> for ShoppingListObject {
             name: list.name.clone(),
             version: list.version,
             list,
+            spends_budget: true,
         }
     }
 }
@@ -117,6 +148,21 @@ pub struct HistoryEntry {
     correlation_id: String,
     /// When it was stored: RFC 3339, UTC.
     inserted_at: String,
+}
+
+impl HistoryEntry {
+    /// About the bytes of its answer.
+    fn size(&self) -> usize {
+        const KEYS: usize = 160;
+        self.event_type.len()
+            + self.payload.0.to_string().len()
+            + self.created_by.len()
+            + self.action_type.len()
+            + self.request_id.len()
+            + self.correlation_id.len()
+            + self.inserted_at.len()
+            + KEYS
+    }
 }
 
 impl From<EventRecord> for HistoryEntry {
@@ -278,29 +324,49 @@ impl Query {
             .collect())
     }
 
-    /// The stored events of a list, oldest first, each with the action and request that caused
-    /// it; a `NOT_FOUND` error when there is no such list.
+    /// A page of the stored events of a list, oldest first, each with the action and request
+    /// that caused it: at most `limit` (1 to 500) events after version `after`; the next page
+    /// is after the last one's `version`, and an empty page is the end. A `NOT_FOUND` error
+    /// when there is no such list.
     async fn shopping_list_history(
         &self,
         ctx: &gql::Context<'_>,
         id: EntityId,
+        #[graphql(default = 0)] after: Version,
+        #[graphql(default = 100)] limit: i32,
     ) -> Result<Option<Vec<HistoryEntry>>> {
         let (runtime, call) = parts(ctx)?;
+        if !(1..=HISTORY_LIMIT).contains(&limit) {
+            return Err(coded(
+                Code::Validation,
+                format!("`limit` must be between 1 and {HISTORY_LIMIT}, not {limit}"),
+            ));
+        }
+        if after < 0 {
+            return Err(coded(
+                Code::Validation,
+                format!("`after` must not be negative, not {after}"),
+            ));
+        }
         let history = runtime
-            .history::<ShoppingList>(id)
+            .history_page::<ShoppingList>(id, after, limit as usize)
             .await
             .map_err(|error| api_error(error, call))?;
         if history.is_empty() {
-            // A list has at least the event that created it.
-            return Err(api_error(
-                entities_runtime::Error::NotFound {
-                    entity_type: <ShoppingList as entities_runtime::Entity>::TYPE,
-                    id,
-                },
-                call,
-            ));
+            // A list has at least the event that created it: past its end, the page is empty;
+            // with no such list, it is not found.
+            runtime
+                .entity::<ShoppingList>(id)
+                .get()
+                .await
+                .map_err(|error| api_error(error, call))?;
+            return Ok(Some(Vec::new()));
         }
-        Ok(Some(history.into_iter().map(HistoryEntry::from).collect()))
+        let entries: Vec<HistoryEntry> = history.into_iter().map(HistoryEntry::from).collect();
+        if let Some(budget) = ctx.data_opt::<ResponseBudget>() {
+            budget.spend(entries.iter().map(HistoryEntry::size).sum())?;
+        }
+        Ok(Some(entries))
     }
 }
 
@@ -458,6 +524,6 @@ impl SubscriptionRoot {
             .changes()
             .await
             .map_err(|error| api_error(error, call))?;
-        Ok(changes.into_stream().map(ShoppingListObject::from))
+        Ok(changes.into_stream().map(ShoppingListObject::live))
     }
 }

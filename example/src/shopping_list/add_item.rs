@@ -5,7 +5,7 @@ use entities_runtime::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Item, ShoppingList, ShoppingListError, valid_name, valid_quantity};
+use super::{ITEM_LIMIT, Item, ShoppingList, ShoppingListError, valid_name, valid_quantity};
 
 #[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct AddItem {
@@ -37,6 +37,9 @@ impl Handle<AddItem> for ShoppingList {
     fn handle(&self, _ctx: &Context, action: &AddItem) -> Events<Self> {
         if self.item(&action.id).is_ok() {
             return Err(ShoppingListError::ItemExists(action.id.clone()));
+        }
+        if self.items.len() >= ITEM_LIMIT {
+            return Err(ShoppingListError::ListFull);
         }
         Ok(vec![
             ItemAdded {
@@ -81,6 +84,7 @@ impl Project<ItemAdded> for ShoppingList {
 mod tests {
     use entities_runtime::testing::given;
 
+    use super::super::ShoppingListEvent;
     use super::super::given::{created, groceries_with_milk, item};
     use super::*;
 
@@ -122,6 +126,16 @@ mod tests {
         groceries_with_milk()
             .when(add("e", "  ", 1))
             .then_refused(ShoppingListError::BlankName);
+    }
+
+    #[test]
+    fn a_full_list_takes_no_more_items() {
+        let full: Vec<ShoppingListEvent> = std::iter::once(created("Groceries").into())
+            .chain((0..ITEM_LIMIT).map(|n| item(&n.to_string(), "thing", 1).into()))
+            .collect();
+        given::<ShoppingList>(full)
+            .when(add("last", "one more", 1))
+            .then_refused(ShoppingListError::ListFull);
     }
 
     #[test]

@@ -62,6 +62,7 @@ impl Project<ShoppingListCreated> for ShoppingList {
 mod tests {
     use entities_runtime::testing::given;
 
+    use super::super::NAME_LIMIT;
     use super::super::given::created;
     use super::*;
 
@@ -78,9 +79,46 @@ mod tests {
 
     #[test]
     fn a_blank_name_is_refused() {
+        for blank in [
+            " ",
+            "\u{200B}",
+            " \u{FEFF}\u{00A0}\u{2060} ",
+            "\u{3164}",
+            "\u{0301}",
+        ] {
+            given::<ShoppingList>([])
+                .when_created(blank.into())
+                .then_refused(ShoppingListError::BlankName);
+        }
+    }
+
+    #[test]
+    fn a_name_is_stored_nfc_normalised() {
+        let decomposed = "Cafe\u{0301}";
+        let list = given::<ShoppingList>([])
+            .when_created(decomposed.into())
+            .then([created("Caf\u{00E9}").into()]);
+        assert_eq!(list.name, "Caf\u{00E9}");
+        // Joiners inside a name that shows are kept (an emoji sequence).
         given::<ShoppingList>([])
-            .when_created(" ".into())
-            .then_refused(ShoppingListError::BlankName);
+            .when_created("family \u{1F468}\u{200D}\u{1F467}".into())
+            .then([created("family \u{1F468}\u{200D}\u{1F467}").into()]);
+    }
+
+    #[test]
+    fn control_characters_and_long_names_are_refused() {
+        for (name, control) in [("a\u{0}b", 0), ("two\nlines", 10), ("tab\t", 9)] {
+            given::<ShoppingList>([])
+                .when_created(name.into())
+                .then_refused(ShoppingListError::ControlCharacter(control));
+        }
+        // Counted in characters after normalisation: 200 é typed decomposed fit.
+        given::<ShoppingList>([])
+            .when_created("e\u{0301}".repeat(NAME_LIMIT))
+            .then([created(&"\u{00E9}".repeat(NAME_LIMIT)).into()]);
+        given::<ShoppingList>([])
+            .when_created("x".repeat(NAME_LIMIT + 1))
+            .then_refused(ShoppingListError::NameTooLong(NAME_LIMIT + 1));
     }
 
     #[test]

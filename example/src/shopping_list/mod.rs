@@ -18,6 +18,7 @@ use entities_runtime::{
     Context, Create, EntityId, ProjectionError, Version, entity, is_unique_violation, sqlx,
 };
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
 
 #[entity(
     type = "shopping_list",
@@ -56,7 +57,18 @@ pub enum ShoppingListError {
     ItemNotFound(String),
     #[error("item `{0}` is on this list already")]
     ItemExists(String),
+    #[error("a name must be at most {NAME_LIMIT} characters, not {0}")]
+    NameTooLong(usize),
+    #[error("a name must be one line of text, without control characters (U+{0:04X})")]
+    ControlCharacter(u32),
+    #[error("a list holds at most {ITEM_LIMIT} items")]
+    ListFull,
 }
+
+/// The longest name of a list or an item, in characters (after normalisation).
+pub const NAME_LIMIT: usize = 200;
+/// The most items on one list.
+pub const ITEM_LIMIT: usize = 200;
 
 impl Create for ShoppingList {
     /// The new list's name.
@@ -85,14 +97,41 @@ impl ShoppingList {
     }
 }
 
-/// A name as stored: trimmed, and never blank.
+/// A name as stored: NFC-normalised (so "Café" typed precomposed or decomposed is one name,
+/// and one taken name), trimmed, one line, at most [`NAME_LIMIT`] characters, and showing
+/// something: a name of spaces, zero-width or other invisible characters is blank.
 fn valid_name(name: &str) -> Result<String, ShoppingListError> {
-    let name = name.trim();
-    if name.is_empty() {
-        Err(ShoppingListError::BlankName)
-    } else {
-        Ok(name.to_owned())
+    if let Some(control) = name.chars().find(|c| c.is_control()) {
+        return Err(ShoppingListError::ControlCharacter(control.into()));
     }
+    let name: String = name.nfc().collect();
+    let name = name.trim();
+    if !name.chars().any(shows) {
+        return Err(ShoppingListError::BlankName);
+    }
+    let length = name.chars().count();
+    if length > NAME_LIMIT {
+        return Err(ShoppingListError::NameTooLong(length));
+    }
+    Ok(name.to_owned())
+}
+
+/// Whether a character shows on its own: not a space or separator, not a format character
+/// (zero-width space and joiners, the byte-order mark, soft hyphen), not private-use or
+/// unassigned, not a combining mark, and not one of the letters Unicode draws blank (Hangul
+/// fillers, the blank Braille pattern).
+fn shows(c: char) -> bool {
+    use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+    let invisible_group = matches!(
+        c.general_category_group(),
+        GeneralCategoryGroup::Separator | GeneralCategoryGroup::Other | GeneralCategoryGroup::Mark
+    );
+    !(invisible_group
+        || c.is_whitespace()
+        || matches!(
+            c,
+            '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}'
+        ))
 }
 
 fn valid_quantity(quantity: i32) -> Result<i32, ShoppingListError> {
