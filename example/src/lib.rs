@@ -5,6 +5,7 @@ pub mod api;
 pub mod outbox;
 pub mod popular_items;
 pub mod read_model;
+pub mod server;
 pub mod shopping_list;
 pub mod streams;
 

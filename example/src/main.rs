@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use entities_runtime::Runtime;
+use example::server::{self, HttpLimits};
 use example::streams::{self, ReadModel};
 use example::{MIGRATIONS, api};
 
@@ -33,6 +34,22 @@ struct Settings {
     /// Seconds a shopping list stays in memory after its last use.
     #[arg(long, env = "IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
+    /// Seconds a connection has to send a request head, from its opening or its last answer
+    /// (so also how long an idle keep-alive connection is kept).
+    #[arg(long, env = "HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Seconds a request has to send its whole body.
+    #[arg(long, env = "BODY_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout: u64,
+    /// Seconds within which a request is answered, or refused with `TIMEOUT` (408).
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout: u64,
+    /// The most connections (WebSockets included) served at once; more wait to be accepted.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Seconds a shutdown (SIGTERM, SIGINT) waits for the requests in flight.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 10)]
+    shutdown_grace: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -117,18 +134,38 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     );
     // After the line above: tools and tests read the address from the first line.
     let _streams = streams::start(&runtime);
-    axum::serve(listener, api::router(runtime.clone()))
-        .with_graceful_shutdown(async {
-            // No Ctrl-C handler (no terminal, say): run until killed.
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            tracing::info!("shutting down: finishing requests, snapshotting live lists");
-        })
-        .await?;
+    let limits = HttpLimits {
+        header_timeout: Duration::from_secs(settings.header_timeout),
+        body_timeout: Duration::from_secs(settings.body_timeout),
+        request_timeout: Duration::from_secs(settings.request_timeout),
+        max_connections: usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
+        shutdown_grace: Duration::from_secs(settings.shutdown_grace),
+    };
+    let app = api::router(runtime.clone(), &limits);
+    server::serve(listener, app, limits, async {
+        let signal = stop_signal().await;
+        tracing::info!("{signal}: shutting down: finishing requests, snapshotting live lists");
+    })
+    .await;
     runtime.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for SIGTERM (how containers and systemd stop a service) or SIGINT (Ctrl-C); names it.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for SIGTERM and SIGINT: runs until killed");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    }
 }
 
 /// The database URL without its password, for the log.

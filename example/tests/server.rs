@@ -1,20 +1,33 @@
 //! The server binary as a user runs it: one log line at start naming the address, the database
-//! and GraphiQL; Ctrl-C (SIGINT) finishes, snapshots the live lists and exits cleanly.
+//! and GraphiQL; SIGINT (Ctrl-C) and SIGTERM finish the requests in flight, snapshot the live
+//! lists and exit cleanly.
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use entities_runtime::Runtime;
 use entities_runtime::testing::TestDatabase;
+use entities_runtime::{Backend, Runtime, sqlx};
 use serde_json::json;
+use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_logs_where_it_listens_and_shuts_down_gracefully_on_ctrl_c() {
-    let db = TestDatabase::sqlite();
+    shuts_down_gracefully_on("INT", Backend::Sqlite).await;
+}
+
+/// Containers and systemd stop a service with SIGTERM. Here on Postgres, with a request in
+/// flight when the signal comes: it is answered, then the server snapshots and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_requests_in_flight_snapshots_and_exits_cleanly() {
+    shuts_down_gracefully_on("TERM", Backend::Postgres).await;
+}
+
+async fn shuts_down_gracefully_on(signal: &str, backend: Backend) {
+    let db = TestDatabase::new(backend).await;
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_example"))
         .args(["--port", "0", "--database-url", &db.url])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,sqlx=warn")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -28,28 +41,38 @@ async fn the_server_logs_where_it_listens_and_shuts_down_gracefully_on_ctrl_c() 
         .expect("readable")
         .expect("one line");
     assert!(first.contains("GraphiQL at http://127.0.0.1:"), "{first}");
-    assert!(
-        first.contains(&format!("with database {}", db.url)),
-        "{first}"
-    );
     let address = first
         .split("listening on http://")
         .nth(1)
         .and_then(|rest| rest.split('/').next())
         .expect("the address in the log line")
         .to_owned();
+    if backend == Backend::Sqlite {
+        assert!(
+            first.contains(&format!("with database {}", db.url)),
+            "{first}"
+        );
+    }
 
     let client = reqwest::Client::new();
-    let created: serde_json::Value = client
-        .post(format!("http://{address}/api"))
-        .header("content-type", "application/json")
-        .body(json!({ "query": r#"mutation { createShoppingList(name: "before ctrl-c") { id version } }"# }).to_string())
-        .send()
-        .await
-        .expect("the server answers")
-        .json()
-        .await
-        .expect("JSON");
+    let post = |query: String| {
+        let request = client
+            .post(format!("http://{address}/api"))
+            .header("content-type", "application/json")
+            .body(json!({ "query": query }).to_string());
+        async move {
+            let response = request.send().await.expect("the server answers");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<serde_json::Value>().await.expect("JSON"),
+            )
+        }
+    };
+    let (_, created) = post(
+        r#"mutation { createShoppingList(name: "before the signal") { id version } }"#.to_owned(),
+    )
+    .await;
     let id = created["data"]["createShoppingList"]["id"]
         .as_i64()
         .expect("an id");
@@ -60,13 +83,72 @@ async fn the_server_logs_where_it_listens_and_shuts_down_gracefully_on_ctrl_c() 
         .expect("GraphiQL");
     assert_eq!(page.status().as_u16(), 200);
 
+    // On Postgres: a rename held at the list's row lock, seen waiting, while the signal comes.
+    let in_flight = if backend == Backend::Postgres {
+        let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+        sqlx::query("SELECT 1 FROM entities.entities WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+        let rename = tokio::spawn(post(format!(
+            r#"mutation {{ changeShoppingListName(shoppingListId: {id}, name: "renamed in flight") {{ name version }} }}"#
+        )));
+        let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if waiting == 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the rename never waited"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Some((blocker, rename))
+    } else {
+        None
+    };
+
     let pid = server.id().expect("running").to_string();
     let signalled = tokio::process::Command::new("kill")
-        .args(["-INT", &pid])
+        .args([&format!("-{signal}"), &pid])
         .status()
         .await
         .expect("kill runs");
     assert!(signalled.success());
+    let mut snapshot_version = 1;
+    if let Some((mut blocker, rename)) = in_flight {
+        // The shutdown has begun (logged) while the rename waits; then it is let through.
+        let shutting_down = format!("SIG{signal}: shutting down");
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = log.next_line().await.unwrap() {
+                if line.contains(&shutting_down) {
+                    return;
+                }
+            }
+            panic!("the log ended before `{shutting_down}`");
+        })
+        .await
+        .expect("the shutdown logged");
+        sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+        let (status, renamed) = rename.await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(
+            renamed["data"]["changeShoppingListName"],
+            json!({ "name": "renamed in flight", "version": 2 })
+        );
+        snapshot_version = 2;
+    }
     let status = tokio::time::timeout(Duration::from_secs(30), server.wait())
         .await
         .expect("the server stops within 30 s")
@@ -84,14 +166,20 @@ async fn the_server_logs_where_it_listens_and_shuts_down_gracefully_on_ctrl_c() 
         .build()
         .await
         .expect("reopen");
+    let table = match backend {
+        Backend::Postgres => "entities.entity_snapshots",
+        Backend::Sqlite => "entity_snapshots",
+    };
     let (snapshot,): (Option<i64>,) = runtime
         .database()
-        .query("SELECT (SELECT version FROM entity_snapshots WHERE entity_id = $1)")
+        .query(sqlx::AssertSqlSafe(format!(
+            "SELECT (SELECT version FROM {table} WHERE entity_id = $1)"
+        )))
         .bind(id)
         .fetch_one()
         .await
         .expect("the row");
-    assert_eq!(snapshot, Some(1));
+    assert_eq!(snapshot, Some(snapshot_version));
     runtime.shutdown().await;
 }
 

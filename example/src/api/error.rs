@@ -42,12 +42,15 @@ pub enum Code {
     ValidationFailed,
     /// The query is nested deeper than [`DEPTH_LIMIT`].
     TooDeep,
-    /// The query is costlier than [`COMPLEXITY_LIMIT`].
+    /// The query is costlier than [`COMPLEXITY_LIMIT`], or its answer would hold more list data
+    /// than the response budget.
     TooComplex,
+    /// The request's body did not arrive, or the request was not answered, in time (408).
+    Timeout,
 }
 
 impl Code {
-    pub const ALL: [Code; 11] = [
+    pub const ALL: [Code; 12] = [
         Code::NotFound,
         Code::NameTaken,
         Code::Validation,
@@ -59,6 +62,7 @@ impl Code {
         Code::ValidationFailed,
         Code::TooDeep,
         Code::TooComplex,
+        Code::Timeout,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -74,6 +78,7 @@ impl Code {
             Code::ValidationFailed => "GRAPHQL_VALIDATION_FAILED",
             Code::TooDeep => "QUERY_TOO_DEEP",
             Code::TooComplex => "QUERY_TOO_COMPLEX",
+            Code::Timeout => "TIMEOUT",
         }
     }
 
@@ -90,6 +95,7 @@ impl Code {
                 | Code::ValidationFailed
                 | Code::TooDeep
                 | Code::TooComplex
+                | Code::Timeout
         )
     }
 }

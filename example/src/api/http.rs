@@ -5,9 +5,8 @@ use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::{Name, PathSegment, ServerError, Value};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::Extension;
-use axum::body::Bytes;
+use axum::body::{Body, to_bytes};
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -19,31 +18,49 @@ use super::BODY_LIMIT;
 use super::error::{Code, code_of, set_code};
 use super::request_context::{IdempotencyKey, KeyedRequest};
 use super::schema::ApiSchema;
+use crate::server::{ConnectionPermit, HttpLimits};
 use sha2::{Digest, Sha256};
 
 /// Runs one GraphQL request, as the caller of the request's [`Context`].
 pub(super) async fn graphql(
     State(schema): State<ApiSchema>,
     Extension(call): Extension<Context>,
+    Extension(limits): Extension<HttpLimits>,
     key: Option<Extension<IdempotencyKey>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+    // The whole body within the body timeout: a client sending a byte now and then is cut.
+    let body = match tokio::time::timeout(limits.body_timeout, to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) if is_too_large(&error) => {
             return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Code::BadRequest,
                 format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
             );
         }
-        Err(rejection) => {
+        Ok(Err(error)) => {
             return error_response(
-                rejection.status(),
+                StatusCode::BAD_REQUEST,
                 Code::BadRequest,
-                format!("cannot read the request body: {}", rejection.body_text()),
+                format!("cannot read the request body: {error}"),
             );
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?limits.body_timeout, "request body timed out");
+            let mut response = error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                Code::Timeout,
+                format!(
+                    "the request body did not arrive within {} s",
+                    limits.body_timeout.as_secs_f64()
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
         }
     };
     // JSON only: a browser's cross-site form cannot send it without the site's consent (CORS).
@@ -72,10 +89,12 @@ pub(super) async fn graphql(
 
 /// `GET /api`: a WebSocket upgrade for subscriptions (`graphql-transport-ws`, or the older
 /// `graphql-ws`), run as the caller of the upgrade request's [`Context`]; anything else is
-/// pointed at POST and GraphiQL.
+/// pointed at POST and GraphiQL. The socket keeps its connection's place among the server's
+/// connections for as long as it lives.
 pub(super) async fn subscriptions(
     State(schema): State<ApiSchema>,
     Extension(call): Extension<Context>,
+    permit: Option<Extension<ConnectionPermit>>,
     protocol: Result<GraphQLProtocol, StatusCode>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -87,10 +106,26 @@ pub(super) async fn subscriptions(
         .on_upgrade(move |stream| {
             let mut data = async_graphql::Data::default();
             data.insert(call);
-            GraphQLWebSocket::new(stream, schema, protocol)
-                .with_data(data)
-                .serve()
+            async move {
+                let _permit = permit;
+                GraphQLWebSocket::new(stream, schema, protocol)
+                    .with_data(data)
+                    .serve()
+                    .await;
+            }
         })
+}
+
+/// Whether reading the body failed on [`BODY_LIMIT`].
+fn is_too_large(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// `GET /api` that is no WebSocket upgrade: queries are POSTed; point a person at GraphiQL.
@@ -116,7 +151,7 @@ pub(crate) fn error_response(
     set_code(&mut error, code);
     (
         status,
-        axum::Json(Body {
+        axum::Json(Shape {
             data: None,
             errors: &[error],
         }),
@@ -126,7 +161,7 @@ pub(crate) fn error_response(
 
 /// A response body: `data` only when the request ran, `errors` only when there are any.
 #[derive(Serialize)]
-struct Body<'a> {
+struct Shape<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<&'a Value>,
     #[serde(skip_serializing_if = "<[ServerError]>::is_empty")]
@@ -209,7 +244,7 @@ fn respond(mut response: async_graphql::Response) -> Response {
     } else {
         (StatusCode::OK, Some(&response.data))
     };
-    let body = Body {
+    let body = Shape {
         data,
         errors: &response.errors,
     };

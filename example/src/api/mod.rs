@@ -21,11 +21,17 @@
 //!   [`BODY_LIMIT`] (413), or a bad `x-user-id`/`x-request-id`/`Idempotency-Key` (400);
 //!   `GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`, `QUERY_TOO_DEEP` (over
 //!   [`DEPTH_LIMIT`]) and `QUERY_TOO_COMPLEX` (over [`COMPLEXITY_LIMIT`]) for a query that does
-//!   not parse, does not fit the schema or is too costly (400).
+//!   not parse, does not fit the schema or is too costly (400); `TIMEOUT` (408) for a body that
+//!   does not arrive, or a request not answered, in time (see [`HttpLimits`]);
+//! - an answer that would hold more list data than [`RESPONSE_BUDGET`] has the fields past it
+//!   `null`, each with `QUERY_TOO_COMPLEX` (HTTP 200: the others keep their data);
+//! - a path that does not exist (404) or a method a route does not take (405) has the same JSON
+//!   shape.
 
 mod budget;
 mod error;
 mod graphiql;
+mod guards;
 mod http;
 mod request_context;
 mod schema;
@@ -35,7 +41,9 @@ pub use error::Code;
 pub use request_context::{IDEMPOTENCY_KEY, MAX_ID_LEN, REQUEST_ID, USER_ID};
 pub use schema::{ApiSchema, schema};
 
-use axum::Router;
+use axum::{Extension, Router};
+
+use crate::server::HttpLimits;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::Redirect;
@@ -59,8 +67,9 @@ pub const BATCH_LIMIT: usize = 100;
 /// The largest request body `/api` reads, in bytes: 64 KiB.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// The app: `/api`, `/graphiql` and its files, and `/`, which leads to GraphiQL.
-pub fn router(runtime: entities_runtime::Runtime) -> Router {
+/// The app: `/api`, `/graphiql` and its files, and `/`, which leads to GraphiQL; each request
+/// bounded by `limits` (its body and its whole run; the connection's are the server's).
+pub fn router(runtime: entities_runtime::Runtime, limits: &HttpLimits) -> Router {
     Router::new()
         .route("/api", get(http::subscriptions).post(http::graphql))
         .route("/graphiql", get(graphiql::page))
@@ -69,6 +78,13 @@ pub fn router(runtime: entities_runtime::Runtime) -> Router {
         // Browsers ask for it; there is none, and a 404 would be a console error on every visit.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.clone(),
+            guards::deadline,
+        ))
+        .layer(axum::middleware::from_fn(guards::declared_length))
         .layer(axum::middleware::from_fn(request_context::middleware))
+        .layer(axum::middleware::from_fn(guards::json_errors))
+        .layer(Extension(limits.clone()))
         .with_state(schema(runtime))
 }

@@ -17,6 +17,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, example::server::HttpLimits::default()).await
+    }
+
+    /// A server with these connection and request limits.
+    pub async fn start_with(backend: Backend, limits: example::server::HttpLimits) -> Self {
         let db = TestDatabase::new(backend).await;
         let runtime = Runtime::builder(&db.url)
             .migrations(MIGRATIONS)
@@ -27,8 +32,13 @@ impl Server {
             .await
             .expect("a free port");
         let base = format!("http://{}", listener.local_addr().expect("bound"));
-        let app = api::router(runtime.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let app = api::router(runtime.clone(), &limits);
+        tokio::spawn(example::server::serve(
+            listener,
+            app,
+            limits,
+            std::future::pending(),
+        ));
         let streams = example::streams::start(&runtime);
         Self {
             base,
@@ -37,6 +47,11 @@ impl Server {
             client: reqwest::Client::new(),
             _db: db,
         }
+    }
+
+    /// The server's address, `127.0.0.1:PORT`, for a raw connection.
+    pub fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     /// The URL of the server's database, for a second runtime on it.
