@@ -10,7 +10,7 @@ use tracing::Instrument;
 use crate::commit::{Outcome, Projections};
 use crate::context::Context;
 use crate::entity::{Entity, Tagged};
-use crate::error::{Error, Failure};
+use crate::error::{Error, Failure, failed_commit};
 use crate::idempotency;
 use crate::keyed_call::{Kept, KeyedCall};
 use crate::persist::{self, Decision};
@@ -217,7 +217,7 @@ impl<E: Entity> Worker<E> {
                 if maybe_committed {
                     self.slot.mark_stale();
                 }
-                Error::Storage(error)
+                failed_commit(error, maybe_committed)
             }
             Outcome::Unanswered => {
                 self.slot.mark_stale();

@@ -57,12 +57,17 @@ pub enum Error<D> {
         type_tag: &'static str,
         message: String,
     },
-    /// The database could not be reached or failed. When it failed at `COMMIT` (a connection
-    /// lost on the way), the action may have been stored all the same: the entity reads what
-    /// the database holds right after, so `get` soon shows the truth, and an action sent again
-    /// is decided on it (but not recognised as the same one: that takes an idempotency key).
+    /// The database could not be reached or failed, and nothing of the call was stored.
+    /// [`is_unavailable`](Error::is_unavailable) tells an outage (worth a retry soon) from a
+    /// failure of the statement itself.
     #[error("storage unavailable: {0}")]
     Storage(#[source] Arc<sqlx::Error>),
+    /// `COMMIT` was sent and no answer came (the connection was lost on the way): the action
+    /// may have been stored or not. The entity reads what the database holds before its next
+    /// action, so `get` soon shows the truth; sent again with the same idempotency key, the
+    /// action is applied at most once.
+    #[error("the commit's outcome is unknown: {0}")]
+    OutcomeUnknown(#[source] Arc<sqlx::Error>),
     /// A projection of `event` misbehaved: it went on after one of its statements failed
     /// (ignoring the error rather than returning it), and on Postgres that statement aborted
     /// the transaction. Nothing of the action was stored.
@@ -120,6 +125,7 @@ impl<D> Error<D> {
             Error::Corrupt { .. } => "corrupt",
             Error::Payload { .. } => "payload",
             Error::Storage(_) => "storage",
+            Error::OutcomeUnknown(_) => "outcome_unknown",
             Error::Projection { .. } => "projection",
             Error::Unanswered { .. } => "unanswered",
             Error::Panicked { .. } => "panicked",
@@ -140,6 +146,17 @@ impl<D> Error<D> {
             Error::Rejected(domain) => Some(domain),
             Error::InBatch { error, .. } => error.rejection(),
             _ => None,
+        }
+    }
+
+    /// Whether the database was away (unreachable, restarting, out of connections, or no
+    /// pooled connection within the pool's acquire timeout): a call sent again a moment later
+    /// may succeed. A failed commit whose outcome is unknown is [`Error::OutcomeUnknown`].
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Storage(error) => is_outage(error),
+            Error::InBatch { error, .. } => error.is_unavailable(),
+            _ => false,
         }
     }
 
@@ -192,6 +209,7 @@ impl<D> Error<D> {
                 message,
             },
             Error::Storage(error) => Error::Storage(error),
+            Error::OutcomeUnknown(error) => Error::OutcomeUnknown(error),
             Error::Projection {
                 entity_type,
                 id,
@@ -314,6 +332,39 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         message.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+/// Whether `error` says the database is away rather than that a statement failed: no
+/// connection (refused, reset, timed out waiting for the pool), or the server's connection
+/// exceptions (SQLSTATE class 08), shutdown (57P01-57P03) and too many connections (53300).
+pub(crate) fn is_outage(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
+/// Whether a failed `COMMIT` leaves its outcome unknown: the server's answer never came (or
+/// came as the connection's end). An error the server answered with is a rollback: known.
+pub(crate) fn commit_outcome_unknown(error: &sqlx::Error) -> bool {
+    is_outage(error) && !matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+}
+
+/// The error of a call whose batch failed; `at_commit` when it was `COMMIT` that failed.
+pub(crate) fn failed_commit<D>(error: Arc<sqlx::Error>, at_commit: bool) -> Error<D> {
+    if at_commit && commit_outcome_unknown(&error) {
+        Error::OutcomeUnknown(error)
+    } else {
+        Error::Storage(error)
     }
 }
 

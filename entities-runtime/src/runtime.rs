@@ -41,6 +41,7 @@ pub struct RuntimeBuilder {
     migrate: bool,
     migrations: Vec<Migration>,
     max_connections: u32,
+    acquire_timeout: Duration,
 }
 
 impl RuntimeBuilder {
@@ -98,7 +99,6 @@ impl RuntimeBuilder {
         self
     }
 
-    /// The size of the connection pool (default 10).
     /// SQLite: how often the runtime looks for other processes' writes to the entities it holds
     /// live, to catch them up (default 100 ms; zero: never). Postgres needs no polling: runtimes
     /// notify each other of their commits.
@@ -117,13 +117,23 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The size of the connection pool (default 10).
     pub fn max_connections(mut self, connections: u32) -> Self {
         self.max_connections = connections.max(1);
         self
     }
 
+    /// How long a call waits for a connection of the pool (default 5 s): when the database is
+    /// away, calls that need it fail after this with a [`Error::Storage`] that
+    /// [`is_unavailable`](Error::is_unavailable), rather than wait for it to come back.
+    /// Entities in memory go on answering `get` meanwhile.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
     pub async fn build(self) -> Result<Runtime, StartError> {
-        let store = Store::connect(&self.url, self.max_connections)
+        let store = Store::connect_with(&self.url, self.max_connections, self.acquire_timeout)
             .await
             .map_err(StartError::Connect)?;
         if self.migrate {
@@ -163,6 +173,7 @@ impl Runtime {
             migrate: true,
             migrations: Vec::new(),
             max_connections: 10,
+            acquire_timeout: crate::store::DEFAULT_ACQUIRE_TIMEOUT,
         }
     }
 

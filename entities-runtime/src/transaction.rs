@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::commit::{Outcome, Projections};
 use crate::context::Context;
 use crate::entity::{ActionOf, Create, Entity, EntityId};
-use crate::error::Error;
+use crate::error::{Error, failed_commit};
 use crate::held::{Held, HeldEntity};
 use crate::idempotency;
 use crate::keyed_call::{Kept, KeyedCall};
@@ -640,7 +640,7 @@ async fn commit<D: Send + 'static>(state: &mut State<D>, key: Option<KeyRow>) ->
                     held.mark_stale();
                 }
             }
-            Committed::No(Error::Storage(error))
+            Committed::No(failed_commit(error, maybe_committed))
         }
         Outcome::Unanswered => {
             for held in state.held.values() {

@@ -1,7 +1,8 @@
 //! Commits whose outcome the runtime cannot know: a `COMMIT` that fails, a connection that ends
-//! mid-transaction, an answer to `COMMIT` that never arrives. The caller hears
-//! `Error::Storage`; the entity then reads what the database really holds, so nothing is lost
-//! or applied twice whichever way the commit went.
+//! mid-transaction, an answer to `COMMIT` that never arrives. The caller hears `Error::Storage`
+//! when the database answered (nothing was stored) and `Error::OutcomeUnknown` when no answer
+//! came; either way the entity then reads what the database really holds, so nothing is lost or
+//! applied twice whichever way the commit went.
 
 mod support;
 
@@ -38,6 +39,10 @@ async fn a_commit_that_fails_is_reported_and_the_entity_catches_up(backend: Back
         )
         .await;
     assert!(matches!(result, Err(Error::Storage(_))), "{result:?}");
+    assert!(
+        !result.unwrap_err().is_unavailable(),
+        "the database answered the COMMIT: no outage"
+    );
     assert_eq!(runtime.metrics().commits_failed, before.commits_failed + 1);
     caught_up_and_unchanged(&db, &runtime, &counter, before, (memory, database)).await;
     runtime.shutdown().await;
@@ -88,7 +93,9 @@ async fn rename_held_at_a_gate(
 }
 
 /// The server ends the connection while the projection waits, so the transaction is rolled
-/// back: the caller hears `Error::Storage`, nothing is stored, and the entity goes on.
+/// back. The server's notice of it comes as the answer to the next statement, `COMMIT` here:
+/// the caller hears `Error::OutcomeUnknown` (a connection's end in answer to `COMMIT` may come
+/// after the commit, for all the runtime can tell), nothing is stored, and the entity goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_ended_mid_transaction_fails_the_call_and_changes_nothing() {
     let db = TestDatabase::postgres().await;
@@ -108,13 +115,16 @@ async fn a_connection_ended_mid_transaction_fails_the_call_and_changes_nothing()
     gate.open();
 
     let result = rename.await.unwrap();
-    assert!(matches!(result, Err(Error::Storage(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::OutcomeUnknown(_))),
+        "{result:?}"
+    );
     caught_up_and_unchanged(&db, &runtime, &counter, before, (memory, database)).await;
     runtime.shutdown().await;
 }
 
 /// The worst case: the server commits and the answer is lost on the way. The caller hears
-/// `Error::Storage` (it cannot know better); the entity then reads the database and finds its
+/// `Error::OutcomeUnknown` (it cannot know better); the entity then reads the database and finds its
 /// own write there, so `get` shows it and the next action is decided after it: nothing lost,
 /// nothing applied twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +143,10 @@ async fn a_commit_whose_answer_is_lost_is_found_committed_by_the_catch_up() {
     proxy.arm();
     gate.open();
     let result = rename.await.unwrap();
-    assert!(matches!(result, Err(Error::Storage(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::OutcomeUnknown(_))),
+        "{result:?}"
+    );
     assert_eq!(proxy.cuts(), 1, "the answer to the COMMIT was lost");
     assert_eq!(runtime.metrics().commits_failed, before.commits_failed + 1);
 

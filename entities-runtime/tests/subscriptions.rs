@@ -95,20 +95,27 @@ async fn status_until(
         })
 }
 
-/// Waits until nothing is left for the subscription to read.
-async fn caught_up(subscription: &Subscription) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let progress = subscription.progress().await.unwrap();
-        if progress.behind == 0 {
-            return;
+/// Waits until the subscription's checkpoint reaches the last event stored, read straight from
+/// the table: the log's own head stops below any transaction still running on the server (a
+/// projector's, say), so "nothing behind" can be seen while a commit is in flight.
+async fn caught_up(runtime: &Runtime, subscription: &Subscription) {
+    let sql = match runtime.backend() {
+        Backend::Postgres => {
+            "SELECT transaction_id::text, position FROM entities.entity_events \
+             ORDER BY transaction_id DESC, position DESC LIMIT 1"
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still behind: {progress:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+        Backend::Sqlite => "SELECT '0', id FROM entity_events ORDER BY id DESC LIMIT 1",
+    };
+    let (transaction, position): (String, i64) =
+        runtime.database().query(sql).fetch_one().await.unwrap();
+    let head = LogPosition {
+        transaction: transaction.parse().unwrap(),
+        position,
+    };
+    tokio::time::timeout(Duration::from_secs(10), subscription.caught_up_to(head))
+        .await
+        .unwrap_or_else(|_| panic!("still behind {head:?}: {:?}", subscription.status()))
+        .unwrap();
 }
 
 async fn a_handler_catches_up_then_follows_the_log_live(backend: Backend) {
@@ -147,7 +154,7 @@ async fn a_handler_catches_up_then_follows_the_log_live(backend: Backend) {
         .unwrap();
     let live = seen_until(&events, 10).await;
     assert_eq!(live[9], (ids[1], 4));
-    caught_up(&subscription).await;
+    caught_up(&runtime, &subscription).await;
     let progress = subscription.progress().await.unwrap();
     assert_eq!(progress.checkpoint, progress.head);
     assert_eq!(progress.error, None);
@@ -177,7 +184,7 @@ async fn a_subscription_never_passes_an_event_still_in_flight(backend: Backend) 
     // Caught up first: on SQLite the rename below holds the one write lock, which moving the
     // checkpoint needs.
     seen_until(&events, 2).await;
-    caught_up(&subscription).await;
+    caught_up(&runtime, &subscription).await;
     let blocker = {
         let (blocker, name) = (
             runtime.entity::<Counter>(blocker_id),
@@ -204,7 +211,7 @@ async fn a_subscription_never_passes_an_event_still_in_flight(backend: Backend) 
     blocker.await.unwrap();
     let after = seen_until(&events, 4).await;
     assert_eq!(after[2..], [(blocker_id, 2), (other.id(), 2)]);
-    caught_up(&subscription).await;
+    caught_up(&runtime, &subscription).await;
     assert_eq!(seen(&events).len(), 4, "each once");
     runtime.shutdown().await;
 }
@@ -298,7 +305,7 @@ async fn a_failing_handler_is_retried_then_stops_at_the_event_until_resumed(back
     subscription.resume();
     let all = seen_until(&events, 5).await;
     assert_eq!(all, (1..=5).map(|v| (counter.id(), v)).collect::<Vec<_>>());
-    caught_up(&subscription).await;
+    caught_up(&runtime, &subscription).await;
     assert_eq!(
         subscription.progress().await.unwrap().error,
         None,
@@ -416,7 +423,7 @@ async fn a_crash_between_handling_and_checkpoint_hands_the_event_over_again(back
         [(id, 3), (id, 4)],
         "version 3 again: its checkpoint never moved"
     );
-    caught_up(&subscription).await;
+    caught_up(&runtime, &subscription).await;
     assert_eq!(seen(&seen_by_b).len(), 2);
     runtime.shutdown().await;
 }
@@ -473,7 +480,7 @@ async fn a_handler_goes_on_while_its_checkpoint_waits_for_the_sqlite_write_lock(
         "no write landed while the lock was held"
     );
     writer.release().await;
-    caught_up(&subscription).await;
+    caught_up(&runtime, &subscription).await;
     assert_eq!(subscription.progress().await.unwrap().behind, 0);
     assert_eq!(seen(&seen_events).len(), 3, "each event once");
     assert_eq!(runtime.metrics().subscription_events, 3);
@@ -608,7 +615,7 @@ async fn a_projector_killed_mid_transaction_leaves_an_exact_read_model(backend: 
             table: "totals",
             stall: None,
         });
-    caught_up(&subscription).await;
+    caught_up(&runtime, &subscription).await;
     let incremental = totals(&runtime, "totals").await;
     assert_eq!(
         incremental,
@@ -656,7 +663,7 @@ async fn one_runtime_runs_a_subscription_and_another_takes_over_when_it_dies(bac
         counter.send_action(&ctx(), Add { amount }).await.unwrap();
     }
     seen_until(&seen_by_a, 6).await;
-    caught_up(&a).await;
+    caught_up(&runtime, &a).await;
     assert_eq!(b.status(), Status::Standby, "B stands by while A runs it");
     assert!(seen(&seen_by_b).is_empty());
     node.kill();
@@ -674,7 +681,7 @@ async fn one_runtime_runs_a_subscription_and_another_takes_over_when_it_dies(bac
         (7..=9).map(|v| (counter.id(), v)).collect::<Vec<_>>(),
         "each event once, across both"
     );
-    caught_up(&b).await;
+    caught_up(&runtime, &b).await;
     runtime.shutdown().await;
 }
 
@@ -725,8 +732,8 @@ async fn a_rebuild_while_writes_go_on_equals_the_incremental_read_model(backend:
         writer.await.unwrap();
     }
     assert!(rebuilds_saw_writes > 0, "no write landed during a rebuild");
-    caught_up(&rebuilt).await;
-    caught_up(&incremental).await;
+    caught_up(&runtime, &rebuilt).await;
+    caught_up(&runtime, &incremental).await;
     let expected = expected_totals(&runtime, &ids).await;
     assert_eq!(expected.iter().map(|row| row.2).sum::<i64>(), 4 * 26);
     assert_eq!(totals(&runtime, "totals_incremental").await, expected);
@@ -768,7 +775,7 @@ async fn a_subscription_started_now_skips_the_history(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(seen_until(&events, 1).await, [(counter.id(), 3)]);
-    caught_up(&subscription).await;
+    caught_up(&runtime, &subscription).await;
     assert_eq!(seen(&events).len(), 1);
     runtime.shutdown().await;
 }
@@ -884,6 +891,6 @@ async fn an_event_that_no_longer_decodes_stops_a_typed_subscription_at_it(backen
             })
     };
     assert_eq!(seen_until(&raw, 3).await.len(), 3);
-    caught_up(&raw_reader).await;
+    caught_up(&runtime, &raw_reader).await;
     runtime.shutdown().await;
 }

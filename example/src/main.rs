@@ -34,6 +34,10 @@ struct Settings {
     /// Seconds a shopping list stays in memory after its last use.
     #[arg(long, env = "IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
+    /// Seconds a request waits for a database connection; with the database away, requests
+    /// fail after this with `UNAVAILABLE` (HTTP 503, `Retry-After`).
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    db_acquire_timeout: u64,
     /// Seconds a connection has to send a request head, from its opening or its last answer
     /// (so also how long an idle keep-alive connection is kept).
     #[arg(long, env = "HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
@@ -98,6 +102,7 @@ async fn start(settings: &Settings) -> Result<Runtime, Box<dyn std::error::Error
     Ok(Runtime::builder(&settings.database_url)
         .migrations(MIGRATIONS)
         .idle_timeout(Duration::from_secs(settings.idle_timeout))
+        .acquire_timeout(Duration::from_secs(settings.db_acquire_timeout))
         .build()
         .await?)
 }

@@ -197,6 +197,10 @@ pub(crate) fn record(row: HistoryRow) -> Result<EventRecord, sqlx::Error> {
     })
 }
 
+/// How long a call waits for a pooled connection unless told otherwise: short, so that an
+/// outage fails calls fast (sqlx's own default is 30 s).
+pub(crate) const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An open transaction on either backend.
 pub(crate) enum StoreTx {
     Postgres(sqlx::Transaction<'static, Postgres>),
@@ -206,10 +210,21 @@ pub(crate) enum StoreTx {
 impl Store {
     /// Connects to `postgres://...`/`postgresql://...` or `sqlite:...` (created if missing).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        Self::connect_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// As [`connect`](Self::connect), a wait for a pooled connection failing after
+    /// `acquire_timeout`.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: std::time::Duration,
+    ) -> Result<Self, sqlx::Error> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
+                .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await?;
             Ok(Store::Postgres(pool))
@@ -225,6 +240,7 @@ impl Store {
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
             let pool = SqlitePoolOptions::new()
                 .max_connections(if in_memory { 1 } else { max_connections })
+                .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await?;
             Ok(Store::Sqlite(pool))

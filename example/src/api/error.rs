@@ -31,7 +31,15 @@ pub enum Code {
     /// request's mutations): nothing was applied. A GraphQL error beside `data`, like the domain's,
     /// so that one mutation's reused key does not hide the others' results.
     IdempotencyKeyReused,
-    /// The server failed (the database, a bug); logged with the request id, never detailed.
+    /// The database is away (or the server is shutting down): nothing was applied; try again
+    /// after the response's `Retry-After` (HTTP 503).
+    Unavailable,
+    /// A mutation's commit got no answer (the database went away during it): it may or may not
+    /// be applied. Send it again with the same `Idempotency-Key` to apply it exactly once
+    /// (HTTP 503).
+    UnknownOutcome,
+    /// The server failed (a bug, a statement the database refused); logged with the request
+    /// id, never detailed.
     Internal,
     /// The HTTP request is not a GraphQL request: not JSON, too large, a batch, a bad header.
     BadRequest,
@@ -50,12 +58,14 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 14] = [
         Code::NotFound,
         Code::NameTaken,
         Code::Validation,
         Code::Conflict,
         Code::IdempotencyKeyReused,
+        Code::Unavailable,
+        Code::UnknownOutcome,
         Code::Internal,
         Code::BadRequest,
         Code::ParseFailed,
@@ -72,6 +82,8 @@ impl Code {
             Code::Validation => "VALIDATION",
             Code::Conflict => "CONFLICT",
             Code::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::UnknownOutcome => "UNKNOWN_OUTCOME",
             Code::Internal => "INTERNAL",
             Code::BadRequest => "BAD_REQUEST",
             Code::ParseFailed => "GRAPHQL_PARSE_FAILED",
@@ -84,6 +96,11 @@ impl Code {
 
     pub fn parse(code: &str) -> Option<Code> {
         Code::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
+    /// Whether the code says "try again later" (HTTP 503 with `Retry-After`).
+    pub const fn is_retry_later(self) -> bool {
+        matches!(self, Code::Unavailable | Code::UnknownOutcome)
     }
 
     /// Whether the code stops a request before anything runs (an HTTP 4xx).
@@ -180,9 +197,24 @@ pub(crate) fn api_error(error: Error<ShoppingListError>, call: &Context) -> asyn
             error
         }
         Error::ShuttingDown => coded(
-            Code::Internal,
+            Code::Unavailable,
             "the server is shutting down; try again when it is back",
         ),
+        Error::OutcomeUnknown(_) | Error::Unanswered { .. } => {
+            tracing::warn!(request_id = request_id(call), user = call.user_id(), %error, "commit outcome unknown");
+            coded(
+                Code::UnknownOutcome,
+                "the database did not answer the commit: the change may or may not be applied; \
+                 send the request again with the same `Idempotency-Key` to apply it exactly once",
+            )
+        }
+        error if error.is_unavailable() => {
+            tracing::warn!(request_id = request_id(call), %error, "database unavailable");
+            coded(
+                Code::Unavailable,
+                "the database is unavailable: nothing was applied; try again shortly",
+            )
+        }
         error => {
             tracing::error!(request_id = request_id(call), user = call.user_id(), %error, "request failed");
             coded(

@@ -21,6 +21,9 @@ use super::schema::ApiSchema;
 use crate::server::{ConnectionPermit, HttpLimits};
 use sha2::{Digest, Sha256};
 
+/// How soon a client told `UNAVAILABLE` or `UNKNOWN_OUTCOME` may try again (`Retry-After`).
+pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs one GraphQL request, as the caller of the request's [`Context`].
 pub(super) async fn graphql(
     State(schema): State<ApiSchema>,
@@ -239,8 +242,15 @@ fn respond(mut response: async_graphql::Response) -> Response {
             .errors
             .iter()
             .all(|error| code_of(error).is_some_and(Code::is_request_error));
+    let retry_later = response
+        .errors
+        .iter()
+        .any(|error| code_of(error).is_some_and(Code::is_retry_later));
     let (status, data) = if refused {
         (StatusCode::BAD_REQUEST, None)
+    } else if retry_later {
+        // The data beside stays: other fields (reads served from memory) may have answered.
+        (StatusCode::SERVICE_UNAVAILABLE, Some(&response.data))
     } else {
         (StatusCode::OK, Some(&response.data))
     };
@@ -248,7 +258,14 @@ fn respond(mut response: async_graphql::Response) -> Response {
         data,
         errors: &response.errors,
     };
-    (status, axum::Json(body)).into_response()
+    let mut response = (status, axum::Json(body)).into_response();
+    if retry_later {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(RETRY_AFTER.as_secs()),
+        );
+    }
+    response
 }
 
 #[cfg(test)]

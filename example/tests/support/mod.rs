@@ -1,6 +1,8 @@
 //! A real server for the HTTP tests: the app on 127.0.0.1 and a free port, over a real database.
 #![allow(dead_code, reason = "each test file uses its own part of the support")]
 
+pub mod cluster;
+
 use entities_runtime::testing::TestDatabase;
 use entities_runtime::{Backend, Runtime};
 use example::{MIGRATIONS, api};
@@ -12,7 +14,8 @@ pub struct Server {
     pub client: reqwest::Client,
     /// The projector and subscriber the server runs beside the API.
     pub streams: example::streams::Streams,
-    _db: TestDatabase,
+    url: String,
+    _db: Option<TestDatabase>,
 }
 
 impl Server {
@@ -28,6 +31,27 @@ impl Server {
             .build()
             .await
             .expect("runtime");
+        let url = db.url.clone();
+        Self::serve(runtime, limits, url, Some(db)).await
+    }
+
+    /// A server over `runtime`, on a database the caller keeps.
+    pub async fn over(runtime: Runtime, url: &str) -> Self {
+        Self::serve(
+            runtime,
+            example::server::HttpLimits::default(),
+            url.to_owned(),
+            None,
+        )
+        .await
+    }
+
+    async fn serve(
+        runtime: Runtime,
+        limits: example::server::HttpLimits,
+        url: String,
+        db: Option<TestDatabase>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free port");
@@ -45,6 +69,7 @@ impl Server {
             streams,
             runtime,
             client: reqwest::Client::new(),
+            url,
             _db: db,
         }
     }
@@ -56,7 +81,7 @@ impl Server {
 
     /// The URL of the server's database, for a second runtime on it.
     pub fn database_url(&self) -> &str {
-        &self._db.url
+        &self.url
     }
 
     /// POSTs `body` as is to /api.

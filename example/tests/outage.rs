@@ -1,0 +1,107 @@
+//! The database away: requests fail fast with `UNAVAILABLE` (HTTP 503, `Retry-After`) within
+//! the pool's acquire timeout, lists in memory still answer reads, and once the database is back
+//! the same server serves again, with no restart. On a PostgreSQL server of the test's own,
+//! stopped and started by it.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use entities_runtime::Runtime;
+use example::MIGRATIONS;
+use serde_json::{Value, json};
+use support::Server;
+use support::cluster::Cluster;
+
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn post(server: &Server, query: &str) -> (u16, Option<String>, Value) {
+    let response = server
+        .post_raw(json!({ "query": query }).to_string(), &[])
+        .await;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|value| value.to_str().unwrap().to_owned());
+    (status, retry_after, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_away_requests_fail_fast_and_recover_without_a_restart() {
+    let cluster = Cluster::start();
+    let runtime = Runtime::builder(cluster.url())
+        .migrations(MIGRATIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .build()
+        .await
+        .unwrap();
+    let server = Server::over(runtime, &cluster.url()).await;
+    let (_, _, created) = post(
+        &server,
+        r#"mutation { createShoppingList(name: "before") { id } }"#,
+    )
+    .await;
+    let id = created["data"]["createShoppingList"]["id"]
+        .as_i64()
+        .unwrap();
+
+    cluster.stop();
+    let started = Instant::now();
+    let (status, retry_after, body) = post(
+        &server,
+        &format!(
+            r#"mutation {{ addItem(shoppingListId: {id}, name: "milk", quantity: 1) {{ id }} }}"#
+        ),
+    )
+    .await;
+    let waited = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "UNAVAILABLE",
+        "{body}"
+    );
+    // Fail fast: the acquire timeout and a margin for a loaded machine, not the 30 s of before.
+    assert!(
+        waited < ACQUIRE_TIMEOUT + Duration::from_secs(5),
+        "answered after {waited:?}"
+    );
+    let (status, _, body) = post(
+        &server,
+        r#"mutation { createShoppingList(name: "during") { id } }"#,
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "UNAVAILABLE",
+        "{body}"
+    );
+    // The list in memory still answers.
+    let (status, _, body) =
+        post(&server, &format!("{{ shoppingList(id: {id}) {{ name }} }}")).await;
+    assert_eq!(
+        (status, &body["data"]["shoppingList"]["name"]),
+        (200, &json!("before"))
+    );
+
+    cluster.start_again();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let added = loop {
+        let (status, _, body) = post(
+            &server,
+            &format!(r#"mutation {{ addItem(shoppingListId: {id}, name: "milk", quantity: 1) {{ version }} }}"#),
+        )
+        .await;
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "not back after 30 s: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        added["data"]["addItem"]["version"], 2,
+        "nothing was applied during the outage"
+    );
+    server.runtime.shutdown().await;
+}
