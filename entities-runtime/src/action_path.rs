@@ -29,6 +29,7 @@ pub(crate) struct Queued<E: Entity> {
     payload: String,
     conflicts: u32,
     span: tracing::Span,
+    queued_at: std::time::Instant,
 }
 
 /// The span of one action (a create's too), recorded as the action goes: its entity, the
@@ -63,6 +64,7 @@ impl<E: Entity> Queued<E> {
             payload: String::new(),
             conflicts: 0,
             span,
+            queued_at: std::time::Instant::now(),
         }
     }
 
@@ -70,7 +72,9 @@ impl<E: Entity> Queued<E> {
         if let Ok(state) = &result {
             self.span.record("version", state.version());
         }
-        self.span.record("outcome", Error::outcome_of(&result));
+        let outcome = Error::outcome_of(&result);
+        self.span.record("outcome", outcome);
+        crate::telemetry::call_answered(E::TYPE, outcome, self.queued_at);
         let _ = self.reply.send(result);
     }
 }

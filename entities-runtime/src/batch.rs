@@ -77,6 +77,7 @@ impl<E: Entity> Worker<E> {
             reply,
             span,
         } = batch;
+        let started = std::time::Instant::now();
         let id = self.slot.id();
         span.record("entity_id", id);
         let (mut result, panicked) = self
@@ -92,7 +93,9 @@ impl<E: Entity> Worker<E> {
         if let Ok(state) = &result {
             span.record("version", state.version());
         }
-        span.record("outcome", Error::outcome_of(&result));
+        let outcome = Error::outcome_of(&result);
+        span.record("outcome", outcome);
+        crate::telemetry::call_answered(E::TYPE, outcome, started);
         let _ = reply.send(result);
         self.settled(panicked).await;
     }

@@ -240,11 +240,15 @@ async fn run(
         } = Batch::of(batch);
         // Projections catch their own panics; one here is a runtime bug. The replies are kept
         // out of the unwinding future, so their workers are told rather than left waiting.
+        let started = std::time::Instant::now();
         match std::panic::AssertUnwindSafe(batcher.write_batch(&writes, &groups, &keys, steps))
             .catch_unwind()
             .await
         {
-            Ok(outcomes) => answer(replies, &groups, outcomes),
+            Ok(outcomes) => {
+                crate::telemetry::batch_written(outcomes.len(), started);
+                answer(replies, &groups, outcomes)
+            }
             Err(panic) => {
                 tracing::error!(
                     message = crate::error::panic_message(panic.as_ref()),

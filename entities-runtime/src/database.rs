@@ -28,6 +28,19 @@ pub struct Database {
     store: Store,
 }
 
+/// How many connections a pool holds now ([`Database::connections`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConnections {
+    pub open: u32,
+    pub idle: u32,
+}
+
+impl PoolConnections {
+    pub fn in_use(&self) -> u32 {
+        self.open.saturating_sub(self.idle)
+    }
+}
+
 impl Database {
     /// A pool of `max_connections` on `url` (`postgres://...` or `sqlite:...`, created if
     /// missing), with the settings the runtime uses: on SQLite, WAL, full sync, foreign keys,
@@ -42,6 +55,18 @@ impl Database {
 
     pub fn backend(&self) -> Backend {
         self.store.backend()
+    }
+
+    /// The pool's connections now: open, and idle among them (the others are in use).
+    pub fn connections(&self) -> PoolConnections {
+        let (open, idle) = match &self.store {
+            Store::Postgres(pool) => (pool.size(), pool.num_idle()),
+            Store::Sqlite(pool) => (pool.size(), pool.num_idle()),
+        };
+        PoolConnections {
+            open,
+            idle: u32::try_from(idle).unwrap_or(open),
+        }
     }
 
     /// A statement to run on the pool: bind its parameters, then execute or fetch.

@@ -122,6 +122,7 @@ mod snapshot;
 mod sql;
 mod store;
 mod subscription;
+mod telemetry;
 pub mod testing;
 mod transaction;
 mod turn;
@@ -129,7 +130,7 @@ mod worker;
 
 pub use changes::Changes;
 pub use context::Context;
-pub use database::{Connection, Database, Transaction};
+pub use database::{Connection, Database, PoolConnections, Transaction};
 pub use entities_derive::{Action, Event, entity};
 pub use entity::{
     Action, ActionOf, Apply, Change, Create, DecodeError, Entity, EntityId, Event, Events, Handle,

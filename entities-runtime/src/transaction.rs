@@ -430,6 +430,7 @@ impl Runtime {
         {
             return key.kept_value(stored);
         }
+        let started = std::time::Instant::now();
         let span = tracing::info_span!(
             "transaction",
             entities = tracing::field::Empty,
@@ -459,7 +460,9 @@ impl Runtime {
         let mut state = state.lock().await;
         span.record("entities", state.met.len());
         span.record("attempts", state.attempt + 1);
-        span.record("outcome", Error::outcome_of(&result));
+        let outcome = Error::outcome_of(&result);
+        span.record("outcome", outcome);
+        crate::telemetry::transaction_answered(outcome, started);
         state.ended = true;
         state.give_back_all();
         result

@@ -127,6 +127,7 @@ async fn rebuild(
 }
 
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    api::install_metrics();
     let runtime = start(&settings).await?;
     let address = SocketAddr::new(settings.bind, settings.port);
     let listener = tokio::net::TcpListener::bind(address)

@@ -191,12 +191,7 @@ async fn every_error_has_the_json_shape() {
         let body: Value = response.json().await.expect("a JSON body");
         assert_eq!(code(&body), "BAD_REQUEST", "{method}");
     }
-    let missing = server
-        .client
-        .get(format!("{}/no-such-page", server.base))
-        .send()
-        .await
-        .unwrap();
+    let missing = server.get("/no-such-page").await;
     assert_eq!(missing.status().as_u16(), 404);
     let body: Value = missing.json().await.expect("a JSON body");
     assert_eq!(code(&body), "NOT_FOUND");

@@ -77,6 +77,13 @@ async fn with_the_database_away_requests_fail_fast_and_recover_without_a_restart
         body["errors"][0]["extensions"]["code"], "UNAVAILABLE",
         "{body}"
     );
+    // Not ready while the database is away; alive all the same.
+    let ready = server.get("/health/ready").await;
+    assert_eq!(ready.status().as_u16(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "unavailable", "{ready}");
+    let live = server.get("/health/live").await;
+    assert_eq!(live.status().as_u16(), 200);
     // The list in memory still answers.
     let (status, _, body) =
         post(&server, &format!("{{ shoppingList(id: {id}) {{ name }} }}")).await;
@@ -103,5 +110,7 @@ async fn with_the_database_away_requests_fail_fast_and_recover_without_a_restart
         added["data"]["addItem"]["version"], 2,
         "nothing was applied during the outage"
     );
+    let ready = server.get("/health/ready").await;
+    assert_eq!(ready.status().as_u16(), 200, "ready again");
     server.runtime.shutdown().await;
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::BODY_LIMIT;
 use super::error::{Code, code_of, set_code};
+use super::observability::ResponseCode;
 use super::request_context::{IdempotencyKey, KeyedRequest};
 use super::schema::ApiSchema;
 use crate::server::{ConnectionPermit, HttpLimits};
@@ -152,14 +153,16 @@ pub(crate) fn error_response(
 ) -> Response {
     let mut error = ServerError::new(message, None);
     set_code(&mut error, code);
-    (
+    let mut response = (
         status,
         axum::Json(Shape {
             data: None,
             errors: &[error],
         }),
     )
-        .into_response()
+        .into_response();
+    response.extensions_mut().insert(ResponseCode(code));
+    response
 }
 
 /// A response body: `data` only when the request ran, `errors` only when there are any.
@@ -258,7 +261,11 @@ fn respond(mut response: async_graphql::Response) -> Response {
         data,
         errors: &response.errors,
     };
+    let first_code = response.errors.first().and_then(code_of);
     let mut response = (status, axum::Json(body)).into_response();
+    if let Some(code) = first_code {
+        response.extensions_mut().insert(ResponseCode(code));
+    }
     if retry_later {
         response.headers_mut().insert(
             header::RETRY_AFTER,

@@ -33,11 +33,13 @@ mod error;
 mod graphiql;
 mod guards;
 mod http;
+mod observability;
 mod request_context;
 mod schema;
 
 pub use budget::RESPONSE_BUDGET;
 pub use error::Code;
+pub use observability::install as install_metrics;
 pub use request_context::{IDEMPOTENCY_KEY, MAX_ID_LEN, REQUEST_ID, USER_ID};
 pub use schema::{ApiSchema, schema};
 
@@ -77,6 +79,9 @@ pub fn router(runtime: entities_runtime::Runtime, limits: &HttpLimits) -> Router
         .route("/", get(|| async { Redirect::to("/graphiql") }))
         // Browsers ask for it; there is none, and a 404 would be a console error on every visit.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/metrics", get(observability::metrics))
+        .route("/health/live", get(observability::live))
+        .route("/health/ready", get(observability::ready))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
@@ -85,6 +90,8 @@ pub fn router(runtime: entities_runtime::Runtime, limits: &HttpLimits) -> Router
         .layer(axum::middleware::from_fn(guards::declared_length))
         .layer(axum::middleware::from_fn(request_context::middleware))
         .layer(axum::middleware::from_fn(guards::json_errors))
+        .layer(axum::middleware::from_fn(observability::count_requests))
         .layer(Extension(limits.clone()))
+        .layer(Extension(runtime.clone()))
         .with_state(schema(runtime))
 }

@@ -52,6 +52,7 @@ impl Server {
         url: String,
         db: Option<TestDatabase>,
     ) -> Self {
+        api::install_metrics();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free port");
@@ -82,6 +83,15 @@ impl Server {
     /// The URL of the server's database, for a second runtime on it.
     pub fn database_url(&self) -> &str {
         &self.url
+    }
+
+    /// GETs `path` (`/health/ready`, say).
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("the server answers")
     }
 
     /// POSTs `body` as is to /api.

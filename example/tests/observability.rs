@@ -1,0 +1,114 @@
+//! `GET /metrics` in Prometheus's text format, counting what the requests did, and the health
+//! checks. (The database going away, and readiness with it, is in `outage.rs`.)
+
+mod support;
+
+use entities_runtime::Backend;
+use serde_json::{Value, json};
+use support::{Server, on_both_backends};
+
+on_both_backends!(
+    metrics_count_calls_by_outcome_and_requests_by_status_and_code,
+    health_checks_answer
+);
+
+async fn scrape(server: &Server) -> String {
+    let response = server.get("/metrics").await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    response.text().await.unwrap()
+}
+
+/// The value of the sample of `name` whose labels include every one of `labels`; 0 if none.
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            metric == name && labels.iter().all(|label| rest.contains(label))
+        })
+        .map(|(_, value)| value.parse::<f64>().unwrap())
+        .sum()
+}
+
+async fn metrics_count_calls_by_outcome_and_requests_by_status_and_code(backend: Backend) {
+    let server = Server::start(backend).await;
+    let before = scrape(&server).await;
+    let (_, created) = server
+        .graphql(
+            r#"mutation { createShoppingList(name: "counted") { id } }"#,
+            &[],
+        )
+        .await;
+    let id = created["data"]["createShoppingList"]["id"]
+        .as_i64()
+        .unwrap();
+    for quantity in [1, 0] {
+        server
+            .graphql(
+                &format!(r#"mutation {{ addItem(shoppingListId: {id}, name: "x", quantity: {quantity}) {{ id }} }}"#),
+                &[],
+            )
+            .await;
+    }
+    let bad = server.post_raw("not json", &[]).await;
+    assert_eq!(bad.status().as_u16(), 400);
+    let after = scrape(&server).await;
+    let delta =
+        |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
+    let list = r#"entity_type="shopping_list""#;
+    assert_eq!(
+        delta("entities_calls_total", &[list, r#"outcome="ok""#]),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("entities_calls_total", &[list, r#"outcome="rejected""#]),
+        1.0
+    );
+    assert_eq!(delta("entities_call_duration_seconds_count", &[list]), 3.0);
+    assert!(delta("entities_commit_duration_seconds_count", &[]) >= 2.0);
+    assert!(delta("entities_batch_actions_sum", &[]) >= 2.0);
+    assert_eq!(
+        delta(
+            "http_requests_total",
+            &[r#"status="200""#, r#"code="none""#]
+        ),
+        3.0,
+        "the first scrape (counted once answered), the create and the first add"
+    );
+    assert_eq!(
+        delta(
+            "http_requests_total",
+            &[r#"status="200""#, r#"code="VALIDATION""#]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "http_requests_total",
+            &[r#"status="400""#, r#"code="BAD_REQUEST""#]
+        ),
+        1.0
+    );
+    assert_eq!(sample(&after, "entities_live_entities", &[]), 1.0);
+    assert!(after.contains("entities_pool_connections{state=\"in_use\"}"));
+    assert!(after.contains("entities_pool_connections{state=\"idle\"}"));
+    assert!(sample(&after, "entities_actions_committed_total", &[]) >= 2.0);
+}
+
+async fn health_checks_answer(backend: Backend) {
+    let server = Server::start(backend).await;
+    for (path, status) in [("/health/live", "live"), ("/health/ready", "ready")] {
+        let response = server.get(path).await;
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["status"], json!(status), "{path}: {body}");
+    }
+}
