@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use entities_runtime::Runtime;
+use example::api::{Auth, JwtVerifier};
 use example::server::{self, HttpLimits};
 use example::streams::{self, ReadModel};
 use example::{MIGRATIONS, api};
@@ -34,6 +35,15 @@ struct Settings {
     /// Seconds a shopping list stays in memory after its last use.
     #[arg(long, env = "IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
+    /// How requests are authenticated: `open` trusts the `x-user-id` header as is (development,
+    /// or behind a gateway that sets it); `jwt` needs `Authorization: Bearer <token>`, its
+    /// `sub` the user: HS256 with the secret in `JWT_SECRET` (never a flag: the process list
+    /// shows flags), or RS256/ES256 with `--jwt-public-key`.
+    #[arg(long, env = "AUTH", value_enum, default_value_t = AuthMode::Open)]
+    auth: AuthMode,
+    /// With `--auth jwt`: the token issuer's public key, PEM (RSA for RS256, P-256 for ES256).
+    #[arg(long, env = "JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<std::path::PathBuf>,
     /// Seconds a request waits for a database connection; with the database away, requests
     /// fail after this with `UNAVAILABLE` (HTTP 503, `Retry-After`).
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
@@ -67,6 +77,12 @@ enum Command {
         #[arg(value_enum)]
         read_model: RebuildTarget,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuthMode {
+    Open,
+    Jwt,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -126,7 +142,44 @@ async fn rebuild(
     Ok(())
 }
 
+/// The authentication `settings` ask for, and its line for the log.
+fn auth(settings: &Settings) -> Result<(Auth, String), String> {
+    if settings.auth == AuthMode::Open {
+        return Ok((
+            Auth::Open,
+            "authentication is off (--auth open): the x-user-id header is trusted as is; use \
+             --auth jwt for a server that faces the internet"
+                .to_owned(),
+        ));
+    }
+    let secret = std::env::var("JWT_SECRET")
+        .ok()
+        .filter(|secret| !secret.is_empty());
+    let verifier = match (secret, &settings.jwt_public_key) {
+        (Some(secret), None) => JwtVerifier::hs256(secret.as_bytes())?,
+        (None, Some(path)) => {
+            let pem = std::fs::read(path)
+                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+            JwtVerifier::public_key(&pem)?
+        }
+        (Some(_), Some(_)) => {
+            return Err("give JWT_SECRET or --jwt-public-key, not both".to_owned());
+        }
+        (None, None) => {
+            return Err(
+                "--auth jwt needs JWT_SECRET (HS256) or --jwt-public-key (RS256/ES256)".to_owned(),
+            );
+        }
+    };
+    let line = format!(
+        "authentication: JWT ({:?}); requests to /api need a bearer token",
+        verifier.algorithm()
+    );
+    Ok((Auth::Jwt(std::sync::Arc::new(verifier)), line))
+}
+
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let (auth, auth_line) = auth(&settings)?;
     api::install_metrics();
     let runtime = start(&settings).await?;
     let address = SocketAddr::new(settings.bind, settings.port);
@@ -139,6 +192,10 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         redacted(&settings.database_url)
     );
     // After the line above: tools and tests read the address from the first line.
+    match &auth {
+        Auth::Open => tracing::warn!("{auth_line}"),
+        Auth::Jwt(_) => tracing::info!("{auth_line}"),
+    }
     let _streams = streams::start(&runtime);
     let limits = HttpLimits {
         header_timeout: Duration::from_secs(settings.header_timeout),
@@ -147,7 +204,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         max_connections: usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_secs(settings.shutdown_grace),
     };
-    let app = api::router(runtime.clone(), &limits);
+    let app = api::router(runtime.clone(), &limits, auth);
     server::serve(listener, app, limits, async {
         let signal = stop_signal().await;
         tracing::info!("{signal}: shutting down: finishing requests, snapshotting live lists");

@@ -38,6 +38,10 @@ pub enum Code {
     /// be applied. Send it again with the same `Idempotency-Key` to apply it exactly once
     /// (HTTP 503).
     UnknownOutcome,
+    /// Authentication is on and the request has no valid bearer token (HTTP 401).
+    Unauthenticated,
+    /// The list is not the caller's, nor shared with them.
+    Forbidden,
     /// The server failed (a bug, a statement the database refused); logged with the request
     /// id, never detailed.
     Internal,
@@ -58,7 +62,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 16] = [
         Code::NotFound,
         Code::NameTaken,
         Code::Validation,
@@ -66,6 +70,8 @@ impl Code {
         Code::IdempotencyKeyReused,
         Code::Unavailable,
         Code::UnknownOutcome,
+        Code::Unauthenticated,
+        Code::Forbidden,
         Code::Internal,
         Code::BadRequest,
         Code::ParseFailed,
@@ -84,6 +90,8 @@ impl Code {
             Code::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Code::Unavailable => "UNAVAILABLE",
             Code::UnknownOutcome => "UNKNOWN_OUTCOME",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::Forbidden => "FORBIDDEN",
             Code::Internal => "INTERNAL",
             Code::BadRequest => "BAD_REQUEST",
             Code::ParseFailed => "GRAPHQL_PARSE_FAILED",
@@ -113,6 +121,7 @@ impl Code {
                 | Code::TooDeep
                 | Code::TooComplex
                 | Code::Timeout
+                | Code::Unauthenticated
         )
     }
 }

@@ -15,8 +15,10 @@ use entities_runtime::Context;
 use serde::Serialize;
 
 use super::BODY_LIMIT;
+use super::auth::bearer;
 use super::error::{Code, code_of, set_code};
 use super::observability::ResponseCode;
+use super::request_context::TokenAtInit;
 use super::request_context::{IdempotencyKey, KeyedRequest};
 use super::schema::ApiSchema;
 use crate::server::{ConnectionPermit, HttpLimits};
@@ -99,6 +101,7 @@ pub(super) async fn subscriptions(
     State(schema): State<ApiSchema>,
     Extension(call): Extension<Context>,
     permit: Option<Extension<ConnectionPermit>>,
+    token_at_init: Option<Extension<TokenAtInit>>,
     protocol: Result<GraphQLProtocol, StatusCode>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -107,15 +110,42 @@ pub(super) async fn subscriptions(
     };
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            let mut data = async_graphql::Data::default();
-            data.insert(call);
-            async move {
-                let _permit = permit;
-                GraphQLWebSocket::new(stream, schema, protocol)
-                    .with_data(data)
-                    .serve()
-                    .await;
+        .on_upgrade(move |stream| async move {
+            let _permit = permit;
+            let socket = GraphQLWebSocket::new(stream, schema, protocol);
+            match token_at_init {
+                None => {
+                    let mut data = async_graphql::Data::default();
+                    data.insert(call);
+                    socket.with_data(data).serve().await;
+                }
+                Some(Extension(TokenAtInit(verifier))) => {
+                    // The token comes in `connection_init`'s payload (`{"Authorization": "Bearer
+                    // ..."}`); without a valid one the socket is closed (1002, the reason in
+                    // the close frame: how async-graphql refuses a `connection_init`).
+                    socket
+                        .on_connection_init(move |payload| async move {
+                            let user = ["Authorization", "authorization"]
+                                .iter()
+                                .find_map(|name| payload.get(*name)?.as_str())
+                                .and_then(bearer)
+                                .ok_or_else(|| {
+                                    async_graphql::Error::new(
+                                        "authentication required: send `{\"Authorization\": \"Bearer <token>\"}` in `connection_init`",
+                                    )
+                                })
+                                .and_then(|token| {
+                                    verifier.user(token).map_err(async_graphql::Error::new)
+                                })?;
+                            let mut data = async_graphql::Data::default();
+                            data.insert(Context::new(user).with_request_id(
+                                call.request_id().unwrap_or_default().to_owned(),
+                            ));
+                            Ok(data)
+                        })
+                        .serve()
+                        .await;
+                }
             }
         })
 }

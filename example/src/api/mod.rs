@@ -28,6 +28,7 @@
 //! - a path that does not exist (404) or a method a route does not take (405) has the same JSON
 //!   shape.
 
+mod auth;
 mod budget;
 mod error;
 mod graphiql;
@@ -37,6 +38,7 @@ mod observability;
 mod request_context;
 mod schema;
 
+pub use auth::{Auth, JwtVerifier};
 pub use budget::RESPONSE_BUDGET;
 pub use error::Code;
 pub use observability::install as install_metrics;
@@ -71,7 +73,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The app: `/api`, `/graphiql` and its files, and `/`, which leads to GraphiQL; each request
 /// bounded by `limits` (its body and its whole run; the connection's are the server's).
-pub fn router(runtime: entities_runtime::Runtime, limits: &HttpLimits) -> Router {
+pub fn router(runtime: entities_runtime::Runtime, limits: &HttpLimits, auth: Auth) -> Router {
     Router::new()
         .route("/api", get(http::subscriptions).post(http::graphql))
         .route("/graphiql", get(graphiql::page))
@@ -88,7 +90,10 @@ pub fn router(runtime: entities_runtime::Runtime, limits: &HttpLimits) -> Router
             guards::deadline,
         ))
         .layer(axum::middleware::from_fn(guards::declared_length))
-        .layer(axum::middleware::from_fn(request_context::middleware))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            request_context::middleware,
+        ))
         .layer(axum::middleware::from_fn(guards::json_errors))
         .layer(axum::middleware::from_fn(observability::count_requests))
         .layer(Extension(limits.clone()))

@@ -1,13 +1,16 @@
 //! Who asks and which request it is: `x-user-id` and `x-request-id`, read into the
 //! [`Context`] that every write stores, and echoed on the response.
 
-use axum::extract::Request;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use entities_runtime::Context;
 use tracing::Instrument;
 
+use super::auth::{Auth, JwtVerifier, bearer};
 use super::error::Code;
 use super::http::error_response;
 
@@ -34,18 +37,42 @@ pub(crate) struct KeyedRequest {
     pub fingerprint: String,
 }
 
+/// A WebSocket upgrade to `/api` with authentication on and no `Authorization` header (browsers
+/// cannot set one there): its token comes in the `connection_init` message instead.
+#[derive(Clone)]
+pub(crate) struct TokenAtInit(pub Arc<JwtVerifier>);
+
 /// Puts the request's [`Context`] in its extensions and echoes both ids on the response; a
-/// header that is not printable ASCII or is too long is a `BAD_REQUEST`.
-pub async fn middleware(mut request: Request, next: Next) -> Response {
-    let ctx = match context(request.headers()) {
+/// header that is not printable ASCII or is too long is a `BAD_REQUEST`. With JWT
+/// authentication, `/api` needs a valid bearer token (`UNAUTHENTICATED`, 401, otherwise), whose
+/// `sub` is the user.
+pub async fn middleware(State(auth): State<Auth>, mut request: Request, next: Next) -> Response {
+    let verifier = match &auth {
+        Auth::Jwt(verifier) if request.uri().path() == "/api" => Some(verifier),
+        _ => None,
+    };
+    let user = match verifier {
+        None => None,
+        Some(verifier) => match authenticate(request.headers(), verifier) {
+            Ok(Some(user)) => Some(user),
+            Ok(None) => {
+                // A WebSocket without the header: its `connection_init` brings the token.
+                request
+                    .extensions_mut()
+                    .insert(TokenAtInit(verifier.clone()));
+                Some(PENDING_USER.to_owned())
+            }
+            Err(refusal) => return with_fresh_request_id(*refusal),
+        },
+    };
+    let ctx = match context(request.headers(), user) {
         Ok(ctx) => ctx,
         Err(message) => {
-            let mut response = error_response(StatusCode::BAD_REQUEST, Code::BadRequest, message);
-            // Still a request id to quote, as on every response.
-            if let Ok(value) = HeaderValue::from_str(&fresh_request_id()) {
-                response.headers_mut().insert(REQUEST_ID, value);
-            }
-            return response;
+            return with_fresh_request_id(error_response(
+                StatusCode::BAD_REQUEST,
+                Code::BadRequest,
+                message,
+            ));
         }
     };
     request.extensions_mut().insert(ctx.clone());
@@ -77,8 +104,83 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
     response
 }
 
-fn context(headers: &HeaderMap) -> Result<Context, String> {
-    let user = header_value(headers, &USER_ID)?.unwrap_or(Context::ANONYMOUS);
+/// The user a WebSocket's context names until its `connection_init` brings the token.
+const PENDING_USER: &str = "unauthenticated";
+
+/// Still a request id to quote, as on every response.
+fn with_fresh_request_id(mut response: Response) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&fresh_request_id()) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// The token's user; `None` for a WebSocket upgrade without an `Authorization` header; else
+/// the refusal: `UNAUTHENTICATED` (401, with `WWW-Authenticate`), or `BAD_REQUEST` for an
+/// `x-user-id` beside it.
+fn authenticate(
+    headers: &HeaderMap,
+    verifier: &JwtVerifier,
+) -> Result<Option<String>, Box<Response>> {
+    if headers.contains_key(USER_ID) {
+        return Err(Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            Code::BadRequest,
+            format!(
+                "the header `{USER_ID}` is not taken when requests are authenticated: the user \
+                 is the token's `sub`"
+            ),
+        )));
+    }
+    let refused = |message: String, invalid: bool| {
+        let mut response = error_response(StatusCode::UNAUTHORIZED, Code::Unauthenticated, message);
+        let challenge = if invalid {
+            "Bearer error=\"invalid_token\""
+        } else {
+            "Bearer"
+        };
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        Box::new(response)
+    };
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        if is_websocket_upgrade(headers) {
+            return Ok(None);
+        }
+        return Err(refused(
+            "authentication required: send `Authorization: Bearer <token>`".to_owned(),
+            false,
+        ));
+    };
+    let token = value.to_str().ok().and_then(bearer).ok_or_else(|| {
+        refused(
+            "the `Authorization` header must be `Bearer <token>`".to_owned(),
+            true,
+        )
+    })?;
+    verifier
+        .user(token)
+        .map(Some)
+        .map_err(|message| refused(message, true))
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
+}
+
+/// The context of a request: its user (the token's, or `x-user-id`'s, or anonymous) and id.
+fn context(headers: &HeaderMap, user: Option<String>) -> Result<Context, String> {
+    let user = match user {
+        Some(user) => user,
+        None => header_value(headers, &USER_ID)?
+            .unwrap_or(Context::ANONYMOUS)
+            .to_owned(),
+    };
     // Pinned: every call the request makes stores the id its response quotes.
     let request_id = match header_value(headers, &REQUEST_ID)? {
         Some(request_id) => request_id.to_owned(),
@@ -151,7 +253,7 @@ mod tests {
     #[test]
     fn absent_or_empty_headers_give_anonymous_and_a_fresh_request_id() {
         for map in [headers(&[]), headers(&[(&USER_ID, " "), (&REQUEST_ID, "")])] {
-            let ctx = context(&map).unwrap();
+            let ctx = context(&map, None).unwrap();
             assert_eq!(ctx.user_id(), Context::ANONYMOUS);
             assert!(uuid::Uuid::parse_str(request_id(&ctx)).is_ok());
         }
@@ -159,7 +261,11 @@ mod tests {
 
     #[test]
     fn given_ids_are_kept_trimmed() {
-        let ctx = context(&headers(&[(&USER_ID, " alice "), (&REQUEST_ID, "req-1")])).unwrap();
+        let ctx = context(
+            &headers(&[(&USER_ID, " alice "), (&REQUEST_ID, "req-1")]),
+            None,
+        )
+        .unwrap();
         assert_eq!((ctx.user_id(), request_id(&ctx)), ("alice", "req-1"));
         assert_eq!(ctx.correlation_id(), Some("req-1"));
     }
@@ -177,11 +283,11 @@ mod tests {
     #[test]
     fn long_repeated_or_unprintable_ids_are_refused() {
         let long = "x".repeat(MAX_ID_LEN + 1);
-        assert!(context(&headers(&[(&USER_ID, &long)])).is_err());
-        assert!(context(&headers(&[(&USER_ID, "a"), (&USER_ID, "b")])).is_err());
+        assert!(context(&headers(&[(&USER_ID, &long)]), None).is_err());
+        assert!(context(&headers(&[(&USER_ID, "a"), (&USER_ID, "b")]), None).is_err());
         let mut map = HeaderMap::new();
         map.insert(USER_ID, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
-        assert!(context(&map).is_err());
-        assert!(context(&headers(&[(&REQUEST_ID, "a\tb")])).is_err());
+        assert!(context(&map, None).is_err());
+        assert!(context(&headers(&[(&REQUEST_ID, "a\tb")]), None).is_err());
     }
 }

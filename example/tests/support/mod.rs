@@ -46,18 +46,40 @@ impl Server {
         .await
     }
 
+    /// A server that authenticates requests as `auth` says.
+    pub async fn start_with_auth(backend: Backend, auth: api::Auth) -> Self {
+        let db = TestDatabase::new(backend).await;
+        let runtime = Runtime::builder(&db.url)
+            .migrations(MIGRATIONS)
+            .build()
+            .await
+            .expect("runtime");
+        let url = db.url.clone();
+        Self::serve_with(runtime, Default::default(), url, Some(db), auth).await
+    }
+
     async fn serve(
         runtime: Runtime,
         limits: example::server::HttpLimits,
         url: String,
         db: Option<TestDatabase>,
     ) -> Self {
+        Self::serve_with(runtime, limits, url, db, api::Auth::Open).await
+    }
+
+    async fn serve_with(
+        runtime: Runtime,
+        limits: example::server::HttpLimits,
+        url: String,
+        db: Option<TestDatabase>,
+        auth: api::Auth,
+    ) -> Self {
         api::install_metrics();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free port");
         let base = format!("http://{}", listener.local_addr().expect("bound"));
-        let app = api::router(runtime.clone(), &limits);
+        let app = api::router(runtime.clone(), &limits, auth);
         tokio::spawn(example::server::serve(
             listener,
             app,

@@ -1,0 +1,113 @@
+//! Who the caller is. Open (the zero-set-up default): the `x-user-id` header says so, trusted as
+//! is, and the start-up log says that. With JWT: a valid `Authorization: Bearer` token, its
+//! `sub` the user id; `x-user-id` is then refused, since it could only contradict the token.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+use serde::Deserialize;
+
+/// How requests are authenticated.
+#[derive(Clone)]
+pub enum Auth {
+    /// `x-user-id` is trusted: for development, or behind a gateway that sets it.
+    Open,
+    Jwt(Arc<JwtVerifier>),
+}
+
+/// Checks tokens signed with one key: HS256 with a shared secret, or RS256/ES256 with the
+/// public key of the issuer's key pair.
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+/// The longest user id a token may carry, as for `x-user-id`.
+const MAX_SUBJECT: usize = super::MAX_ID_LEN;
+
+impl JwtVerifier {
+    /// HS256 with `secret` (at least 32 bytes: a shorter HMAC key is guessable).
+    pub fn hs256(secret: &[u8]) -> Result<Self, String> {
+        if secret.len() < 32 {
+            return Err(format!(
+                "the JWT secret must be at least 32 bytes, not {}",
+                secret.len()
+            ));
+        }
+        let key = DecodingKey::from_secret(secret).map_err(|error| error.to_string())?;
+        Ok(Self::new(key, Algorithm::HS256))
+    }
+
+    /// RS256 or ES256 (P-256), by the kind of the PEM public key.
+    pub fn public_key(pem: &[u8]) -> Result<Self, String> {
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            return Ok(Self::new(key, Algorithm::RS256));
+        }
+        DecodingKey::from_ec_pem(pem)
+            .map(|key| Self::new(key, Algorithm::ES256))
+            .map_err(|error| {
+                format!("the JWT public key is neither an RSA nor a P-256 key in PEM: {error}")
+            })
+    }
+
+    fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
+        // `exp` is required and checked (with a minute's leeway for clocks); only this
+        // algorithm is taken, so a token cannot pick a weaker one (nor `none`).
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self { key, validation }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.validation.algorithms[0]
+    }
+
+    /// The user id of a valid token, or why it is not one.
+    pub fn user(&self, token: &str) -> Result<String, String> {
+        let claims = decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|error| format!("the token is not valid: {error}"))?
+            .claims;
+        let sub = claims.sub.trim();
+        if sub.is_empty()
+            || sub.len() > MAX_SUBJECT
+            || !sub.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        {
+            return Err(format!(
+                "the token's `sub` must be 1 to {MAX_SUBJECT} printable ASCII characters"
+            ));
+        }
+        Ok(sub.to_owned())
+    }
+}
+
+/// The token of an `Authorization` header's value: `Bearer <token>` (the scheme in any case).
+pub(crate) fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bearer_token_is_read_in_any_case_of_its_scheme() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("abc"), None);
+    }
+
+    #[test]
+    fn a_short_secret_is_refused() {
+        assert!(JwtVerifier::hs256(b"short").is_err());
+        assert!(JwtVerifier::hs256(&[7; 32]).is_ok());
+    }
+}
