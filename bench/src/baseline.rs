@@ -139,13 +139,16 @@ impl Baseline {
             .await
             .expect("entity row");
         let name = name.to_owned();
+        let owner = ctx.user_id().to_owned();
         let action = CreateShoppingList {
             id,
             name: name.clone(),
+            owner: owner.clone(),
         };
         let event = ShoppingListCreated {
             id,
             name: name.clone(),
+            owner: owner.clone(),
         };
         self.action_and_event(
             &mut tx,
@@ -155,9 +158,10 @@ impl Baseline {
             (ShoppingListCreated::TYPE, json(&event)),
         )
         .await;
-        tx.query("INSERT INTO shopping_lists (id, name) VALUES ($1, $2)")
+        tx.query("INSERT INTO shopping_lists (id, name, owner) VALUES ($1, $2, $3)")
             .bind(id)
             .bind(&name)
+            .bind(&owner)
             .execute()
             .await
             .expect("list row");
@@ -301,8 +305,8 @@ impl Baseline {
     /// A list read by hand from the read model: its row, then its items, on one connection.
     pub async fn read(&self, id: EntityId) -> ShoppingList {
         let mut conn = self.db.acquire().await.expect("connection");
-        let (name,): (String,) = conn
-            .query("SELECT name FROM shopping_lists WHERE id = $1")
+        let (name, owner): (String, String) = conn
+            .query("SELECT name, owner FROM shopping_lists WHERE id = $1")
             .bind(id)
             .fetch_one()
             .await
@@ -320,6 +324,9 @@ impl Baseline {
             id,
             version: 0,
             name,
+            owner,
+            // No list of the benchmark is shared.
+            shared_with: Vec::new(),
             items: items
                 .into_iter()
                 .map(|(id, name, quantity)| Item { id, name, quantity })

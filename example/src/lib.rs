@@ -25,4 +25,10 @@ pub const MIGRATIONS: &[entities_runtime::Migration] = &[
         postgres: include_str!("../migrations/postgres/0002_streams.sql"),
         sqlite: include_str!("../migrations/sqlite/0002_streams.sql"),
     },
+    entities_runtime::Migration {
+        version: 3,
+        description: "owners of lists, and shares",
+        postgres: include_str!("../migrations/postgres/0003_ownership.sql"),
+        sqlite: include_str!("../migrations/sqlite/0003_ownership.sql"),
+    },
 ];

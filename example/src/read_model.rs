@@ -12,17 +12,23 @@ pub struct ListRow {
     pub name: String,
 }
 
-/// A page of the lists, ordered by id.
+/// A page of the lists `user` owns or is shared, ordered by id.
 pub async fn lists(
     runtime: &Runtime,
+    user: &str,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<ListRow>, sqlx::Error> {
     let rows: Vec<(EntityId, String)> = runtime
         .database()
-        .query("SELECT id, name FROM shopping_lists ORDER BY id LIMIT $1 OFFSET $2")
+        .query(
+            "SELECT id, name FROM shopping_lists WHERE owner = $3 \
+             OR id IN (SELECT shopping_list_id FROM shopping_list_shares WHERE user_id = $3) \
+             ORDER BY id LIMIT $1 OFFSET $2",
+        )
         .bind(limit)
         .bind(offset)
+        .bind(user)
         .fetch_all()
         .await?;
     Ok(rows

@@ -426,6 +426,13 @@ async fn user_and_request_ids_are_stored_and_echoed(backend: Backend) {
     assert_eq!(response.headers()["x-request-id"], "req-42");
     let body: Value = response.json().await.unwrap();
     let id = body["data"]["createShoppingList"]["id"].as_i64().unwrap();
+    // user-7 owns the list and lets user-8 in.
+    server
+        .graphql(
+            &format!(r#"mutation {{ shareShoppingList(shoppingListId: {id}, userId: "user-8") {{ id }} }}"#),
+            &[("x-user-id", "user-7")],
+        )
+        .await;
     server
         .post_raw(
             json!({ "query": format!(r#"mutation {{ addItem(shoppingListId: {id}, name: "ink", quantity: 1) {{ id }} }}"#) })
@@ -438,7 +445,7 @@ async fn user_and_request_ids_are_stored_and_echoed(backend: Backend) {
             &format!(
                 "{{ shoppingListHistory(id: {id}) {{ createdBy requestId correlationId actionType type }} }}"
             ),
-            &[],
+            &[("x-user-id", "user-7")],
         )
         .await;
     let history = &history["data"]["shoppingListHistory"];
@@ -446,9 +453,10 @@ async fn user_and_request_ids_are_stored_and_echoed(backend: Backend) {
         history[0],
         json!({ "createdBy": "user-7", "requestId": "req-42", "correlationId": "req-42", "actionType": "CreateShoppingList", "type": "ShoppingListCreated" })
     );
-    assert_eq!(history[1]["createdBy"], json!("user-8"));
+    assert_eq!(history[1]["type"], json!("ListShared"));
+    assert_eq!(history[2]["createdBy"], json!("user-8"));
     assert!(
-        uuid::Uuid::parse_str(history[1]["requestId"].as_str().unwrap()).is_ok(),
+        uuid::Uuid::parse_str(history[2]["requestId"].as_str().unwrap()).is_ok(),
         "a generated request id: {history}"
     );
 

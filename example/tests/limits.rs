@@ -103,7 +103,8 @@ async fn a_list_holds_a_bounded_number_of_items(backend: Backend) {
         .as_i64()
         .unwrap();
     let list = server.runtime.entity::<ShoppingList>(id);
-    let ctx = Context::new("tester");
+    // The lists were created over HTTP, as `anonymous`: their owner.
+    let ctx = Context::new(Context::ANONYMOUS);
     for chunk in 0..ITEM_LIMIT / 50 {
         let items = (0..50).map(|n| AddItem::new(format!("item {chunk}-{n}"), 1));
         list.send_actions(&ctx, items.collect::<Vec<_>>())
@@ -225,7 +226,8 @@ async fn many_aliases_of_long_lists_cannot_build_a_huge_answer(backend: Backend)
         .as_i64()
         .unwrap();
     let list = server.runtime.entity::<ShoppingList>(id);
-    let ctx = Context::new("tester");
+    // The lists were created over HTTP, as `anonymous`: their owner.
+    let ctx = Context::new(Context::ANONYMOUS);
     // The longest names there can be: 200 four-byte characters, on as many items as fit.
     let name = "\u{1F34E}".repeat(NAME_LIMIT);
     for _ in 0..ITEM_LIMIT / 50 {

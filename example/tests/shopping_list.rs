@@ -82,7 +82,7 @@ async fn a_taken_name_is_a_domain_error_and_changes_nothing(backend: Backend) {
         .create::<ShoppingList>(&ctx(), "hardware".into())
         .await
         .unwrap();
-    let lists_before = read_model::lists(&runtime, 10, 0).await.unwrap();
+    let lists_before = read_model::lists(&runtime, "shopper", 10, 0).await.unwrap();
 
     let duplicate = runtime
         .create::<ShoppingList>(&ctx(), "groceries".into())
@@ -119,7 +119,7 @@ async fn a_taken_name_is_a_domain_error_and_changes_nothing(backend: Backend) {
         "no event stored"
     );
     assert_eq!(
-        read_model::lists(&runtime, 10, 0).await.unwrap(),
+        read_model::lists(&runtime, "shopper", 10, 0).await.unwrap(),
         lists_before,
         "read model unchanged"
     );
@@ -305,7 +305,7 @@ async fn the_read_model_equals_the_entities(backend: Backend) {
         .build()
         .await
         .unwrap();
-    let lists = read_model::lists(&fresh, 100, 0).await.unwrap();
+    let lists = read_model::lists(&fresh, "shopper", 100, 0).await.unwrap();
     assert_eq!(lists.len(), ids.len());
     for row in lists {
         let replayed = fresh.entity::<ShoppingList>(row.id).get().await.unwrap();

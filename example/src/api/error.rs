@@ -159,12 +159,14 @@ pub(crate) fn api_error(error: Error<ShoppingListError>, call: &Context) -> asyn
         Error::Rejected(refusal) => {
             let code = match refusal {
                 ShoppingListError::NameTaken(_) => Code::NameTaken,
+                ShoppingListError::Forbidden(_) | ShoppingListError::NotOwner(_) => Code::Forbidden,
                 ShoppingListError::ItemNotFound(_) => Code::NotFound,
                 ShoppingListError::AlreadyExists(_)
                 | ShoppingListError::BlankName
                 | ShoppingListError::NameTooLong(_)
                 | ShoppingListError::ControlCharacter(_)
                 | ShoppingListError::ListFull
+                | ShoppingListError::BadUserId
                 | ShoppingListError::QuantityNotPositive(_)
                 | ShoppingListError::ItemExists(_) => Code::Validation,
             };

@@ -13,12 +13,13 @@
 //! Every error carries `extensions.code` ([`Code`]) and a message a person understands; a
 //! user's mistake is never an HTTP 500:
 //!
-//! - the domain's refusals (`NOT_FOUND`, `NAME_TAKEN`, `VALIDATION`, `CONFLICT`),
+//! - the domain's refusals (`NOT_FOUND`, `NAME_TAKEN`, `VALIDATION`, `CONFLICT`, `FORBIDDEN`),
 //!   `IDEMPOTENCY_KEY_REUSED` and `INTERNAL` come with HTTP 200 and `data`, the failed field
 //!   `null`;
 //! - a request that cannot run at all gets a 4xx and no `data`: `BAD_REQUEST` for a body that is
 //!   not a GraphQL request in JSON (400), not sent as `application/json` (415) or over
 //!   [`BODY_LIMIT`] (413), or a bad `x-user-id`/`x-request-id`/`Idempotency-Key` (400);
+//!   `UNAUTHENTICATED` (401) without a valid bearer token when authentication is on;
 //!   `GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`, `QUERY_TOO_DEEP` (over
 //!   [`DEPTH_LIMIT`]) and `QUERY_TOO_COMPLEX` (over [`COMPLEXITY_LIMIT`]) for a query that does
 //!   not parse, does not fit the schema or is too costly (400); `TIMEOUT` (408) for a body that

@@ -17,7 +17,9 @@ use super::budget::{Budgets, ResponseBudget};
 use super::error::{Code, RequestErrorCodes, api_error, coded};
 use super::request_context::KeyedRequest;
 use super::{BATCH_LIMIT, COMPLEXITY_LIMIT, DEPTH_LIMIT, HISTORY_LIMIT, PAGE_LIMIT, POPULAR_LIMIT};
-use crate::shopping_list::{AddItem, ChangeQuantity, Item, RemoveItem, SetName, move_item};
+use crate::shopping_list::{
+    AddItem, ChangeQuantity, Item, RemoveItem, SetName, ShareList, move_item,
+};
 use crate::{ShoppingList, ShoppingListError};
 use crate::{popular_items, read_model};
 
@@ -213,6 +215,23 @@ fn list(outcome: Outcome, call: &Context) -> Result<Option<ShoppingListObject>> 
         .map_err(|error| api_error(error, call))
 }
 
+/// List `id` as its owner, or a user it is shared with, may read it; `FORBIDDEN` for others.
+async fn readable(runtime: &Runtime, call: &Context, id: EntityId) -> Result<Arc<ShoppingList>> {
+    let list = runtime
+        .entity::<ShoppingList>(id)
+        .get()
+        .await
+        .map_err(|error| api_error(error, call))?;
+    if list.is_open_to(call.user_id()) {
+        Ok(list)
+    } else {
+        Err(api_error(
+            entities_runtime::Error::Rejected(ShoppingListError::Forbidden(id)),
+            call,
+        ))
+    }
+}
+
 /// An item to add, as `addItems` takes them.
 #[derive(InputObject)]
 pub struct NewItem {
@@ -252,17 +271,19 @@ pub struct Query;
 
 #[Object]
 impl Query {
-    /// The list with this id; a `NOT_FOUND` error when there is none.
+    /// The list with this id; a `NOT_FOUND` error when there is none, `FORBIDDEN` when it is
+    /// not the caller's nor shared with them.
     async fn shopping_list(
         &self,
         ctx: &gql::Context<'_>,
         id: EntityId,
     ) -> Result<Option<ShoppingListObject>> {
         let (runtime, call) = parts(ctx)?;
-        list(runtime.entity::<ShoppingList>(id).get().await, call)
+        Ok(Some(readable(runtime, call, id).await?.into()))
     }
 
-    /// A page of the lists, by id, from the read model. `limit` is 0 to 100, `offset` 0 or more.
+    /// A page of the caller's lists and of those shared with them, by id, from the read model.
+    /// `limit` is 0 to 100, `offset` 0 or more.
     #[graphql(complexity = "(limit.clamp(0, PAGE_LIMIT) as usize) * child_complexity + 1")]
     async fn shopping_lists(
         &self,
@@ -283,7 +304,7 @@ impl Query {
                 format!("`offset` must not be negative, not {offset}"),
             ));
         }
-        let rows = read_model::lists(runtime, limit.into(), offset.into())
+        let rows = read_model::lists(runtime, call.user_id(), limit.into(), offset.into())
             .await
             .map_err(|error| api_error(entities_runtime::Error::Storage(Arc::new(error)), call))?;
         let lists = futures::future::try_join_all(rows.iter().map(|row| {
@@ -336,6 +357,7 @@ impl Query {
         #[graphql(default = 100)] limit: i32,
     ) -> Result<Option<Vec<HistoryEntry>>> {
         let (runtime, call) = parts(ctx)?;
+        readable(runtime, call, id).await?;
         if !(1..=HISTORY_LIMIT).contains(&limit) {
             return Err(coded(
                 Code::Validation,
@@ -352,16 +374,6 @@ impl Query {
             .history_page::<ShoppingList>(id, after, limit as usize)
             .await
             .map_err(|error| api_error(error, call))?;
-        if history.is_empty() {
-            // A list has at least the event that created it: past its end, the page is empty;
-            // with no such list, it is not found.
-            runtime
-                .entity::<ShoppingList>(id)
-                .get()
-                .await
-                .map_err(|error| api_error(error, call))?;
-            return Ok(Some(Vec::new()));
-        }
         let entries: Vec<HistoryEntry> = history.into_iter().map(HistoryEntry::from).collect();
         if let Some(budget) = ctx.data_opt::<ResponseBudget>() {
             budget.spend(entries.iter().map(HistoryEntry::size).sum())?;
@@ -474,6 +486,22 @@ impl Mutation {
         }))
     }
 
+    /// Lets user `userId` read and change the list (not share it): for its owner only
+    /// (`FORBIDDEN` for others). Sharing with the owner, or again, changes nothing.
+    async fn share_shopping_list(
+        &self,
+        ctx: &gql::Context<'_>,
+        shopping_list_id: EntityId,
+        user_id: String,
+    ) -> Result<Option<ShoppingListObject>> {
+        let (runtime, call) = mutation_parts(ctx)?;
+        let entity = runtime.entity::<ShoppingList>(shopping_list_id);
+        list(
+            entity.send_action(&call, ShareList { user_id }).await,
+            &call,
+        )
+    }
+
     /// Removes an item; `NOT_FOUND` when it is not on the list.
     async fn remove_item(
         &self,
@@ -519,6 +547,7 @@ impl SubscriptionRoot {
         id: EntityId,
     ) -> Result<impl Stream<Item = ShoppingListObject> + use<>> {
         let (runtime, call) = parts(ctx)?;
+        readable(runtime, call, id).await?;
         let changes = runtime
             .entity::<ShoppingList>(id)
             .changes()

@@ -111,7 +111,7 @@ async fn walkthrough() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("\nthe read model:");
-    for row in read_model::lists(&runtime, 5, 0).await? {
+    for row in read_model::lists(&runtime, ctx.user_id(), 5, 0).await? {
         println!("  list {} `{}`", row.id, row.name);
     }
     for item in read_model::items(&runtime, list.id).await? {

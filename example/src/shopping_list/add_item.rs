@@ -34,7 +34,8 @@ pub struct ItemAdded {
 }
 
 impl Handle<AddItem> for ShoppingList {
-    fn handle(&self, _ctx: &Context, action: &AddItem) -> Events<Self> {
+    fn handle(&self, ctx: &Context, action: &AddItem) -> Events<Self> {
+        self.open_to(ctx)?;
         if self.item(&action.id).is_ok() {
             return Err(ShoppingListError::ItemExists(action.id.clone()));
         }

@@ -20,7 +20,8 @@ pub struct QuantityChanged {
 }
 
 impl Handle<ChangeQuantity> for ShoppingList {
-    fn handle(&self, _ctx: &Context, action: &ChangeQuantity) -> Events<Self> {
+    fn handle(&self, ctx: &Context, action: &ChangeQuantity) -> Events<Self> {
+        self.open_to(ctx)?;
         let item = self.item(&action.item_id)?;
         let quantity = valid_quantity(action.quantity)?;
         if item.quantity == quantity {

@@ -5,18 +5,24 @@ use entities_runtime::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{ShoppingList, ShoppingListError, name_taken, valid_name};
+use super::{ShoppingList, ShoppingListError, anonymous, name_taken, valid_name};
 
 #[derive(Debug, Clone, PartialEq, Action, Serialize, Deserialize)]
 pub struct CreateShoppingList {
     pub id: EntityId,
     pub name: String,
+    /// The caller: it owns the list.
+    #[serde(default = "anonymous")]
+    pub owner: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
 pub struct ShoppingListCreated {
     pub id: EntityId,
     pub name: String,
+    /// Lists made before lists had owners belong to `anonymous`.
+    #[serde(default = "anonymous")]
+    pub owner: String,
 }
 
 impl Handle<CreateShoppingList> for ShoppingList {
@@ -29,6 +35,7 @@ impl Handle<CreateShoppingList> for ShoppingList {
             ShoppingListCreated {
                 id: action.id,
                 name,
+                owner: action.owner.clone(),
             }
             .into(),
         ])
@@ -39,6 +46,7 @@ impl Apply<ShoppingListCreated> for ShoppingList {
     fn apply(&mut self, event: &ShoppingListCreated) {
         self.id = event.id;
         self.name = event.name.clone();
+        self.owner = event.owner.clone();
     }
 }
 
@@ -48,9 +56,10 @@ impl Project<ShoppingListCreated> for ShoppingList {
         change: Change<'_, Self, ShoppingListCreated>,
     ) -> Projected<Self> {
         let Change { event, .. } = change;
-        tx.query("INSERT INTO shopping_lists (id, name) VALUES ($1, $2)")
+        tx.query("INSERT INTO shopping_lists (id, name, owner) VALUES ($1, $2, $3)")
             .bind(event.id)
             .bind(&event.name)
+            .bind(&event.owner)
             .execute()
             .await
             .map_err(name_taken(&event.name))?;
@@ -127,6 +136,7 @@ mod tests {
             .when(CreateShoppingList {
                 id: 1,
                 name: "Again".into(),
+                owner: "test".into(),
             })
             .then_refused(ShoppingListError::AlreadyExists(1));
     }

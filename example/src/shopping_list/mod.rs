@@ -6,6 +6,7 @@ mod create;
 mod move_item;
 mod remove_item;
 mod set_name;
+mod share;
 
 pub use add_item::{AddItem, ItemAdded};
 pub use change_quantity::{ChangeQuantity, QuantityChanged};
@@ -13,6 +14,7 @@ pub use create::{CreateShoppingList, ShoppingListCreated};
 pub use move_item::{Moved, move_item};
 pub use remove_item::{ItemRemoved, RemoveItem};
 pub use set_name::{NameChanged, SetName};
+pub use share::{ListShared, ShareList};
 
 use entities_runtime::{
     Context, Create, EntityId, ProjectionError, Version, entity, is_unique_violation, sqlx,
@@ -22,8 +24,8 @@ use unicode_normalization::UnicodeNormalization;
 
 #[entity(
     type = "shopping_list",
-    actions(CreateShoppingList, SetName, AddItem, RemoveItem, ChangeQuantity),
-    events(ShoppingListCreated, NameChanged, ItemAdded, ItemRemoved, QuantityChanged),
+    actions(CreateShoppingList, SetName, AddItem, RemoveItem, ChangeQuantity, ShareList),
+    events(ShoppingListCreated, NameChanged, ItemAdded, ItemRemoved, QuantityChanged, ListShared),
     error = ShoppingListError,
     derive(PartialEq)
 )]
@@ -33,6 +35,17 @@ pub struct ShoppingList {
     pub version: Version,
     pub name: String,
     pub items: Vec<Item>,
+    /// The user who created it: it may read, change and share it.
+    #[serde(default = "anonymous")]
+    pub owner: String,
+    /// The users it is shared with: they may read and change it, not share it.
+    #[serde(default)]
+    pub shared_with: Vec<String>,
+}
+
+/// The owner of a list made before lists had owners: their events name none.
+pub(crate) fn anonymous() -> String {
+    Context::ANONYMOUS.to_owned()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +76,12 @@ pub enum ShoppingListError {
     ControlCharacter(u32),
     #[error("a list holds at most {ITEM_LIMIT} items")]
     ListFull,
+    #[error("shopping list {0} is not yours, nor shared with you")]
+    Forbidden(EntityId),
+    #[error("only the owner of shopping list {0} may share it")]
+    NotOwner(EntityId),
+    #[error("a user id must be 1 to 200 printable ASCII characters")]
+    BadUserId,
 }
 
 /// The longest name of a list or an item, in characters (after normalisation).
@@ -75,15 +94,35 @@ impl Create for ShoppingList {
     type Args = String;
 
     fn create(
-        _ctx: &Context,
+        ctx: &Context,
         id: EntityId,
         name: String,
     ) -> Result<ShoppingListAction, ShoppingListError> {
-        Ok(CreateShoppingList { id, name }.into())
+        Ok(CreateShoppingList {
+            id,
+            name,
+            owner: ctx.user_id().to_owned(),
+        }
+        .into())
     }
 }
 
 impl ShoppingList {
+    /// Whether `user` may read and change the list: its owner, or a user it is shared with.
+    pub fn is_open_to(&self, user: &str) -> bool {
+        self.owner == user || self.shared_with.iter().any(|shared| shared == user)
+    }
+
+    /// `Forbidden` unless the caller may change the list: checked as each action is decided, so
+    /// no read-then-act race can let another user in.
+    fn open_to(&self, ctx: &Context) -> Result<(), ShoppingListError> {
+        if self.is_open_to(ctx.user_id()) {
+            Ok(())
+        } else {
+            Err(ShoppingListError::Forbidden(self.id))
+        }
+    }
+
     /// The item `item_id`; `ItemNotFound` when it is not on the list.
     pub fn item(&self, item_id: &str) -> Result<&Item, ShoppingListError> {
         self.items
@@ -162,10 +201,12 @@ mod given {
     use super::{ItemAdded, ShoppingList, ShoppingListCreated};
 
     /// The list with id 1, named `name`.
+    /// Owned by `test`, the user scenarios send actions as.
     pub fn created(name: &str) -> ShoppingListCreated {
         ShoppingListCreated {
             id: 1,
             name: name.to_owned(),
+            owner: "test".to_owned(),
         }
     }
 

@@ -18,7 +18,8 @@ pub struct ItemRemoved {
 }
 
 impl Handle<RemoveItem> for ShoppingList {
-    fn handle(&self, _ctx: &Context, action: &RemoveItem) -> Events<Self> {
+    fn handle(&self, ctx: &Context, action: &RemoveItem) -> Events<Self> {
+        self.open_to(ctx)?;
         self.item(&action.item_id)?;
         Ok(vec![
             ItemRemoved {

@@ -18,7 +18,8 @@ pub struct NameChanged {
 }
 
 impl Handle<SetName> for ShoppingList {
-    fn handle(&self, _ctx: &Context, action: &SetName) -> Events<Self> {
+    fn handle(&self, ctx: &Context, action: &SetName) -> Events<Self> {
+        self.open_to(ctx)?;
         let name = valid_name(&action.name)?;
         if name == self.name {
             return Ok(vec![]);
