@@ -33,6 +33,7 @@ pub struct Database {
 pub struct PoolConnections {
     pub open: u32,
     pub idle: u32,
+    pub max: u32,
 }
 
 impl PoolConnections {
@@ -57,15 +58,25 @@ impl Database {
         self.store.backend()
     }
 
-    /// The pool's connections now: open, and idle among them (the others are in use).
+    /// The pool's connections now: open, idle among them (the others are in use), and the most
+    /// it opens. (sqlx does not tell how many callers wait for one: all in use is the sign.)
     pub fn connections(&self) -> PoolConnections {
-        let (open, idle) = match &self.store {
-            Store::Postgres(pool) => (pool.size(), pool.num_idle()),
-            Store::Sqlite(pool) => (pool.size(), pool.num_idle()),
+        let (open, idle, max) = match &self.store {
+            Store::Postgres(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+            Store::Sqlite(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
         };
         PoolConnections {
             open,
             idle: u32::try_from(idle).unwrap_or(open),
+            max,
         }
     }
 

@@ -359,20 +359,41 @@ async fn queries_that_do_not_fit_the_schema_are_refused_before_running(backend: 
         (400, "GRAPHQL_VALIDATION_FAILED"),
         "{message}"
     );
-    // A variable left undefined fails its field only (async-graphql checks it while running).
-    let undefined = server
-        .post_raw(
-            json!({ "query": "query($id: Int!) { shoppingList(id: $id) { id } }" }).to_string(),
-            &[],
-        )
-        .await;
-    assert_eq!(undefined.status().as_u16(), 200);
-    let body: Value = undefined.json().await.unwrap();
-    assert_eq!(body["data"], json!({ "shoppingList": null }));
-    assert_eq!(
-        body["errors"][0]["extensions"]["code"],
-        json!("GRAPHQL_VALIDATION_FAILED")
-    );
+    // A required variable not given, or null, and a nullable variable left null where the
+    // argument is not: nothing runs, not even a mutation before the field that uses it.
+    for (query, variables) in [
+        (
+            "query($id: Int!) { shoppingList(id: $id) { id } }",
+            json!({}),
+        ),
+        (
+            "query($id: Int!) { shoppingList(id: $id) { id } }",
+            json!({ "id": null }),
+        ),
+        (
+            "query($id: Int) { shoppingList(id: $id) { id } }",
+            json!({}),
+        ),
+        (
+            r#"mutation($q: Int!) { a: createShoppingList(name: "first") { id } b: addItem(shoppingListId: 1, name: "x", quantity: $q) { id } }"#,
+            json!({}),
+        ),
+    ] {
+        let response = server
+            .post_raw(
+                json!({ "query": query, "variables": variables }).to_string(),
+                &[],
+            )
+            .await;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status, body["errors"][0]["extensions"]["code"].as_str()),
+            (400, Some("GRAPHQL_VALIDATION_FAILED")),
+            "{query} {variables}: {body}"
+        );
+        assert!(body.get("data").is_none(), "nothing ran: {body}");
+    }
     assert_eq!(server.events().await, 0);
 }
 

@@ -100,6 +100,7 @@ async fn metrics_count_calls_by_outcome_and_requests_by_status_and_code(backend:
     assert_eq!(sample(&after, "entities_live_entities", &[]), 1.0);
     assert!(after.contains("entities_pool_connections{state=\"in_use\"}"));
     assert!(after.contains("entities_pool_connections{state=\"idle\"}"));
+    assert!(sample(&after, "entities_pool_connections_max", &[]) >= 1.0);
     assert!(sample(&after, "entities_actions_committed_total", &[]) >= 2.0);
 }
 

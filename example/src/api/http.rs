@@ -81,6 +81,9 @@ pub(super) async fn graphql(
         Ok(request) => request,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, Code::BadRequest, message),
     };
+    if let Err(message) = required_variables_given(&request) {
+        return error_response(StatusCode::BAD_REQUEST, Code::ValidationFailed, message);
+    }
     let mut request = request.data(call);
     if let Some(Extension(IdempotencyKey(key))) = key {
         // "The same request" is the same body: its hash, with the key, is what a retry repeats.
@@ -239,9 +242,43 @@ fn parse(body: &[u8]) -> Result<async_graphql::Request, String> {
     })
 }
 
+/// Every non-null variable the operation declares without a default is given, and not null:
+/// async-graphql would find out only when a field uses it, after the fields before it ran (a
+/// mutation before it, say). A query that does not parse passes: the schema says why.
+fn required_variables_given(request: &async_graphql::Request) -> Result<(), String> {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return Ok(());
+    };
+    let operation = document.operations.iter().find(|(name, _)| {
+        request.operation_name.is_none()
+            || name.map(|name| name.as_str()) == request.operation_name.as_deref()
+    });
+    let Some((_, operation)) = operation else {
+        return Ok(());
+    };
+    for definition in &operation.node.variable_definitions {
+        let definition = &definition.node;
+        let name = definition.name.node.as_str();
+        let given = request
+            .variables
+            .get(name)
+            .is_some_and(|value| *value != Value::Null);
+        if !definition.var_type.node.nullable && definition.default_value.is_none() && !given {
+            return Err(format!(
+                "the variable `${name}` of type `{}` is required: give it a value in `variables`",
+                definition.var_type.node
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The response as JSON. A request that did not run (only request-stage errors, no data) is a
 /// 400 without `data`; anything that ran is a 200, its errors beside its data.
 fn respond(mut response: async_graphql::Response) -> Response {
+    // Whether any field produced data: a field that failed on its arguments (a variable null
+    // where the argument is not) ran nothing.
+    let ran = response.data != Value::Null;
     // async-graphql leaves a failed field out of `data` (and `data` null when every field
     // failed); GraphQL, like the original, has it `null` beside its error. Every root field is
     // nullable, and only root fields fail, so that is where the nulls go.
@@ -255,7 +292,6 @@ fn respond(mut response: async_graphql::Response) -> Response {
             }
         }
     }
-    let ran = response.data != Value::Null;
     for error in &mut response.errors {
         if code_of(error).is_none() {
             // async-graphql's own refusals outside parse and validation: a field's argument

@@ -88,6 +88,7 @@ pub(super) async fn metrics(Extension(runtime): Extension<Runtime>) -> Response 
     let pool = runtime.database().connections();
     metrics::gauge!("entities_pool_connections", "state" => "in_use").set(pool.in_use());
     metrics::gauge!("entities_pool_connections", "state" => "idle").set(pool.idle);
+    metrics::gauge!("entities_pool_connections_max").set(pool.max);
     (
         [(
             header::CONTENT_TYPE,
