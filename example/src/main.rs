@@ -44,6 +44,12 @@ struct Settings {
     /// With `--auth jwt`: the token issuer's public key, PEM (RSA for RS256, P-256 for ES256).
     #[arg(long, env = "JWT_PUBLIC_KEY")]
     jwt_public_key: Option<std::path::PathBuf>,
+    /// With `--auth jwt`: take only tokens whose `aud` names this audience (this API).
+    #[arg(long, env = "JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// With `--auth jwt`: take only tokens whose `iss` is this issuer.
+    #[arg(long, env = "JWT_ISSUER")]
+    jwt_issuer: Option<String>,
     /// Seconds a request waits for a database connection; with the database away, requests
     /// fail after this with `UNAVAILABLE` (HTTP 503, `Retry-After`).
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
@@ -155,7 +161,7 @@ fn auth(settings: &Settings) -> Result<(Auth, String), String> {
     let secret = std::env::var("JWT_SECRET")
         .ok()
         .filter(|secret| !secret.is_empty());
-    let verifier = match (secret, &settings.jwt_public_key) {
+    let mut verifier = match (secret, &settings.jwt_public_key) {
         (Some(secret), None) => JwtVerifier::hs256(secret.as_bytes())?,
         (None, Some(path)) => {
             let pem = std::fs::read(path)
@@ -171,6 +177,12 @@ fn auth(settings: &Settings) -> Result<(Auth, String), String> {
             );
         }
     };
+    if let Some(audience) = &settings.jwt_audience {
+        verifier = verifier.expect_audience(audience);
+    }
+    if let Some(issuer) = &settings.jwt_issuer {
+        verifier = verifier.expect_issuer(issuer);
+    }
     let line = format!(
         "authentication: JWT ({:?}); requests to /api need a bearer token",
         verifier.algorithm()

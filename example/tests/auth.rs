@@ -130,6 +130,9 @@ async fn hs256_tokens_are_checked_and_their_subject_is_the_user() {
             "{case}"
         );
     }
+    // Only a WebSocket upgrade may bring its token later: a POST saying `Upgrade` is refused.
+    let (status, _, code) = refusal(create(&server, &[("upgrade", "websocket")]).await).await;
+    assert_eq!((status, code.as_str()), (401, "UNAUTHENTICATED"));
     // A token and an x-user-id: the header could only contradict the token.
     let (status, _, code) =
         refusal(create(&server, &[("authorization", &good), ("x-user-id", "bob")]).await).await;
@@ -277,4 +280,67 @@ async fn a_websocket_brings_its_token_in_connection_init() {
         .await
         .unwrap();
     assert_eq!(next(&mut accepted).await.unwrap()["type"], "connection_ack");
+}
+
+/// A WebSocket that never sends `connection_init` gives its place back after the header
+/// timeout, whether or not authentication is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_that_never_initialises_is_closed() {
+    let server = Server::start_with(
+        Backend::Sqlite,
+        example::server::HttpLimits {
+            header_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut silent = socket(&server).await;
+    assert!(next(&mut silent).await.is_err(), "closed without a message");
+}
+
+/// With an audience and an issuer set, only tokens naming both are taken; a token not yet valid
+/// (`nbf`) is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audience_issuer_and_not_before_are_checked() {
+    let verifier = JwtVerifier::hs256(SECRET)
+        .unwrap()
+        .expect_audience("shopping")
+        .expect_issuer("https://issuer.example");
+    let server = Server::start_with_auth(Backend::Sqlite, Auth::Jwt(Arc::new(verifier))).await;
+    let key = EncodingKey::from_secret(SECRET).unwrap();
+    let signed = |claims: Value| {
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        format!("Bearer {token}")
+    };
+    let exp = now() + 60;
+    let good =
+        json!({ "sub": "ann", "exp": exp, "aud": "shopping", "iss": "https://issuer.example" });
+    assert_eq!(
+        create(&server, &[("authorization", &signed(good))])
+            .await
+            .status(),
+        200
+    );
+    for (claims, case) in [
+        (
+            json!({ "sub": "ann", "exp": exp, "iss": "https://issuer.example" }),
+            "no audience",
+        ),
+        (
+            json!({ "sub": "ann", "exp": exp, "aud": "billing", "iss": "https://issuer.example" }),
+            "another audience",
+        ),
+        (
+            json!({ "sub": "ann", "exp": exp, "aud": "shopping", "iss": "https://other.example" }),
+            "another issuer",
+        ),
+        (
+            json!({ "sub": "ann", "exp": exp, "aud": "shopping", "iss": "https://issuer.example", "nbf": now() + 600 }),
+            "not yet valid",
+        ),
+    ] {
+        let (status, _, code) =
+            refusal(create(&server, &[("authorization", &signed(claims))]).await).await;
+        assert_eq!((status, code.as_str()), (401, "UNAUTHENTICATED"), "{case}");
+    }
 }

@@ -81,6 +81,10 @@ async fn lists_are_their_owners_until_shared(backend: Backend) {
         format!(
             r#"mutation {{ moveItem(fromListId: {bobs}, toListId: {alices}, itemId: "{pen}") {{ to {{ id }} }} }}"#
         ),
+        // Not even whether an item is on it.
+        format!(
+            r#"mutation {{ moveItem(fromListId: {alices}, toListId: {bobs}, itemId: "no such item") {{ to {{ id }} }} }}"#
+        ),
     ] {
         let body = as_user(&server, "bob", &query).await;
         assert_eq!(code(&body), "FORBIDDEN", "{query}: {body}");

@@ -178,6 +178,9 @@ impl Runner {
             }
             // Between pages too: a rebuild asked for during a long catch-up is not kept waiting.
             while let Ok(control) = self.controls.try_recv() {
+                // A write of this runtime's progress lands before a rebuild's reset, never
+                // after it (it would move the reset row on, skipping the replay's start).
+                let _ = progress.settle().await;
                 if self.control(control, consumer).await {
                     reread!();
                 }
@@ -229,8 +232,10 @@ impl Runner {
                             }
                         }
                     }
-                    () = self.stop.cancelled() => return Left::Stop,
+                    // The top of the loop stores the progress and leaves.
+                    () = self.stop.cancelled() => {}
                     Some(control) = self.controls.recv() => {
+                        let _ = progress.settle().await;
                         if self.control(control, consumer).await {
                             reread!();
                         }

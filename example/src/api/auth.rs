@@ -56,11 +56,35 @@ impl JwtVerifier {
     }
 
     fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
-        // `exp` is required and checked (with a minute's leeway for clocks); only this
-        // algorithm is taken, so a token cannot pick a weaker one (nor `none`).
+        // `exp` is required and checked, `nbf` checked when present (a minute's leeway for
+        // clocks); only this algorithm is taken, so a token cannot pick a weaker one (nor
+        // `none`). `aud` is checked only when an audience is set (`expect_audience`).
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
         Self { key, validation }
+    }
+
+    /// Takes only tokens whose `aud` names `audience` (this API), so that tokens the same issuer
+    /// signed for other services are refused.
+    pub fn expect_audience(mut self, audience: &str) -> Self {
+        self.validation.set_audience(&[audience]);
+        self.validation.validate_aud = true;
+        self.validation
+            .set_required_spec_claims(&["exp", "sub", "aud"]);
+        self
+    }
+
+    /// Takes only tokens whose `iss` is `issuer`.
+    pub fn expect_issuer(mut self, issuer: &str) -> Self {
+        self.validation.set_issuer(&[issuer]);
+        let mut required = vec!["exp", "sub", "iss"];
+        if self.validation.validate_aud {
+            required.push("aud");
+        }
+        self.validation.set_required_spec_claims(&required);
+        self
     }
 
     pub fn algorithm(&self) -> Algorithm {

@@ -1,6 +1,9 @@
 //! `POST /api`: a GraphQL request in JSON in, a GraphQL response out. What cannot run at all is
 //! answered with a 4xx in the same JSON shape, never with a bare status or a 500.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::{Name, PathSegment, ServerError, Value};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
@@ -33,9 +36,18 @@ pub(super) async fn graphql(
     Extension(call): Extension<Context>,
     Extension(limits): Extension<HttpLimits>,
     key: Option<Extension<IdempotencyKey>>,
+    token_at_init: Option<Extension<TokenAtInit>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // Only a WebSocket may bring its token later; a POST that says `Upgrade` is none.
+    if token_at_init.is_some() {
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            Code::Unauthenticated,
+            "authentication required: send `Authorization: Bearer <token>`",
+        );
+    }
     // The whole body within the body timeout: a client sending a byte now and then is cut.
     let body = match tokio::time::timeout(limits.body_timeout, to_bytes(body, BODY_LIMIT)).await {
         Ok(Ok(body)) => body,
@@ -103,6 +115,7 @@ pub(super) async fn graphql(
 pub(super) async fn subscriptions(
     State(schema): State<ApiSchema>,
     Extension(call): Extension<Context>,
+    Extension(limits): Extension<HttpLimits>,
     permit: Option<Extension<ConnectionPermit>>,
     token_at_init: Option<Extension<TokenAtInit>>,
     protocol: Result<GraphQLProtocol, StatusCode>,
@@ -115,19 +128,17 @@ pub(super) async fn subscriptions(
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| async move {
             let _permit = permit;
-            let socket = GraphQLWebSocket::new(stream, schema, protocol);
-            match token_at_init {
-                None => {
-                    let mut data = async_graphql::Data::default();
-                    data.insert(call);
-                    socket.with_data(data).serve().await;
-                }
-                Some(Extension(TokenAtInit(verifier))) => {
-                    // The token comes in `connection_init`'s payload (`{"Authorization": "Bearer
-                    // ..."}`); without a valid one the socket is closed (1002, the reason in
-                    // the close frame: how async-graphql refuses a `connection_init`).
-                    socket
-                        .on_connection_init(move |payload| async move {
+            let initialised = Arc::new(AtomicBool::new(false));
+            let verifier = token_at_init.map(|Extension(TokenAtInit(verifier))| verifier);
+            let on_init = {
+                let initialised = initialised.clone();
+                move |payload: serde_json::Value| async move {
+                    let call = match verifier {
+                        None => call,
+                        // The token comes in `connection_init`'s payload (`{"Authorization":
+                        // "Bearer ..."}`); without a valid one the socket is closed (1002, the
+                        // reason in the close frame: how async-graphql refuses an init).
+                        Some(verifier) => {
                             let user = ["Authorization", "authorization"]
                                 .iter()
                                 .find_map(|name| payload.get(*name)?.as_str())
@@ -140,18 +151,40 @@ pub(super) async fn subscriptions(
                                 .and_then(|token| {
                                     verifier.user(token).map_err(async_graphql::Error::new)
                                 })?;
-                            let mut data = async_graphql::Data::default();
-                            data.insert(Context::new(user).with_request_id(
+                            Context::new(user).with_request_id(
                                 call.request_id().unwrap_or_default().to_owned(),
-                            ));
-                            Ok(data)
-                        })
-                        .serve()
-                        .await;
+                            )
+                        }
+                    };
+                    initialised.store(true, Ordering::Relaxed);
+                    let mut data = async_graphql::Data::default();
+                    data.insert(call);
+                    Ok(data)
                 }
+            };
+            let session = GraphQLWebSocket::new(stream, schema, protocol)
+                .on_connection_init(on_init)
+                // A client that stops answering pings is dropped, and its place freed.
+                .keepalive_timeout(KEEPALIVE)
+                .serve();
+            // A socket that never says `connection_init` (its head, as it were) is dropped too.
+            let init_within = limits.header_timeout;
+            let uninitialised = async {
+                tokio::time::sleep(init_within).await;
+                if initialised.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+                tracing::info!("WebSocket closed: no connection_init within {init_within:?}");
+            };
+            tokio::select! {
+                () = session => {}
+                () = uninitialised => {}
             }
         })
 }
+
+/// How long a WebSocket may leave the server's ping unanswered.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Whether reading the body failed on [`BODY_LIMIT`].
 fn is_too_large(error: &axum::Error) -> bool {

@@ -53,7 +53,7 @@ pub async fn middleware(State(auth): State<Auth>, mut request: Request, next: Ne
     };
     let user = match verifier {
         None => None,
-        Some(verifier) => match authenticate(request.headers(), verifier) {
+        Some(verifier) => match authenticate(request.method(), request.headers(), verifier) {
             Ok(Some(user)) => Some(user),
             Ok(None) => {
                 // A WebSocket without the header: its `connection_init` brings the token.
@@ -119,6 +119,7 @@ fn with_fresh_request_id(mut response: Response) -> Response {
 /// the refusal: `UNAUTHENTICATED` (401, with `WWW-Authenticate`), or `BAD_REQUEST` for an
 /// `x-user-id` beside it.
 fn authenticate(
+    method: &axum::http::Method,
     headers: &HeaderMap,
     verifier: &JwtVerifier,
 ) -> Result<Option<String>, Box<Response>> {
@@ -146,7 +147,7 @@ fn authenticate(
         Box::new(response)
     };
     let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
-        if is_websocket_upgrade(headers) {
+        if method == axum::http::Method::GET && is_websocket_upgrade(headers) {
             return Ok(None);
         }
         return Err(refused(

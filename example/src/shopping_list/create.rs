@@ -102,6 +102,13 @@ mod tests {
     }
 
     #[test]
+    fn invisible_characters_at_the_edges_are_trimmed() {
+        given::<ShoppingList>([])
+            .when_created("\u{200B}Milk\u{FEFF} ".into())
+            .then([created("Milk").into()]);
+    }
+
+    #[test]
     fn a_name_is_stored_nfc_normalised() {
         let decomposed = "Cafe\u{0301}";
         let list = given::<ShoppingList>([])
@@ -116,7 +123,13 @@ mod tests {
 
     #[test]
     fn control_characters_and_long_names_are_refused() {
-        for (name, control) in [("a\u{0}b", 0), ("two\nlines", 10), ("tab\t", 9)] {
+        for (name, control) in [
+            ("a\u{0}b", 0),
+            ("two\nlines", 10),
+            ("tab\t", 9),
+            ("line\u{2028}separated", 0x2028),
+            ("\u{202E}reversed", 0x202E),
+        ] {
             given::<ShoppingList>([])
                 .when_created(name.into())
                 .then_refused(ShoppingListError::ControlCharacter(control));

@@ -140,11 +140,17 @@ impl ShoppingList {
 /// and one taken name), trimmed, one line, at most [`NAME_LIMIT`] characters, and showing
 /// something: a name of spaces, zero-width or other invisible characters is blank.
 fn valid_name(name: &str) -> Result<String, ShoppingListError> {
-    if let Some(control) = name.chars().find(|c| c.is_control()) {
+    // One line, read in one direction: line and paragraph separators and the bidirectional
+    // overrides and isolates (which can make a name display as another) are refused too.
+    if let Some(control) = name.chars().find(|&c| {
+        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    }) {
         return Err(ShoppingListError::ControlCharacter(control.into()));
     }
     let name: String = name.nfc().collect();
-    let name = name.trim();
+    // Spaces and invisible format characters (zero-width space, BOM, joiners) at the edges are
+    // trimmed: "\u{200B}Milk" is "Milk", and taken if "Milk" is.
+    let name = name.trim_matches(|c: char| c.is_whitespace() || is_format(c));
     if !name.chars().any(shows) {
         return Err(ShoppingListError::BlankName);
     }
@@ -153,6 +159,12 @@ fn valid_name(name: &str) -> Result<String, ShoppingListError> {
         return Err(ShoppingListError::NameTooLong(length));
     }
     Ok(name.to_owned())
+}
+
+/// Whether `c` is a format character (general category Cf): zero-width, joiners, BOM.
+fn is_format(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.general_category() == GeneralCategory::Format
 }
 
 /// Whether a character shows on its own: not a space or separator, not a format character

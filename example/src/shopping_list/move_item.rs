@@ -29,8 +29,13 @@ pub async fn move_item(
             } else {
                 (to, from)
             };
-            tx.get(first).await?;
-            tx.get(second).await?;
+            // Both lists must be the caller's (or shared) before anything of them is told, even
+            // whether the item is there.
+            for list in [tx.get(first).await?, tx.get(second).await?] {
+                if !list.is_open_to(ctx.user_id()) {
+                    return Err(Error::Rejected(ShoppingListError::Forbidden(list.id)));
+                }
+            }
             let item = tx
                 .get(from)
                 .await?
