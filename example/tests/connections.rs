@@ -286,3 +286,31 @@ async fn a_request_not_answered_in_time_is_a_timeout_and_its_mutation_still_appl
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// hyper refuses a head it cannot parse before the app sees it; the answer still has the JSON
+/// error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_is_not_valid_http_gets_the_json_error_shape() {
+    let server = Server::start_with(Backend::Sqlite, limits()).await;
+    let mut stream = TcpStream::connect(server.address()).await.unwrap();
+    stream
+        .write_all(
+            b"POST /api HTTP/1.1\r\nHost: x\r\nx-user-id: a\x01b\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .await
+        .unwrap();
+    let (status, body) = response(&until_closed(&mut stream).await);
+    assert_eq!((status, code(&body)), (400, "BAD_REQUEST"), "{body}");
+    // The connection's other answers are untouched: a keep-alive request, then a bad one.
+    let mut stream = TcpStream::connect(server.address()).await.unwrap();
+    stream
+        .write_all(
+            b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost\x01: x\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let answered = String::from_utf8_lossy(&until_closed(&mut stream).await).into_owned();
+    assert!(answered.starts_with("HTTP/1.1 204"), "{answered}");
+    assert!(answered.contains("HTTP/1.1 400"), "{answered}");
+    assert!(answered.contains(r#""code":"BAD_REQUEST""#), "{answered}");
+}

@@ -18,6 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt;
 
+mod shaped_errors;
+use shaped_errors::ShapedErrors;
+
 /// The server's bounds on what clients may hold, and for how long.
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
@@ -113,7 +116,10 @@ pub async fn serve(
                 request.map(axum::body::Body::new)
             });
         let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection(
+                TokioIo::new(ShapedErrors::new(stream)),
+                TowerToHyperService::new(service),
+            )
             .with_upgrades();
         let (mut draining, still_open) = (draining.subscribe(), all_closed.clone());
         tokio::spawn(async move {
