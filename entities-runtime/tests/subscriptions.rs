@@ -235,20 +235,36 @@ async fn a_failing_handler_is_retried_then_stops_at_the_event_until_resumed(back
     let events = Arc::new(Mutex::new(Vec::new()));
     let attempts = Arc::new(AtomicU32::new(0));
     let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // Once mended, the failing event waits here until the test lets it through.
+    let mended = Arc::new(tokio::sync::Semaphore::new(0));
     let handler = {
-        let (events, attempts, broken) = (events.clone(), attempts.clone(), broken.clone());
+        let (events, attempts, broken, mended) = (
+            events.clone(),
+            attempts.clone(),
+            broken.clone(),
+            mended.clone(),
+        );
         move |event: Logged<Counter>| {
-            let outcome = if event.version == 3 && broken.load(Ordering::SeqCst) {
-                attempts.fetch_add(1, Ordering::SeqCst);
-                Err(BoxError::from("the mail server is down"))
-            } else {
+            let (events, attempts, broken, mended) = (
+                events.clone(),
+                attempts.clone(),
+                broken.clone(),
+                mended.clone(),
+            );
+            async move {
+                if event.version == 3 {
+                    if broken.load(Ordering::SeqCst) {
+                        attempts.fetch_add(1, Ordering::SeqCst);
+                        return Err(BoxError::from("the mail server is down"));
+                    }
+                    mended.acquire().await.unwrap().forget();
+                }
                 events
                     .lock()
                     .unwrap()
                     .push((event.entity_id, event.version));
                 Ok(())
-            };
-            async move { outcome }
+            }
         }
     };
     let subscription = runtime
@@ -303,6 +319,15 @@ async fn a_failing_handler_is_retried_then_stops_at_the_event_until_resumed(back
     );
     broken.store(false, Ordering::SeqCst);
     subscription.resume();
+    // Resumed, it is no longer stopped, for this runtime's status and for the stored row,
+    // while it retries the event.
+    status_until(&subscription, "running again", |s| {
+        matches!(s, Status::Running { .. })
+    })
+    .await;
+    assert_eq!(subscription.progress().await.unwrap().error, None);
+    assert_eq!(seen(&events).len(), 2, "the failing event still in hand");
+    mended.add_permits(1);
     let all = seen_until(&events, 5).await;
     assert_eq!(all, (1..=5).map(|v| (counter.id(), v)).collect::<Vec<_>>());
     caught_up(&runtime, &subscription).await;

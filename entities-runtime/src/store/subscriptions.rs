@@ -289,11 +289,11 @@ impl Seat {
         }
     }
 
-    /// Records why the subscription stopped at the event after `at`.
+    /// Records why the subscription stopped at the event after `at`; `None` clears it (resumed).
     pub async fn record_failure(
         &mut self,
         at: LogPosition,
-        error: &str,
+        error: Option<&str>,
     ) -> Result<(), sqlx::Error> {
         match self {
             Seat::Postgres { name, conn } => {

@@ -330,7 +330,7 @@ impl Runner {
             );
             if failures >= self.options.max_failures {
                 let error = error.to_string();
-                if let Err(error) = seat.record_failure(at, &error).await {
+                if let Err(error) = seat.record_failure(at, Some(&error)).await {
                     return self.lost(error);
                 }
                 tracing::error!(
@@ -397,6 +397,12 @@ impl Runner {
                         };
                     }
                     if resumed {
+                        // No longer stopped, for every reader of the row (`caught_up_to`, a
+                        // progress report), not only once a checkpoint moves past the event.
+                        if let Err(error) = seat.record_failure(at, None).await {
+                            return Err(self.lost(error));
+                        }
+                        self.status.send_replace(Status::Running { at });
                         return Ok(None);
                     }
                 }
