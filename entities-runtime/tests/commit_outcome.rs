@@ -6,11 +6,10 @@
 
 mod support;
 
-use entities_runtime::testing::TestDatabase;
+use entities_runtime::testing::{CommitCutter, TestDatabase};
 use std::sync::Arc;
 
 use entities_runtime::{Backend, EntityRef, Error, Metrics, Runtime};
-use support::proxy::CommitCutter;
 use support::*;
 
 on_both_backends!(a_commit_that_fails_is_reported_and_the_entity_catches_up);

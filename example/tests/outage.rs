@@ -1,13 +1,15 @@
 //! The database away: requests fail fast with `UNAVAILABLE` (HTTP 503, `Retry-After`) within
 //! the pool's acquire timeout, lists in memory still answer reads, and once the database is back
 //! the same server serves again, with no restart. On a PostgreSQL server of the test's own,
-//! stopped and started by it.
+//! stopped and started by it. And a commit whose answer is lost: `UNKNOWN_OUTCOME`, then the
+//! same request with its `Idempotency-Key` applies it exactly once.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use entities_runtime::Runtime;
+use entities_runtime::testing::{CommitCutter, TestDatabase};
 use example::MIGRATIONS;
 use serde_json::{Value, json};
 use support::Server;
@@ -16,8 +18,16 @@ use support::cluster::Cluster;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn post(server: &Server, query: &str) -> (u16, Option<String>, Value) {
+    post_with(server, query, &[]).await
+}
+
+async fn post_with(
+    server: &Server,
+    query: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>, Value) {
     let response = server
-        .post_raw(json!({ "query": query }).to_string(), &[])
+        .post_raw(json!({ "query": query }).to_string(), headers)
         .await;
     let status = response.status().as_u16();
     let retry_after = response
@@ -112,5 +122,69 @@ async fn with_the_database_away_requests_fail_fast_and_recover_without_a_restart
     );
     let ready = server.get("/health/ready").await;
     assert_eq!(ready.status().as_u16(), 200, "ready again");
+    server.runtime.shutdown().await;
+}
+
+/// Postgres commits a rename and its answer is lost on the way (a proxy drops it and closes the
+/// connection): the client hears `UNKNOWN_OUTCOME` (503, `Retry-After`), not a failure; the
+/// same request with the same `Idempotency-Key` then answers with the committed rename, and the
+/// list holds one rename, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_unknown_outcome_and_its_retry_applies_it_once() {
+    let db = TestDatabase::postgres().await;
+    let proxy = CommitCutter::start(&db.url).await;
+    let runtime = Runtime::builder(&proxy.url)
+        .migrations(MIGRATIONS)
+        .build()
+        .await
+        .unwrap();
+    let server = Server::over(runtime, &proxy.url).await;
+    let (_, _, created) = post(
+        &server,
+        r#"mutation { createShoppingList(name: "before") { id } }"#,
+    )
+    .await;
+    let id = created["data"]["createShoppingList"]["id"]
+        .as_i64()
+        .unwrap();
+    let rename = format!(
+        r#"mutation {{ changeShoppingListName(shoppingListId: {id}, name: "answer lost") {{ name version }} }}"#
+    );
+    let key = [("idempotency-key", "rename-1")];
+
+    proxy.arm_for("answer lost");
+    let (status, retry_after, body) = post_with(&server, &rename, &key).await;
+    assert_eq!(
+        proxy.cuts(),
+        1,
+        "the answer to the rename's COMMIT was lost"
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "UNKNOWN_OUTCOME",
+        "{body}"
+    );
+    assert!(body["data"].is_null() || body["data"]["changeShoppingListName"].is_null());
+
+    let (status, _, again) = post_with(&server, &rename, &key).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["data"]["changeShoppingListName"],
+        json!({ "name": "answer lost", "version": 2 })
+    );
+    let (_, _, history) = post(
+        &server,
+        &format!("{{ shoppingListHistory(id: {id}) {{ version type }} }}"),
+    )
+    .await;
+    assert_eq!(
+        history["data"]["shoppingListHistory"],
+        json!([
+            { "version": 1, "type": "ShoppingListCreated" },
+            { "version": 2, "type": "NameChanged" },
+        ]),
+        "one rename stored"
+    );
     server.runtime.shutdown().await;
 }

@@ -2,8 +2,6 @@
 //! and raw reads of what is stored.
 #![allow(dead_code, reason = "each test file uses its own part of the support")]
 
-pub mod proxy;
-
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;

@@ -1,0 +1,181 @@
+//! A TCP proxy between a runtime and Postgres that can lose the answer to a `COMMIT`: the server
+//! commits, and the client never hears so. The one fault that makes an outcome unknown, staged
+//! for real: your retries with idempotency keys can be tested against it.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sqlx::postgres::PgConnectOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How sqlx ends a transaction: a simple-query message (`Q`, its length, the text, NUL).
+const COMMIT_MESSAGE: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+
+/// A proxy in front of a Postgres server: connect through [`url`](Self::url), then
+/// [`arm`](Self::arm) it to lose the answer to the next `COMMIT`.
+///
+/// ```no_run
+/// # async fn example(db: entities_runtime::testing::TestDatabase) {
+/// use entities_runtime::testing::CommitCutter;
+/// let proxy = CommitCutter::start(&db.url).await;
+/// let runtime = entities_runtime::Runtime::builder(&proxy.url).build().await.unwrap();
+/// proxy.arm_for("a name only this test writes");
+/// // ... the action that writes it hears `Error::OutcomeUnknown`, and is committed.
+/// assert_eq!(proxy.cuts(), 1);
+/// # }
+/// ```
+pub struct CommitCutter {
+    /// The database URL through the proxy.
+    pub url: String,
+    armed: Arc<Mutex<Option<Arm>>>,
+    cuts: Arc<AtomicUsize>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+/// Which `COMMIT` loses its answer.
+enum Arm {
+    /// The next one.
+    Any,
+    /// The next one of a transaction whose statements or parameters held these bytes.
+    Carrying(Vec<u8>),
+}
+
+impl CommitCutter {
+    /// A proxy in front of the server of `url`, a `postgres://` URL with a host and a port.
+    ///
+    /// # Panics
+    /// When `url` is not such a URL, or no local port is free.
+    pub async fn start(url: &str) -> Self {
+        let options = PgConnectOptions::from_str(url).expect("a Postgres URL");
+        let upstream = format!("{}:{}", options.get_host(), options.get_port());
+        assert!(
+            url.contains(&upstream),
+            "the URL must name its host and port, as `{upstream}`: {url}"
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let proxy: SocketAddr = listener.local_addr().expect("bound");
+        let armed = Arc::new(Mutex::new(None));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let accept = tokio::spawn({
+            let (armed, cuts, upstream) = (armed.clone(), cuts.clone(), upstream.clone());
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        continue; // the client sees its connection closed, as with the server down
+                    };
+                    tokio::spawn(relay(client, server, armed.clone(), cuts.clone()));
+                }
+            }
+        });
+        Self {
+            url: url.replacen(&upstream, &proxy.to_string(), 1),
+            armed,
+            cuts,
+            accept,
+        }
+    }
+
+    /// The next `COMMIT` any client sends reaches the server; its answer is dropped, and that
+    /// client's connection closed.
+    pub fn arm(&self) {
+        *self.armed.lock().expect("not poisoned") = Some(Arm::Any);
+    }
+
+    /// As [`arm`](Self::arm), for the next `COMMIT` of a transaction that sent `marker` (in a
+    /// statement or a parameter, a name the action writes, say): other connections' commits,
+    /// a projector's or a subscription's, go through. The marker must arrive in one read of
+    /// the socket: keep it short.
+    pub fn arm_for(&self, marker: &str) {
+        *self.armed.lock().expect("not poisoned") = Some(Arm::Carrying(marker.as_bytes().into()));
+    }
+
+    /// How many answers were dropped.
+    pub fn cuts(&self) -> usize {
+        self.cuts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CommitCutter {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    armed: Arc<Mutex<Option<Arm>>>,
+    cuts: Arc<AtomicUsize>,
+) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let cut_next_answer = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let to_server = {
+        let cut_next_answer = cut_next_answer.clone();
+        async move {
+            let mut buffer = vec![0u8; 64 * 1024];
+            // Whether this connection's transaction sent the armed marker.
+            let mut carried = false;
+            loop {
+                let read = client_read.read(&mut buffer).await.unwrap_or(0);
+                if read == 0 {
+                    return;
+                }
+                let sent = &buffer[..read];
+                let commits = contains(sent, COMMIT_MESSAGE);
+                {
+                    let mut armed = armed.lock().expect("not poisoned");
+                    if let Some(Arm::Carrying(marker)) = &*armed {
+                        carried |= contains(sent, marker);
+                    }
+                    let cut = match &*armed {
+                        Some(Arm::Any) => commits,
+                        Some(Arm::Carrying(_)) => commits && carried,
+                        None => false,
+                    };
+                    if cut {
+                        *armed = None;
+                        cut_next_answer.store(true, Ordering::SeqCst);
+                    }
+                }
+                if commits {
+                    carried = false;
+                }
+                if server_write.write_all(sent).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let to_client = async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = server_read.read(&mut buffer).await.unwrap_or(0);
+            if read == 0 {
+                return;
+            }
+            if cut_next_answer.load(Ordering::SeqCst) {
+                cuts.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            if client_write.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Whichever side ends first ends both: the halves drop, and both sockets close.
+    tokio::select! {
+        () = to_server => {}
+        () = to_client => {}
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+}
