@@ -64,6 +64,10 @@ struct Settings {
     /// Seconds within which a request is answered, or refused with `TIMEOUT` (408).
     #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout: u64,
+    /// Seconds a write to a client may make no progress (a client that reads nothing of its
+    /// answer) before its connection is closed.
+    #[arg(long, env = "WRITE_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    write_timeout: u64,
     /// The most connections (WebSockets included) served at once; more wait to be accepted.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: u64,
@@ -213,6 +217,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         header_timeout: Duration::from_secs(settings.header_timeout),
         body_timeout: Duration::from_secs(settings.body_timeout),
         request_timeout: Duration::from_secs(settings.request_timeout),
+        write_timeout: Duration::from_secs(settings.write_timeout),
         max_connections: usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_secs(settings.shutdown_grace),
     };

@@ -1,6 +1,7 @@
 //! What a client can hold of the server, over raw TCP: a connection that sends nothing, a head
 //! or a body that trickles, a body declared huge, more connections than the server serves, a
-//! request that takes too long; and every error in the JSON error shape.
+//! request that takes too long, a client that reads nothing of its answers; and every error in
+//! the JSON error shape.
 
 mod support;
 
@@ -170,6 +171,55 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
         String::from_utf8_lossy(&answered).starts_with("HTTP/1.1 204"),
         "{:?}",
         String::from_utf8_lossy(&answered)
+    );
+}
+
+/// A client that asks for large answers and reads none of them: once the server's writes make
+/// no progress for the write timeout, its connection is closed and its place freed. Here it
+/// holds the only place, so another client is served only after the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_of_its_answers_is_cut_after_the_write_timeout() {
+    let server = Server::start_with(
+        Backend::Sqlite,
+        HttpLimits {
+            write_timeout: Duration::from_millis(300),
+            max_connections: 1,
+            ..limits()
+        },
+    )
+    .await;
+    const ANSWERS: usize = 20;
+    let script = std::fs::metadata(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/graphiql/graphiql.min.js"
+    ))
+    .unwrap()
+    .len() as usize;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket
+        .connect(server.address().parse().unwrap())
+        .await
+        .unwrap();
+    stuck
+        .write_all(
+            "GET /graphiql/graphiql.min.js HTTP/1.1\r\nHost: x\r\n\r\n"
+                .repeat(ANSWERS)
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+
+    let served = tokio::time::timeout(PATIENCE, server.get("/health/live"))
+        .await
+        .expect("another client is served once the stuck one is cut");
+    assert_eq!(served.status().as_u16(), 200);
+    let received = until_closed(&mut stuck).await;
+    assert!(
+        received.len() < ANSWERS * script,
+        "cut before its answers were written: {} of {} bytes",
+        received.len(),
+        ANSWERS * script
     );
 }
 

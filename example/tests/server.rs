@@ -1,15 +1,18 @@
 //! The server binary as a user runs it: one log line at start naming the address, the database
 //! and GraphiQL; SIGINT (Ctrl-C) and SIGTERM finish the requests in flight, snapshot the live
-//! lists and exit cleanly.
+//! lists and exit cleanly; an open WebSocket is told goodbye (1001) first.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use entities_runtime::testing::TestDatabase;
 use entities_runtime::{Backend, Runtime, sqlx};
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_logs_where_it_listens_and_shuts_down_gracefully_on_ctrl_c() {
@@ -83,6 +86,27 @@ async fn shuts_down_gracefully_on(signal: &str, backend: Backend) {
         .expect("GraphiQL");
     assert_eq!(page.status().as_u16(), 200);
 
+    // A subscriber of the list, open when the signal comes.
+    let mut subscriber = {
+        let mut request = format!("ws://{address}/api").into_client_request().unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        tokio_tungstenite::connect_async(request).await.unwrap().0
+    };
+    for message in [
+        json!({ "type": "connection_init" }),
+        json!({ "id": "1", "type": "subscribe", "payload": {
+            "query": format!("subscription {{ shoppingListChanged(id: {id}) {{ version }} }}")
+        } }),
+    ] {
+        subscriber
+            .send(Message::text(message.to_string()))
+            .await
+            .unwrap();
+    }
+
     // On Postgres: a rename held at the list's row lock, seen waiting, while the signal comes.
     let in_flight = if backend == Backend::Postgres {
         let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
@@ -126,6 +150,19 @@ async fn shuts_down_gracefully_on(signal: &str, backend: Backend) {
         .await
         .expect("kill runs");
     assert!(signalled.success());
+    let goodbye = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(message) = subscriber.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame.map(|frame| u16::from(frame.code)),
+                Ok(_) => {}
+                Err(error) => panic!("the socket failed before a close frame: {error}"),
+            }
+        }
+        panic!("the socket ended without a close frame");
+    })
+    .await
+    .expect("the subscriber is told within 30 s");
+    assert_eq!(goodbye, Some(example::api::CLOSE_GOING_AWAY));
     let mut snapshot_version = 1;
     if let Some((mut blocker, rename)) = in_flight {
         // The shutdown has begun (logged) while the rename waits; then it is let through.
@@ -200,12 +237,25 @@ fn help_lists_every_setting_with_its_environment_variable() {
             "sqlite://shopping_list.db",
         ),
         ("--idle-timeout", "IDLE_TIMEOUT", "60"),
+        ("--auth", "AUTH", "open"),
+        ("--db-acquire-timeout", "DB_ACQUIRE_TIMEOUT", "2"),
+        ("--header-timeout", "HEADER_TIMEOUT", "10"),
+        ("--body-timeout", "BODY_TIMEOUT", "10"),
+        ("--request-timeout", "REQUEST_TIMEOUT", "30"),
+        ("--write-timeout", "WRITE_TIMEOUT", "10"),
+        ("--max-connections", "MAX_CONNECTIONS", "512"),
+        ("--shutdown-grace", "SHUTDOWN_GRACE", "10"),
     ] {
-        assert!(help.contains(flag), "{flag} in:\n{help}");
-        assert!(help.contains(&format!("[env: {env}")), "{env} in:\n{help}");
+        // Each option's entry: its flag's line, then its description with env and default.
+        let entry = help
+            .lines()
+            .skip_while(|line| !line.trim_start().starts_with(&format!("{flag} <")))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{flag} in:\n{help}"));
+        assert!(entry.contains(&format!("[env: {env}")), "{env} in {entry}");
         assert!(
-            help.contains(&format!("[default: {default}]")),
-            "{default} in:\n{help}"
+            entry.contains(&format!("[default: {default}]")),
+            "{default} in {entry}"
         );
     }
 }

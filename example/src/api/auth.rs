@@ -3,6 +3,7 @@
 //! `sub` the user id; `x-user-id` is then refused, since it could only contradict the token.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
@@ -25,6 +26,15 @@ pub struct JwtVerifier {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
+}
+
+/// Who a valid token says the caller is, and until when.
+pub struct TokenCaller {
+    pub user: String,
+    /// When the token stops being taken: its `exp`, with the leeway given for clocks. A
+    /// WebSocket opened with it is closed then.
+    pub expires_at: SystemTime,
 }
 
 /// The longest user id a token may carry, as for `x-user-id`.
@@ -91,8 +101,8 @@ impl JwtVerifier {
         self.validation.algorithms[0]
     }
 
-    /// The user id of a valid token, or why it is not one.
-    pub fn user(&self, token: &str) -> Result<String, String> {
+    /// The caller of a valid token, or why it is not one.
+    pub fn verify(&self, token: &str) -> Result<TokenCaller, String> {
         let claims = decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|error| format!("the token is not valid: {error}"))?
             .claims;
@@ -105,7 +115,11 @@ impl JwtVerifier {
                 "the token's `sub` must be 1 to {MAX_SUBJECT} printable ASCII characters"
             ));
         }
-        Ok(sub.to_owned())
+        Ok(TokenCaller {
+            user: sub.to_owned(),
+            expires_at: SystemTime::UNIX_EPOCH
+                + Duration::from_secs(claims.exp.saturating_add(self.validation.leeway)),
+        })
     }
 }
 

@@ -1,30 +1,22 @@
 //! `POST /api`: a GraphQL request in JSON in, a GraphQL response out. What cannot run at all is
 //! answered with a 4xx in the same JSON shape, never with a bare status or a 500.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::{Name, PathSegment, ServerError, Value};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::Extension;
 use axum::body::{Body, to_bytes};
 use axum::extract::State;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use entities_runtime::Context;
 use serde::Serialize;
 
 use super::BODY_LIMIT;
-use super::auth::bearer;
 use super::error::{Code, code_of, set_code};
 use super::observability::ResponseCode;
 use super::request_context::TokenAtInit;
 use super::request_context::{IdempotencyKey, KeyedRequest};
 use super::schema::ApiSchema;
-use crate::server::{ConnectionPermit, HttpLimits};
+use crate::server::HttpLimits;
 use sha2::{Digest, Sha256};
 
 /// How soon a client told `UNAVAILABLE` or `UNKNOWN_OUTCOME` may try again (`Retry-After`).
@@ -107,84 +99,6 @@ pub(super) async fn graphql(
     }
     respond(schema.execute(request).await)
 }
-
-/// `GET /api`: a WebSocket upgrade for subscriptions (`graphql-transport-ws`, or the older
-/// `graphql-ws`), run as the caller of the upgrade request's [`Context`]; anything else is
-/// pointed at POST and GraphiQL. The socket keeps its connection's place among the server's
-/// connections for as long as it lives.
-pub(super) async fn subscriptions(
-    State(schema): State<ApiSchema>,
-    Extension(call): Extension<Context>,
-    Extension(limits): Extension<HttpLimits>,
-    permit: Option<Extension<ConnectionPermit>>,
-    token_at_init: Option<Extension<TokenAtInit>>,
-    protocol: Result<GraphQLProtocol, StatusCode>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let (Ok(protocol), Ok(upgrade)) = (protocol, upgrade) else {
-        return wrong_method().await;
-    };
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| async move {
-            let _permit = permit;
-            let initialised = Arc::new(AtomicBool::new(false));
-            let verifier = token_at_init.map(|Extension(TokenAtInit(verifier))| verifier);
-            let on_init = {
-                let initialised = initialised.clone();
-                move |payload: serde_json::Value| async move {
-                    let call = match verifier {
-                        None => call,
-                        // The token comes in `connection_init`'s payload (`{"Authorization":
-                        // "Bearer ..."}`); without a valid one the socket is closed (1002, the
-                        // reason in the close frame: how async-graphql refuses an init).
-                        Some(verifier) => {
-                            let user = ["Authorization", "authorization"]
-                                .iter()
-                                .find_map(|name| payload.get(*name)?.as_str())
-                                .and_then(bearer)
-                                .ok_or_else(|| {
-                                    async_graphql::Error::new(
-                                        "authentication required: send `{\"Authorization\": \"Bearer <token>\"}` in `connection_init`",
-                                    )
-                                })
-                                .and_then(|token| {
-                                    verifier.user(token).map_err(async_graphql::Error::new)
-                                })?;
-                            Context::new(user).with_request_id(
-                                call.request_id().unwrap_or_default().to_owned(),
-                            )
-                        }
-                    };
-                    initialised.store(true, Ordering::Relaxed);
-                    let mut data = async_graphql::Data::default();
-                    data.insert(call);
-                    Ok(data)
-                }
-            };
-            let session = GraphQLWebSocket::new(stream, schema, protocol)
-                .on_connection_init(on_init)
-                // A client that stops answering pings is dropped, and its place freed.
-                .keepalive_timeout(KEEPALIVE)
-                .serve();
-            // A socket that never says `connection_init` (its head, as it were) is dropped too.
-            let init_within = limits.header_timeout;
-            let uninitialised = async {
-                tokio::time::sleep(init_within).await;
-                if initialised.load(Ordering::Relaxed) {
-                    std::future::pending::<()>().await;
-                }
-                tracing::info!("WebSocket closed: no connection_init within {init_within:?}");
-            };
-            tokio::select! {
-                () = session => {}
-                () = uninitialised => {}
-            }
-        })
-}
-
-/// How long a WebSocket may leave the server's ping unanswered.
-const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Whether reading the body failed on [`BODY_LIMIT`].
 fn is_too_large(error: &axum::Error) -> bool {

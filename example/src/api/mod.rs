@@ -38,6 +38,7 @@ mod http;
 mod observability;
 mod request_context;
 mod schema;
+mod websocket;
 
 pub use auth::{Auth, JwtVerifier};
 pub use budget::RESPONSE_BUDGET;
@@ -45,6 +46,7 @@ pub use error::Code;
 pub use observability::install as install_metrics;
 pub use request_context::{IDEMPOTENCY_KEY, MAX_ID_LEN, REQUEST_ID, USER_ID};
 pub use schema::{ApiSchema, schema};
+pub use websocket::{CLOSE_GOING_AWAY, CLOSE_TOKEN_EXPIRED};
 
 use axum::{Extension, Router};
 
@@ -76,7 +78,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// bounded by `limits` (its body and its whole run; the connection's are the server's).
 pub fn router(runtime: entities_runtime::Runtime, limits: &HttpLimits, auth: Auth) -> Router {
     Router::new()
-        .route("/api", get(http::subscriptions).post(http::graphql))
+        .route("/api", get(websocket::subscriptions).post(http::graphql))
         .route("/graphiql", get(graphiql::page))
         .route("/graphiql/{file}", get(graphiql::file))
         .route("/", get(|| async { Redirect::to("/graphiql") }))

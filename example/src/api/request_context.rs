@@ -10,7 +10,7 @@ use axum::response::Response;
 use entities_runtime::Context;
 use tracing::Instrument;
 
-use super::auth::{Auth, JwtVerifier, bearer};
+use super::auth::{Auth, JwtVerifier, TokenCaller, bearer};
 use super::error::Code;
 use super::http::error_response;
 
@@ -42,6 +42,10 @@ pub(crate) struct KeyedRequest {
 #[derive(Clone)]
 pub(crate) struct TokenAtInit(pub Arc<JwtVerifier>);
 
+/// When the request's bearer token stops being taken: a WebSocket upgraded with it is closed then.
+#[derive(Clone, Copy)]
+pub(crate) struct TokenExpiry(pub std::time::SystemTime);
+
 /// Puts the request's [`Context`] in its extensions and echoes both ids on the response; a
 /// header that is not printable ASCII or is too long is a `BAD_REQUEST`. With JWT
 /// authentication, `/api` needs a valid bearer token (`UNAUTHENTICATED`, 401, otherwise), whose
@@ -54,7 +58,12 @@ pub async fn middleware(State(auth): State<Auth>, mut request: Request, next: Ne
     let user = match verifier {
         None => None,
         Some(verifier) => match authenticate(request.method(), request.headers(), verifier) {
-            Ok(Some(user)) => Some(user),
+            Ok(Some(caller)) => {
+                request
+                    .extensions_mut()
+                    .insert(TokenExpiry(caller.expires_at));
+                Some(caller.user)
+            }
             Ok(None) => {
                 // A WebSocket without the header: its `connection_init` brings the token.
                 request
@@ -122,7 +131,7 @@ fn authenticate(
     method: &axum::http::Method,
     headers: &HeaderMap,
     verifier: &JwtVerifier,
-) -> Result<Option<String>, Box<Response>> {
+) -> Result<Option<TokenCaller>, Box<Response>> {
     if headers.contains_key(USER_ID) {
         return Err(Box::new(error_response(
             StatusCode::BAD_REQUEST,
@@ -162,7 +171,7 @@ fn authenticate(
         )
     })?;
     verifier
-        .user(token)
+        .verify(token)
         .map(Some)
         .map_err(|message| refused(message, true))
 }

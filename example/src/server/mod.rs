@@ -33,6 +33,10 @@ pub struct HttpLimits {
     /// A request must be answered within this; past it, `TIMEOUT` (408). A mutation cut so may
     /// still be applied: retry it with the same `Idempotency-Key`.
     pub request_timeout: Duration,
+    /// A write to the client (an answer, a WebSocket message) that makes no progress for this
+    /// long ends the connection: a client that reads nothing of a large answer holds its
+    /// buffers and its place among the connections no longer.
+    pub write_timeout: Duration,
     /// The most connections (WebSockets included) served at once; more wait to be accepted.
     pub max_connections: usize,
     /// How long a shutdown waits for the requests in flight before cutting them.
@@ -45,6 +49,7 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
             // Well below the usual 1,024 open files, which the pool and the database share.
             max_connections: 512,
             shutdown_grace: Duration::from_secs(10),
@@ -52,13 +57,25 @@ impl Default for HttpLimits {
     }
 }
 
-/// A connection's place among [`HttpLimits::max_connections`], in each of its requests'
-/// extensions: a WebSocket keeps it for as long as it lives, after its upgrade ends the HTTP
-/// connection.
+/// A connection's place among [`HttpLimits::max_connections`] and among the connections a
+/// shutdown waits for, in each of its requests' extensions: a WebSocket keeps it for as long as
+/// it lives, after its upgrade ends the HTTP connection.
 #[derive(Clone)]
-pub struct ConnectionPermit(
-    #[allow(dead_code, reason = "held, never read")] Arc<OwnedSemaphorePermit>,
-);
+pub struct ConnectionPermit {
+    _place: Arc<OwnedSemaphorePermit>,
+    /// Held while open: the shutdown waits (within its grace) until every one is dropped.
+    _open: watch::Receiver<()>,
+    draining: watch::Receiver<bool>,
+}
+
+impl ConnectionPermit {
+    /// Resolves once the server has begun to shut down: a WebSocket then says goodbye.
+    pub async fn shutdown_started(&self) {
+        let mut draining = self.draining.clone();
+        // The sender lives as long as the server; were it gone, so is the server.
+        let _ = draining.wait_for(|draining| *draining).await;
+    }
+}
 
 /// How often the log says that the connection limit holds clients back.
 const LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -108,7 +125,13 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let permit = ConnectionPermit(Arc::new(permit));
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
+        let permit = ConnectionPermit {
+            _place: Arc::new(permit),
+            _open: all_closed.clone(),
+            draining: draining.subscribe(),
+        };
         let service = app
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
@@ -117,7 +140,7 @@ pub async fn serve(
             });
         let connection = builder
             .serve_connection(
-                TokioIo::new(ShapedErrors::new(stream)),
+                TokioIo::new(ShapedErrors::new(Box::pin(stream))),
                 TowerToHyperService::new(service),
             )
             .with_upgrades();
@@ -135,6 +158,11 @@ pub async fn serve(
                 Ok(()) => {}
                 Err(error) if error.is_timeout() => {
                     tracing::info!("connection closed: no request head within the header timeout");
+                }
+                Err(error) if stalled_write(&error) => {
+                    tracing::info!(
+                        "connection closed: the client read nothing of its answer within the write timeout"
+                    );
                 }
                 Err(error) => tracing::debug!(%error, "connection ended with an error"),
             }
@@ -154,4 +182,11 @@ pub async fn serve(
             );
         }
     }
+}
+
+/// Whether hyper's connection ended on the write timeout of its stream.
+fn stalled_write(error: &hyper::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
 }
