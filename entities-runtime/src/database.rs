@@ -8,6 +8,7 @@ use sqlx::{Postgres, SqlSafeStr, Sqlite};
 
 use crate::sql::{Backend, Query, Target};
 use crate::store::{Store, StoreTx};
+use crate::telemetry;
 
 /// The runtime's database (from [`Runtime::database`](crate::Runtime::database)), or a pool of
 /// its own on the same settings ([`Database::connect`]). Cheap to clone: clones share the pool.
@@ -101,8 +102,10 @@ impl Database {
     /// without a transaction, each without a trip to the pool.
     pub async fn acquire(&self) -> Result<Connection, sqlx::Error> {
         Ok(match &self.store {
-            Store::Postgres(pool) => Connection(Pooled::Postgres(pool.acquire().await?)),
-            Store::Sqlite(pool) => Connection(Pooled::Sqlite(pool.acquire().await?)),
+            Store::Postgres(pool) => {
+                Connection(Pooled::Postgres(telemetry::connection(pool).await?))
+            }
+            Store::Sqlite(pool) => Connection(Pooled::Sqlite(telemetry::connection(pool).await?)),
         })
     }
 

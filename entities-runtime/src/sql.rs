@@ -64,12 +64,28 @@ macro_rules! on_target {
                 let $on = &mut *$on;
                 $body
             }
-            (Target::PostgresPool($on), Bound::Postgres($query)) => $body,
+            (Target::PostgresPool(pool), Bound::Postgres($query)) => {
+                match crate::telemetry::connection(pool).await {
+                    Ok(mut connection) => {
+                        let $on = &mut *connection;
+                        $body
+                    }
+                    Err(error) => Err(error),
+                }
+            }
             (Target::SqliteConnection($on), Bound::Sqlite($query)) => {
                 let $on = &mut *$on;
                 $body
             }
-            (Target::SqlitePool($on), Bound::Sqlite($query)) => $body,
+            (Target::SqlitePool(pool), Bound::Sqlite($query)) => {
+                match crate::telemetry::connection(pool).await {
+                    Ok(mut connection) => {
+                        let $on = &mut *connection;
+                        $body
+                    }
+                    Err(error) => Err(error),
+                }
+            }
             _ => unreachable!("a query is bound for its target's backend"),
         }
     };

@@ -3,7 +3,9 @@
 
 mod support;
 
-use entities_runtime::Backend;
+use entities_runtime::testing::TestDatabase;
+use entities_runtime::{Backend, Runtime};
+use example::MIGRATIONS;
 use serde_json::{Value, json};
 use support::{Server, on_both_backends};
 
@@ -102,6 +104,51 @@ async fn metrics_count_calls_by_outcome_and_requests_by_status_and_code(backend:
     assert!(after.contains("entities_pool_connections{state=\"idle\"}"));
     assert!(sample(&after, "entities_pool_connections_max", &[]) >= 1.0);
     assert!(sample(&after, "entities_actions_committed_total", &[]) >= 2.0);
+}
+
+/// A request that finds no idle connection in the pool is counted in `entities_pool_waiting`
+/// while it waits, and no longer once it has one. On Postgres, whose subscriptions (the
+/// example's projector and outbox) read on connections of their own, so only the request waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_for_a_pooled_connection_are_counted() {
+    let db = TestDatabase::postgres().await;
+    let runtime = Runtime::builder(&db.url)
+        .migrations(MIGRATIONS)
+        .max_connections(1)
+        .build()
+        .await
+        .unwrap();
+    let server = Server::over(runtime, &db.url).await;
+    let held = server.runtime.database().acquire().await.unwrap();
+    let request = tokio::spawn({
+        let (client, base) = (server.client.clone(), server.base.clone());
+        async move {
+            client
+                .post(format!("{base}/api"))
+                .header("content-type", "application/json")
+                .body(json!({ "query": "{ shoppingLists { id } }" }).to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sample(&scrape(&server).await, "entities_pool_waiting", &[]) != 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request never counted as waiting"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(held);
+    assert_eq!(request.await.unwrap(), 200);
+    assert_eq!(
+        sample(&scrape(&server).await, "entities_pool_waiting", &[]),
+        0.0
+    );
+    server.runtime.shutdown().await;
 }
 
 async fn health_checks_answer(backend: Backend) {

@@ -129,9 +129,15 @@ macro_rules! run_on {
     ($target:expr, $build:ident, $fetch:ident) => {
         match $target {
             Target::PostgresConnection(conn) => $build!(postgres).$fetch(&mut *conn).await,
-            Target::PostgresPool(pool) => $build!(postgres).$fetch(pool).await,
+            Target::PostgresPool(pool) => {
+                let mut connection = crate::telemetry::connection(pool).await?;
+                $build!(postgres).$fetch(&mut *connection).await
+            }
             Target::SqliteConnection(conn) => $build!(sqlite).$fetch(&mut *conn).await,
-            Target::SqlitePool(pool) => $build!(sqlite).$fetch(pool).await,
+            Target::SqlitePool(pool) => {
+                let mut connection = crate::telemetry::connection(pool).await?;
+                $build!(sqlite).$fetch(&mut *connection).await
+            }
         }
     };
 }

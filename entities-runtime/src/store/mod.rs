@@ -24,17 +24,22 @@ use crate::context::Context;
 use crate::entity::{EntityId, PayloadVersion, Version};
 use crate::projection::Tx;
 use crate::sql::{Backend, Target};
+use crate::telemetry;
 
 /// Runs `$body` on whichever pool `$store` holds, with `$sql` bound to that backend's version
 /// of a query: the queries both backends share are written once.
 macro_rules! on_pool {
     ($store:expr, $pool:ident, $sql:ident = $name:ident => $body:expr) => {
         match $store {
-            Store::Postgres($pool) => {
+            Store::Postgres(pool) => {
+                let mut connection = crate::telemetry::connection(pool).await?;
+                let $pool = &mut *connection;
                 let $sql = postgres::$name;
                 $body
             }
-            Store::Sqlite($pool) => {
+            Store::Sqlite(pool) => {
+                let mut connection = crate::telemetry::connection(pool).await?;
+                let $pool = &mut *connection;
                 let $sql = sqlite::$name;
                 $body
             }
@@ -267,10 +272,14 @@ impl Store {
 
     pub async fn begin(&self) -> Result<StoreTx, sqlx::Error> {
         Ok(match self {
-            Store::Postgres(pool) => StoreTx::Postgres(pool.begin().await?),
+            Store::Postgres(pool) => {
+                StoreTx::Postgres(telemetry::transaction(pool, "BEGIN").await?)
+            }
             // IMMEDIATE takes the write lock up front: a deferred transaction that reads first
             // could fail to upgrade (SQLITE_BUSY) instead of waiting its turn.
-            Store::Sqlite(pool) => StoreTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Store::Sqlite(pool) => {
+                StoreTx::Sqlite(telemetry::transaction(pool, "BEGIN IMMEDIATE").await?)
+            }
         })
     }
 
