@@ -7,8 +7,8 @@ use entities_runtime::{
 };
 use example::ShoppingList;
 use example::shopping_list::{
-    AddItem, CreateShoppingList, Item, ItemAdded, ItemRemoved, NameChanged, QuantityChanged,
-    RemoveItem, ShoppingListCreated, ShoppingListEvent,
+    AddItem, ChangeQuantity, CreateShoppingList, Item, ItemAdded, ItemRemoved, NameChanged,
+    QuantityChanged, RemoveItem, ShoppingListCreated, ShoppingListEvent,
 };
 
 /// A pool of its own on the measured database, used directly.
@@ -169,16 +169,10 @@ impl Baseline {
         Entity { id, version: 1 }
     }
 
-    /// One AddItem, by hand: `BEGIN`, the version check (`UPDATE ... WHERE version = $old`,
-    /// one row affected), the action row (`RETURNING id`), the event row, the read-model row,
-    /// `COMMIT`. Payloads are the same JSON the runtime stores.
-    pub async fn add_item(&self, ctx: &Context, entity: &mut Entity, action: AddItem) {
+    /// `BEGIN` and the version check of an action on `entity` (`UPDATE ... WHERE version =
+    /// $old`, one row affected); returns the transaction and the version the action writes.
+    async fn begin_action(&self, entity: &Entity) -> (Transaction, i64) {
         let (expected, new) = (entity.version, entity.version + 1);
-        let event = ItemAdded {
-            id: action.id.clone(),
-            name: action.name.clone(),
-            quantity: action.quantity,
-        };
         let mut tx = self.db.begin().await.expect("BEGIN");
         let checked = tx
             .query(self.sql(VERSION_CHECK))
@@ -189,6 +183,18 @@ impl Baseline {
             .await
             .expect("version check");
         assert_eq!(checked, 1, "the baseline's version check");
+        (tx, new)
+    }
+
+    /// One AddItem, by hand: `BEGIN`, the version check, the action row (`RETURNING id`), the
+    /// event row, the read-model row, `COMMIT`. Payloads are the same JSON the runtime stores.
+    pub async fn add_item(&self, ctx: &Context, entity: &mut Entity, action: AddItem) {
+        let event = ItemAdded {
+            id: action.id.clone(),
+            name: action.name.clone(),
+            quantity: action.quantity,
+        };
+        let (mut tx, new) = self.begin_action(entity).await;
         self.action_and_event(
             &mut tx,
             ctx,
@@ -209,6 +215,36 @@ impl Baseline {
         .execute()
         .await
         .expect("read-model row");
+        tx.commit().await.expect("COMMIT");
+        entity.version = new;
+    }
+
+    /// One ChangeQuantity, by hand: as [`add_item`](Self::add_item), the read-model row updated.
+    pub async fn change_quantity(
+        &self,
+        ctx: &Context,
+        entity: &mut Entity,
+        action: ChangeQuantity,
+    ) {
+        let event = QuantityChanged {
+            item_id: action.item_id.clone(),
+            quantity: action.quantity,
+        };
+        let (mut tx, new) = self.begin_action(entity).await;
+        self.action_and_event(
+            &mut tx,
+            ctx,
+            (entity.id, new),
+            (ChangeQuantity::TYPE, json(&action)),
+            (QuantityChanged::TYPE, json(&event)),
+        )
+        .await;
+        tx.query("UPDATE shopping_list_items SET quantity = $2 WHERE id = $1")
+            .bind(&event.item_id)
+            .bind(event.quantity)
+            .execute()
+            .await
+            .expect("read-model row");
         tx.commit().await.expect("COMMIT");
         entity.version = new;
     }
