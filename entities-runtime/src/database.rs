@@ -60,7 +60,8 @@ impl Database {
     }
 
     /// The pool's connections now: open, idle among them (the others are in use), and the most
-    /// it opens. (sqlx does not tell how many callers wait for one: all in use is the sign.)
+    /// it opens. How many calls wait for one is the `entities_pool_waiting` gauge, which the
+    /// runtime reports through the `metrics` facade.
     pub fn connections(&self) -> PoolConnections {
         let (open, idle, max) = match &self.store {
             Store::Postgres(pool) => (

@@ -9,9 +9,12 @@
 //!   `Runtime::transaction` runs over several entities;
 //! - `entities_commit_duration_seconds`: one batch's database transaction, `BEGIN` to the
 //!   answer of `COMMIT`; `entities_batch_actions`: how many actions it held;
-//! - `entities_pool_waiting`: the runtime's statements and transactions waiting for a pooled
-//!   connection now (none idle: the pool is at its size, or opening one), over every runtime of
-//!   the process. A pool that keeps callers waiting is too small, or the database is away.
+//! - `entities_pool_waiting`: calls' statements and transactions (loads, reads, commits,
+//!   creates, log reads, [`Database`](crate::Database)'s) waiting now for a pooled connection
+//!   that was not idle when asked for (the pool at its size, or opening one), over every
+//!   runtime of the process; a transaction's wait includes its `BEGIN` (on SQLite, `BEGIN
+//!   IMMEDIATE` waiting for the write lock). A pool that keeps callers waiting is too small, or
+//!   the database is away. Subscriptions' own connections are not counted.
 //!
 //! [`Runtime::metrics`](crate::Runtime::metrics) keeps the totals besides, whatever the exporter.
 
@@ -40,38 +43,39 @@ pub(crate) fn batch_written(actions: usize, started: Instant) {
     metrics::histogram!("entities_batch_actions").record(actions as f64);
 }
 
-/// A connection of `pool`: an idle one at once, else counted in `entities_pool_waiting` while
-/// it waits.
+/// A connection of `pool`, counted in `entities_pool_waiting` while it waits when none was
+/// idle. Always sqlx's `acquire`, so its check of an idle connection (`test_before_acquire`)
+/// still replaces one the server closed; whether one is idle is only read, racily, to count.
 pub(crate) async fn connection<DB: Database>(
     pool: &Pool<DB>,
 ) -> Result<PoolConnection<DB>, sqlx::Error> {
-    match pool.try_acquire() {
-        Some(connection) => Ok(connection),
-        None => waiting(pool.acquire()).await,
-    }
+    counted(pool, pool.acquire()).await
 }
 
 /// A transaction begun with `statement` on a connection of `pool`, counted as [`connection`]
-/// is while no connection is idle.
+/// is (its `BEGIN` within the count: sqlx begins a `'static` transaction only from the pool).
 pub(crate) async fn transaction<DB: Database>(
     pool: &Pool<DB>,
     statement: &'static str,
 ) -> Result<Transaction<'static, DB>, sqlx::Error> {
-    match pool.try_begin_with(statement).await? {
-        Some(transaction) => Ok(transaction),
-        None => waiting(pool.begin_with(statement)).await,
-    }
+    counted(pool, pool.begin_with(statement)).await
 }
 
-/// Runs `wait`, counted in `entities_pool_waiting` until it ends or is dropped.
-async fn waiting<T>(wait: impl Future<Output = T>) -> T {
-    struct Waiting;
+/// Runs `wait`, counted in `entities_pool_waiting` until it ends or is dropped when `pool` has
+/// no idle connection now.
+async fn counted<DB: Database, T>(pool: &Pool<DB>, wait: impl Future<Output = T>) -> T {
+    if pool.num_idle() > 0 {
+        return wait.await;
+    }
+    /// Holds the gauge it raised, so that it lowers the same one.
+    struct Waiting(metrics::Gauge);
     impl Drop for Waiting {
         fn drop(&mut self) {
-            metrics::gauge!(POOL_WAITING).decrement(1.0);
+            self.0.decrement(1.0);
         }
     }
-    metrics::gauge!(POOL_WAITING).increment(1.0);
-    let _waiting = Waiting;
+    let gauge = metrics::gauge!(POOL_WAITING);
+    gauge.increment(1.0);
+    let _waiting = Waiting(gauge);
     wait.await
 }

@@ -357,13 +357,14 @@ impl Store {
     pub async fn reserve_ids(&self) -> Result<Range<EntityId>, sqlx::Error> {
         match self {
             Store::Postgres(pool) => {
+                let mut connection = telemetry::connection(pool).await?;
                 let first: EntityId = sqlx::query_scalar(postgres::NEXT_ID)
-                    .fetch_one(pool)
+                    .fetch_one(&mut *connection)
                     .await?;
                 Ok(first..first + 1)
             }
             Store::Sqlite(pool) => {
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let mut tx = telemetry::transaction(pool, "BEGIN IMMEDIATE").await?;
                 let last: EntityId = sqlx::query_scalar(sqlite::RESERVE_IDS)
                     .bind(sqlite::ID_BLOCK)
                     .fetch_one(&mut *tx)
