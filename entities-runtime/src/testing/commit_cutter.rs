@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// How sqlx ends a transaction: a simple-query message (`Q`, its length, the text, NUL).
 const COMMIT_MESSAGE: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+const ROLLBACK_MESSAGE: &[u8] = b"Q\0\0\0\x0dROLLBACK\0";
 
 /// A proxy in front of a Postgres server: connect through [`url`](Self::url), then
 /// [`arm`](Self::arm) it to lose the answer to the next `COMMIT`.
@@ -87,7 +88,8 @@ impl CommitCutter {
     /// As [`arm`](Self::arm), for the next `COMMIT` of a transaction that sent `marker` (in a
     /// statement or a parameter, a name the action writes, say): other connections' commits,
     /// a projector's or a subscription's, go through. The marker must arrive in one read of
-    /// the socket: keep it short.
+    /// the socket: keep it short. A marker sent outside a transaction marks its connection's
+    /// next one.
     pub fn arm_for(&self, marker: &str) {
         *self.armed.lock().expect("not poisoned") = Some(Arm::Carrying(marker.as_bytes().into()));
     }
@@ -141,7 +143,8 @@ async fn relay(
                         cut_next_answer.store(true, Ordering::SeqCst);
                     }
                 }
-                if commits {
+                // The transaction ended: the next one on this connection starts unmarked.
+                if commits || contains(sent, ROLLBACK_MESSAGE) {
                     carried = false;
                 }
                 if server_write.write_all(sent).await.is_err() {

@@ -32,9 +32,10 @@ struct Claims {
 /// Who a valid token says the caller is, and until when.
 pub struct TokenCaller {
     pub user: String,
-    /// When the token stops being taken: its `exp`, with the leeway given for clocks. A
-    /// WebSocket opened with it is closed then.
-    pub expires_at: SystemTime,
+    /// When the token stops being taken: its `exp`, with the leeway given for clocks (`None`:
+    /// past what the clock can tell, as for an `exp` meant as "never"). A WebSocket opened
+    /// with it is closed then.
+    pub expires_at: Option<SystemTime>,
 }
 
 /// The longest user id a token may carry, as for `x-user-id`.
@@ -117,8 +118,9 @@ impl JwtVerifier {
         }
         Ok(TokenCaller {
             user: sub.to_owned(),
-            expires_at: SystemTime::UNIX_EPOCH
-                + Duration::from_secs(claims.exp.saturating_add(self.validation.leeway)),
+            expires_at: SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(
+                claims.exp.saturating_add(self.validation.leeway),
+            )),
         })
     }
 }
@@ -133,6 +135,21 @@ pub(crate) fn bearer(value: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_that_never_expires_is_taken_without_an_end() {
+        use jsonwebtoken::{EncodingKey, Header, encode};
+        let secret = b"a test secret of at least 32 bytes, for HS256";
+        let verifier = JwtVerifier::hs256(secret).unwrap();
+        let token = encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({ "sub": "eve", "exp": u64::MAX }),
+            &EncodingKey::from_secret(secret).unwrap(),
+        )
+        .unwrap();
+        let caller = verifier.verify(&token).unwrap();
+        assert_eq!((caller.user.as_str(), caller.expires_at), ("eve", None));
+    }
 
     #[test]
     fn a_bearer_token_is_read_in_any_case_of_its_scheme() {

@@ -59,9 +59,9 @@ pub async fn middleware(State(auth): State<Auth>, mut request: Request, next: Ne
         None => None,
         Some(verifier) => match authenticate(request.method(), request.headers(), verifier) {
             Ok(Some(caller)) => {
-                request
-                    .extensions_mut()
-                    .insert(TokenExpiry(caller.expires_at));
+                if let Some(at) = caller.expires_at {
+                    request.extensions_mut().insert(TokenExpiry(at));
+                }
                 Some(caller.user)
             }
             Ok(None) => {
