@@ -68,6 +68,10 @@ struct Settings {
     /// answer) before its connection is closed.
     #[arg(long, env = "WRITE_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     write_timeout: u64,
+    /// Seconds between the server's pings on a WebSocket; one that answers nothing for two of
+    /// them is closed.
+    #[arg(long, env = "WEBSOCKET_PING", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    websocket_ping: u64,
     /// The most connections (WebSockets included) served at once; more wait to be accepted.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: u64,
@@ -218,6 +222,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         body_timeout: Duration::from_secs(settings.body_timeout),
         request_timeout: Duration::from_secs(settings.request_timeout),
         write_timeout: Duration::from_secs(settings.write_timeout),
+        websocket_ping: Duration::from_secs(settings.websocket_ping),
         max_connections: usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_secs(settings.shutdown_grace),
     };

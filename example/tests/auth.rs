@@ -10,12 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use entities_runtime::Backend;
 use example::api::{Auth, JwtVerifier};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use support::Server;
+use support::ws::{self, Socket, next};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SECRET: &[u8] = b"a test secret of at least 32 bytes, for HS256";
 
@@ -218,35 +218,8 @@ async fn rs256_and_es256_tokens_are_checked_with_the_public_key() {
     assert_eq!(create(&ec, &[("authorization", &good)]).await.status(), 401);
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn socket(server: &Server) -> Socket {
-    let url = format!("{}/api", server.base.replacen("http://", "ws://", 1));
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    tokio_tungstenite::connect_async(request)
-        .await
-        .expect("the upgrade needs no header token")
-        .0
-}
-
-/// The first message that is not a ping, or how the socket closed.
-async fn next(socket: &mut Socket) -> Result<Value, Option<u16>> {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("an answer within 10 s");
-        match message {
-            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text).unwrap()),
-            Some(Ok(Message::Close(frame))) => return Err(frame.map(|frame| frame.code.into())),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return Err(None),
-        }
-    }
+    ws::connect(&server.base, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,7 +257,7 @@ async fn a_websocket_brings_its_token_in_connection_init() {
 
 /// A WebSocket lives no longer than its token is taken: at its `exp` (and the minute's leeway
 /// given for clocks) the server closes it with 4401 and says why, whether the token came with
-/// the upgrade or in `connection_init`. The tokens here expired 58 s ago: still taken for 2 s.
+/// the upgrade or in `connection_init`. The tokens here expired 55 s ago: still taken for 5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_is_closed_when_its_token_expires() {
     let server = Server::start_with_auth(
@@ -294,23 +267,8 @@ async fn a_websocket_is_closed_when_its_token_expires() {
     .await;
     let init = json!({ "type": "connection_init", "payload": {} }).to_string();
 
-    let mut with_header = {
-        let url = format!("{}/api", server.base.replacen("http://", "ws://", 1));
-        let mut request = url.into_client_request().unwrap();
-        let headers = request.headers_mut();
-        headers.insert(
-            "sec-websocket-protocol",
-            "graphql-transport-ws".parse().unwrap(),
-        );
-        headers.insert(
-            "authorization",
-            format!("Bearer {}", hs256("eve", -58)).parse().unwrap(),
-        );
-        tokio_tungstenite::connect_async(request)
-            .await
-            .expect("a token still taken")
-            .0
-    };
+    let token = format!("Bearer {}", hs256("eve", -55));
+    let mut with_header = ws::connect(&server.base, &[("authorization", &token)]).await;
     with_header.send(Message::text(init)).await.unwrap();
     assert_eq!(
         next(&mut with_header).await.unwrap()["type"],
@@ -320,7 +278,7 @@ async fn a_websocket_is_closed_when_its_token_expires() {
     let mut at_init = socket(&server).await;
     at_init
         .send(Message::text(
-            json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", hs256("eve", -58)) } })
+            json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", hs256("eve", -55)) } })
                 .to_string(),
         ))
         .await
@@ -345,7 +303,11 @@ async fn a_websocket_that_never_initialises_is_closed() {
     )
     .await;
     let mut silent = socket(&server).await;
-    assert!(next(&mut silent).await.is_err(), "closed without a message");
+    assert_eq!(
+        next(&mut silent).await,
+        Err(Some(example::api::CLOSE_INIT_TIMEOUT)),
+        "closed, saying why"
+    );
 }
 
 /// With an audience and an issuer set, only tokens naming both are taken; a token not yet valid

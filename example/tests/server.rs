@@ -243,6 +243,7 @@ fn help_lists_every_setting_with_its_environment_variable() {
         ("--body-timeout", "BODY_TIMEOUT", "10"),
         ("--request-timeout", "REQUEST_TIMEOUT", "30"),
         ("--write-timeout", "WRITE_TIMEOUT", "10"),
+        ("--websocket-ping", "WEBSOCKET_PING", "30"),
         ("--max-connections", "MAX_CONNECTIONS", "512"),
         ("--shutdown-grace", "SHUTDOWN_GRACE", "10"),
     ] {

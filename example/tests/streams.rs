@@ -11,12 +11,12 @@ use std::time::Duration;
 use entities_runtime::testing::{TestDatabase, on_both_backends};
 use entities_runtime::{Backend, LogPosition, Logged};
 use example::ShoppingList;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use support::Server;
+use support::ws::{self, Socket, send};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 on_both_backends!(
     a_websocket_client_gets_each_change_made_through_another_server_process,
@@ -79,24 +79,9 @@ impl Process {
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// A `graphql-transport-ws` client at `base`'s `/api`, subscribed to `query`.
 async fn subscribe(base: &str, query: &str) -> Socket {
-    let url = format!("{}/api", base.replacen("http://", "ws://", 1));
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, response) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("the WebSocket upgrade");
-    assert_eq!(
-        response.headers()["sec-websocket-protocol"],
-        "graphql-transport-ws"
-    );
+    let mut socket = ws::connect(base, &[]).await;
     send(&mut socket, json!({ "type": "connection_init" })).await;
     assert_eq!(
         receive(&mut socket, Duration::from_secs(10)).await.unwrap()["type"],
@@ -108,13 +93,6 @@ async fn subscribe(base: &str, query: &str) -> Socket {
     )
     .await;
     socket
-}
-
-async fn send(socket: &mut Socket, message: Value) {
-    socket
-        .send(Message::text(message.to_string()))
-        .await
-        .expect("sent");
 }
 
 /// The next JSON message within `wait`, answering pings; `None` if none came.

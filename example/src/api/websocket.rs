@@ -1,13 +1,17 @@
 //! `GET /api` upgraded to a WebSocket: GraphQL subscriptions (`graphql-transport-ws`, or the
 //! older `graphql-ws`), as async-graphql serves them, within the server's bounds. The socket
-//! keeps its connection's place among the server's connections for as long as it lives, must
-//! say `connection_init` within the header timeout and answer pings, is closed when its token
-//! expires (4401) and when the server shuts down (1001), each with a close frame that says why.
+//! keeps its connection's place among the server's connections for as long as it lives. The
+//! server pings it every [`HttpLimits::websocket_ping`] and drops it when it has sent nothing
+//! (not even a pong: browsers and WebSocket libraries answer pings themselves) for two of them;
+//! it closes it, with a close frame that says why, when it sends no `connection_init` within
+//! the header timeout (4408), when its token expires (4401) and when the server shuts down
+//! (1001). (async-graphql's own keepalive is not used: it counts only the client's protocol
+//! messages, so it closed sockets that only listened.)
 
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
@@ -27,16 +31,16 @@ use super::request_context::{TokenAtInit, TokenExpiry};
 use super::schema::ApiSchema;
 use crate::server::{ConnectionPermit, HttpLimits};
 
-/// How long a WebSocket may leave the server's ping unanswered.
-const KEEPALIVE: Duration = Duration::from_secs(30);
+/// How long the server waits for the client's answer to its close frame.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
 
 /// The close code when the socket's token expires: graphql-ws's "Unauthorized".
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
 /// The close code at shutdown: the WebSocket standard's "going away".
 pub const CLOSE_GOING_AWAY: u16 = 1001;
-
-/// Messages the session has written and the socket not yet sent.
-const OUTGOING: usize = 16;
+/// The close code for a socket that sends no `connection_init` in time: graphql-ws's
+/// "Connection initialisation timeout".
+pub const CLOSE_INIT_TIMEOUT: u16 = 4408;
 
 /// `GET /api`: a WebSocket upgrade for subscriptions, run as the caller of the upgrade
 /// request's [`Context`]; anything else is pointed at POST and GraphiQL.
@@ -62,6 +66,7 @@ pub(super) async fn subscriptions(
         protocol,
         call,
         init_within: limits.header_timeout,
+        ping_every: limits.websocket_ping,
         permit: permit.map(|Extension(permit)| permit),
         token_at_init: token_at_init.map(|Extension(TokenAtInit(verifier))| verifier),
         expires_at: token_expiry.map(|Extension(TokenExpiry(at))| at),
@@ -77,6 +82,8 @@ struct Socket {
     protocol: GraphQLProtocol,
     call: Context,
     init_within: Duration,
+    /// How often the server pings; a client that sends nothing for two of them is gone.
+    ping_every: Duration,
     permit: Option<ConnectionPermit>,
     /// The verifier of a token that comes in `connection_init`, when the upgrade had none.
     token_at_init: Option<Arc<super::auth::JwtVerifier>>,
@@ -91,6 +98,7 @@ impl Socket {
             protocol,
             call,
             init_within,
+            ping_every,
             permit,
             token_at_init,
             expires_at,
@@ -118,7 +126,7 @@ impl Socket {
                             .and_then(|token| {
                                 verifier.verify(token).map_err(async_graphql::Error::new)
                             })?;
-                        expiry.send_replace(Some(caller.expires_at));
+                        expiry.send_replace(caller.expires_at);
                         Context::new(caller.user)
                             .with_request_id(call.request_id().unwrap_or_default().to_owned())
                     }
@@ -130,13 +138,19 @@ impl Socket {
             }
         };
         // The session writes into a channel, not the socket, so that this task can still
-        // send a close frame of its own when it ends the session.
+        // send frames of its own (pings, a close frame) and end the session when it must.
         let (mut to_client, from_client) = stream.split();
-        let (session_out, mut outgoing) = futures::channel::mpsc::channel::<Message>(OUTGOING);
+        // Any frame from the client (a pong, say) shows it is there.
+        let heard = Arc::new(Mutex::new(Instant::now()));
+        let from_client = from_client.inspect({
+            let heard = heard.clone();
+            move |_| *heard.lock().expect("not poisoned") = Instant::now()
+        });
+        // No queue beyond the one message in hand: a client that reads slowly holds at most
+        // one answer here (besides the socket's own buffer).
+        let (session_out, mut outgoing) = futures::channel::mpsc::channel::<Message>(0);
         let session = GraphQLWebSocket::new_with_pair(session_out, from_client, schema, protocol)
             .on_connection_init(on_init)
-            // A client that stops answering pings is dropped, and its place freed.
-            .keepalive_timeout(KEEPALIVE)
             .serve();
         let mut session = pin!(session);
         // A socket that never says `connection_init` (its head, as it were) is dropped too.
@@ -153,17 +167,35 @@ impl Socket {
                 None => std::future::pending().await,
             }
         });
+        let mut pings =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut session_ended = false;
         let close = loop {
             tokio::select! {
-                () = &mut session => break None,
+                () = &mut session => {
+                    session_ended = true;
+                    break None;
+                }
                 Some(message) = outgoing.next() => {
-                    if to_client.send(message).await.is_err() {
+                    if let Err(error) = to_client.send(message).await {
+                        tracing::info!(%error, "WebSocket closed: a message could not be written");
+                        return;
+                    }
+                }
+                _ = pings.tick() => {
+                    if heard.lock().expect("not poisoned").elapsed() > 2 * ping_every {
+                        tracing::info!("WebSocket closed: no answer to two pings");
+                        return;
+                    }
+                    if let Err(error) = to_client.send(Message::Ping(Default::default())).await {
+                        tracing::info!(%error, "WebSocket closed: a ping could not be written");
                         return;
                     }
                 }
                 () = &mut uninitialised => {
                     tracing::info!("WebSocket closed: no connection_init within {init_within:?}");
-                    break None;
+                    break Some((CLOSE_INIT_TIMEOUT, "connection_init was not received in time"));
                 }
                 () = &mut expired => {
                     tracing::info!("WebSocket closed: its token expired");
@@ -183,7 +215,23 @@ impl Socket {
                 code,
                 reason: reason.into(),
             };
-            let _ = to_client.send(Message::Close(Some(frame))).await;
+            if to_client.send(Message::Close(Some(frame))).await.is_err() {
+                return;
+            }
+            // The closing handshake: the client answers with its close frame, which ends the
+            // session's input. Reading it (for a moment at most) lets the socket close cleanly
+            // rather than be reset with the client's bytes unread.
+            if !session_ended {
+                let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+                    loop {
+                        tokio::select! {
+                            () = &mut session => return,
+                            Some(_) = outgoing.next() => {}
+                        }
+                    }
+                })
+                .await;
+            }
         }
         let _ = to_client.close().await;
     }

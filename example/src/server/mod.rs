@@ -37,6 +37,9 @@ pub struct HttpLimits {
     /// long ends the connection: a client that reads nothing of a large answer holds its
     /// buffers and its place among the connections no longer.
     pub write_timeout: Duration,
+    /// How often the server pings a WebSocket; one that sends nothing (no pong) for two of
+    /// them is closed and its place freed.
+    pub websocket_ping: Duration,
     /// The most connections (WebSockets included) served at once; more wait to be accepted.
     pub max_connections: usize,
     /// How long a shutdown waits for the requests in flight before cutting them.
@@ -50,6 +53,7 @@ impl Default for HttpLimits {
             body_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
+            websocket_ping: Duration::from_secs(30),
             // Well below the usual 1,024 open files, which the pool and the database share.
             max_connections: 512,
             shutdown_grace: Duration::from_secs(10),
@@ -161,7 +165,7 @@ pub async fn serve(
                 }
                 Err(error) if stalled_write(&error) => {
                     tracing::info!(
-                        "connection closed: the client read nothing of its answer within the write timeout"
+                        "connection closed: timed out (a write to the client made no progress within the write timeout)"
                     );
                 }
                 Err(error) => tracing::debug!(%error, "connection ended with an error"),

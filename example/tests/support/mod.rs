@@ -2,6 +2,7 @@
 #![allow(dead_code, reason = "each test file uses its own part of the support")]
 
 pub mod cluster;
+pub mod ws;
 
 use entities_runtime::testing::TestDatabase;
 use entities_runtime::{Backend, Runtime};
