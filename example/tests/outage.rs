@@ -188,3 +188,51 @@ async fn a_commit_whose_answer_is_lost_is_unknown_outcome_and_its_retry_applies_
     );
     server.runtime.shutdown().await;
 }
+
+/// Connections the server closed while they sat idle in the pool (a restart, a failover, a
+/// proxy's idle timeout) are replaced as they are taken: the next requests succeed, none fails
+/// on a dead connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_the_server_closed_are_replaced_without_a_failed_request() {
+    let db = TestDatabase::postgres().await;
+    let runtime = Runtime::builder(&db.url)
+        .migrations(MIGRATIONS)
+        .build()
+        .await
+        .unwrap();
+    let server = Server::over(runtime, &db.url).await;
+    let read = "{ shoppingLists { id } }";
+    // Several at once, so that the pool holds several connections, idle afterwards.
+    let reads: Vec<_> = (0..4)
+        .map(|_| post(&server, read))
+        .collect::<futures::future::JoinAll<_>>()
+        .await;
+    assert!(reads.iter().all(|(status, _, _)| *status == 200));
+    let idle = server.runtime.database().connections().idle;
+    assert!(idle >= 1, "idle connections in the pool");
+
+    let mut admin = sqlx_connect(&db.url).await;
+    let (terminated,): (i64,) = entities_runtime::sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND state = 'idle' AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        terminated >= i64::from(idle),
+        "the pool's idle connections were closed: {terminated}"
+    );
+    for _ in 0..idle + 1 {
+        let (status, _, body) = post(&server, read).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    server.runtime.shutdown().await;
+}
+
+async fn sqlx_connect(url: &str) -> entities_runtime::sqlx::PgConnection {
+    use entities_runtime::sqlx::Connection;
+    entities_runtime::sqlx::PgConnection::connect(url)
+        .await
+        .unwrap()
+}
