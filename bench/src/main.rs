@@ -7,6 +7,7 @@
 
 mod baseline;
 mod db;
+mod pgbench;
 mod plot;
 mod report;
 mod tally;
@@ -350,7 +351,54 @@ async fn w2(backend: Backend, sizes: &Sizes, repeats: usize, results: &mut Resul
             ));
         }
         results.figures.extend([rate, latency]);
+        if runs.iter().all(|run| run.pgbench.is_some()) && !runs.is_empty() {
+            pgbench_figures(clients, &runs, results);
+        }
     }
+}
+
+/// The runtime at `clients` against pgbench's three references of the same runs.
+fn pgbench_figures(clients: usize, runs: &[workloads::w2_spread::W2], results: &mut Results) {
+    let runtime = each(runs, |r| r.runtime.rate());
+    let reference = |pick: fn(&pgbench::PgbenchRates) -> f64| {
+        each(runs, |r| pick(r.pgbench.as_ref().expect("measured")))
+    };
+    let sequential = Figure::new(
+        "W2",
+        format!("throughput, {clients} clients, runtime / pgbench sequential"),
+        "actions/s",
+        true,
+        runtime.clone(),
+        Some(reference(|p| p.sequential)),
+    );
+    let pipelined = Figure::new(
+        "W2",
+        format!("throughput, {clients} clients, runtime / pgbench pipelined"),
+        "actions/s",
+        true,
+        runtime.clone(),
+        Some(reference(|p| p.pipelined)),
+    );
+    let ceiling = Figure::new(
+        "W2",
+        format!("throughput, {clients} clients, runtime / pgbench one-INSERT commits"),
+        "actions/s",
+        true,
+        runtime,
+        Some(reference(|p| p.one_insert)),
+    );
+    if clients == 32 {
+        let ratio = sequential.ratio.unwrap_or(f64::NAN);
+        let smoke = results.smoke;
+        results.targets.push(Target::new(
+            "W2 at 32 clients, runtime / pgbench sequential",
+            ratio,
+            ">= 2.5",
+            ratio >= 2.5,
+            smoke,
+        ));
+    }
+    results.figures.extend([sequential, pipelined, ceiling]);
 }
 
 async fn w6(backend: Backend, sizes: &Sizes, repeats: usize, results: &mut Results) {
