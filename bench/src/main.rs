@@ -41,6 +41,10 @@ struct Args {
     /// 1000 with --smoke).
     #[arg(long, value_delimiter = ',')]
     w5_sizes: Vec<usize>,
+    /// W2's client counts (default 1,8,32,128; 1,8 with --smoke): `--w2-clients 1` to profile
+    /// one of them.
+    #[arg(long, value_delimiter = ',')]
+    w2_clients: Vec<usize>,
     /// Where results and plots go (default bench/results, or target/bench-smoke with --smoke).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -76,6 +80,9 @@ async fn main() {
     };
     if !args.w5_sizes.is_empty() {
         sizes.w5_entities = args.w5_sizes.clone().leak();
+    }
+    if !args.w2_clients.is_empty() {
+        sizes.w2_clients = args.w2_clients.clone().leak();
     }
     let sizes_on = |backend: Backend| {
         // Loading over Postgres runs at a few thousand entities a second on this machine:

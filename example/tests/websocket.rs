@@ -94,3 +94,92 @@ async fn a_client_that_answers_no_ping_is_dropped() {
         "dropped, with no close frame"
     );
 }
+
+/// A socket runs at most `OPERATION_LIMIT` operations at once: one more is refused with an
+/// `error` message for its id, and once one completes there is room for one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_runs_a_bounded_number_of_operations_at_once() {
+    let server = server().await;
+    let (_, created) = server
+        .graphql(
+            r#"mutation { createShoppingList(name: "watched") { id } }"#,
+            &[],
+        )
+        .await;
+    let id = created["data"]["createShoppingList"]["id"]
+        .as_i64()
+        .unwrap();
+    let query = format!("subscription {{ shoppingListChanged(id: {id}) {{ name }} }}");
+    let subscribe = |n: usize| json!({ "id": n.to_string(), "type": "subscribe", "payload": { "query": query } });
+    let mut socket = ws::connect(&server.base, &[]).await;
+    send(&mut socket, json!({ "type": "connection_init" })).await;
+    assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_ack");
+    let limit = example::api::OPERATION_LIMIT;
+    for n in 0..=limit {
+        send(&mut socket, subscribe(n)).await;
+    }
+    let refused = next(&mut socket).await.unwrap();
+    assert_eq!(
+        (&refused["type"], &refused["id"]),
+        (&json!("error"), &json!(limit.to_string())),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"],
+        "QUERY_TOO_COMPLEX"
+    );
+    // One completes: the next is let in, and the one after it is refused again.
+    send(&mut socket, json!({ "id": "0", "type": "complete" })).await;
+    assert_eq!(
+        next(&mut socket).await.unwrap(),
+        json!({ "id": "0", "type": "complete" }),
+        "the server confirms"
+    );
+    send(&mut socket, subscribe(limit + 1)).await;
+    send(&mut socket, subscribe(limit + 2)).await;
+    let refused = next(&mut socket).await.unwrap();
+    assert_eq!(
+        (&refused["type"], &refused["id"]),
+        (&json!("error"), &json!((limit + 2).to_string())),
+        "{refused}"
+    );
+    // An operation the server ends (a query: its answer, then `complete`) gives its place back.
+    send(&mut socket, json!({ "id": "1", "type": "complete" })).await;
+    assert_eq!(next(&mut socket).await.unwrap()["type"], "complete");
+    send(
+        &mut socket,
+        json!({ "id": "q", "type": "subscribe", "payload": { "query": "{ shoppingLists { id } }" } }),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await.unwrap()["type"], "next");
+    assert_eq!(
+        next(&mut socket).await.unwrap(),
+        json!({ "id": "q", "type": "complete" })
+    );
+    send(&mut socket, subscribe(limit + 3)).await;
+    send(&mut socket, subscribe(limit + 4)).await;
+    let refused = next(&mut socket).await.unwrap();
+    assert_eq!(
+        (&refused["type"], &refused["id"]),
+        (&json!("error"), &json!((limit + 4).to_string())),
+        "{refused}"
+    );
+}
+
+/// A WebSocket message is bounded as a request's body is: a 100 KiB `subscribe` closes the
+/// socket instead of being run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_larger_than_a_request_body_closes_the_socket() {
+    let server = server().await;
+    let mut socket = ws::connect(&server.base, &[]).await;
+    send(&mut socket, json!({ "type": "connection_init" })).await;
+    assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_ack");
+    let padding = "#".repeat(100 * 1024);
+    let query = format!("subscription {{ shoppingListChanged(id: 1) {{ name }} }}\n{padding}");
+    send(
+        &mut socket,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": query } }),
+    )
+    .await;
+    assert!(next(&mut socket).await.is_err(), "closed");
+}

@@ -46,7 +46,7 @@ pub use error::Code;
 pub use observability::install as install_metrics;
 pub use request_context::{IDEMPOTENCY_KEY, MAX_ID_LEN, REQUEST_ID, USER_ID};
 pub use schema::{ApiSchema, schema};
-pub use websocket::{CLOSE_GOING_AWAY, CLOSE_INIT_TIMEOUT, CLOSE_TOKEN_EXPIRED};
+pub use websocket::{CLOSE_GOING_AWAY, CLOSE_INIT_TIMEOUT, CLOSE_TOKEN_EXPIRED, OPERATION_LIMIT};
 
 use axum::{Extension, Router};
 

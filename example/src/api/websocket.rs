@@ -1,6 +1,7 @@
 //! `GET /api` upgraded to a WebSocket: GraphQL subscriptions (`graphql-transport-ws`, or the
 //! older `graphql-ws`), as async-graphql serves them, within the server's bounds. The socket
-//! keeps its connection's place among the server's connections for as long as it lives. The
+//! keeps its connection's place among the server's connections for as long as it lives, takes
+//! messages of at most [`BODY_LIMIT`] and runs at most [`OPERATION_LIMIT`] operations at once. The
 //! server pings it every [`HttpLimits::websocket_ping`] and drops it when it has sent nothing
 //! (not even a pong: browsers and WebSocket libraries answer pings themselves) for two of them;
 //! it closes it, with a close frame that says why, when it sends no `connection_init` within
@@ -8,6 +9,7 @@
 //! (1001). (async-graphql's own keepalive is not used: it counts only the client's protocol
 //! messages, so it closed sockets that only listened.)
 
+use std::collections::HashSet;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ use entities_runtime::Context;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::watch;
 
+use super::BODY_LIMIT;
 use super::auth::bearer;
 use super::http::wrong_method;
 use super::request_context::{TokenAtInit, TokenExpiry};
@@ -33,6 +36,10 @@ use crate::server::{ConnectionPermit, HttpLimits};
 
 /// How long the server waits for the client's answer to its close frame.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
+
+/// The most operations (subscriptions, queries) one socket runs at once; one more is refused
+/// with an `error` message (`QUERY_TOO_COMPLEX`) until one of them completes.
+pub const OPERATION_LIMIT: usize = 100;
 
 /// The close code when the socket's token expires: graphql-ws's "Unauthorized".
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
@@ -73,6 +80,9 @@ pub(super) async fn subscriptions(
     };
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        // A message is a request: bounded as a request's body is.
+        .max_message_size(BODY_LIMIT)
+        .max_frame_size(BODY_LIMIT)
         .on_upgrade(move |stream| socket.serve(stream))
 }
 
@@ -142,10 +152,20 @@ impl Socket {
         let (mut to_client, from_client) = stream.split();
         // Any frame from the client (a pong, say) shows it is there.
         let heard = Arc::new(Mutex::new(Instant::now()));
-        let from_client = from_client.inspect({
-            let heard = heard.clone();
-            move |_| *heard.lock().expect("not poisoned") = Instant::now()
-        });
+        let operations = Arc::new(Mutex::new(HashSet::new()));
+        let (refuse, mut refusals) = futures::channel::mpsc::unbounded::<Message>();
+        let from_client = from_client
+            .inspect({
+                let heard = heard.clone();
+                move |_| *heard.lock().expect("not poisoned") = Instant::now()
+            })
+            .filter({
+                let operations = operations.clone();
+                move |message| {
+                    let admitted = admit(&operations, message, &refuse);
+                    std::future::ready(admitted)
+                }
+            });
         // No queue beyond the one message in hand: a client that reads slowly holds at most
         // one answer here (besides the socket's own buffer).
         let (session_out, mut outgoing) = futures::channel::mpsc::channel::<Message>(0);
@@ -178,7 +198,14 @@ impl Socket {
                     break None;
                 }
                 Some(message) = outgoing.next() => {
+                    ended(&operations, &message);
                     if let Err(error) = to_client.send(message).await {
+                        tracing::info!(%error, "WebSocket closed: a message could not be written");
+                        return;
+                    }
+                }
+                Some(refusal) = refusals.next() => {
+                    if let Err(error) = to_client.send(refusal).await {
                         tracing::info!(%error, "WebSocket closed: a message could not be written");
                         return;
                     }
@@ -250,4 +277,82 @@ async fn expired(mut expires: watch::Receiver<Option<SystemTime>>) {
     };
     let left = at.duration_since(SystemTime::now()).unwrap_or_default();
     tokio::time::sleep(left).await;
+}
+
+/// How much of a message's start holds its `id` and `type`.
+const HEAD: usize = 256;
+
+/// The ids of the operations a socket runs now.
+type Operations = Arc<Mutex<HashSet<String>>>;
+
+/// Whether a client's message goes on to the session: a new operation past
+/// [`OPERATION_LIMIT`] does not, and is answered with an `error` message instead. Counts the
+/// operations the client starts and stops (`subscribe`/`complete` in graphql-transport-ws,
+/// `start`/`stop` in graphql-ws).
+fn admit(
+    operations: &Operations,
+    message: &Result<Message, axum::Error>,
+    refuse: &futures::channel::mpsc::UnboundedSender<Message>,
+) -> bool {
+    let Ok(Message::Text(text)) = message else {
+        return true;
+    };
+    let Some((kind, id)) = kind_and_id(text) else {
+        return true;
+    };
+    let mut running = operations.lock().expect("not poisoned");
+    match kind.as_str() {
+        "subscribe" | "start" if !running.contains(&id) => {
+            if running.len() >= OPERATION_LIMIT {
+                let error = serde_json::json!({
+                    "type": "error",
+                    "id": id,
+                    "payload": [{
+                        "message": format!(
+                            "at most {OPERATION_LIMIT} operations run at once on one WebSocket: \
+                             complete one first"
+                        ),
+                        "extensions": { "code": "QUERY_TOO_COMPLEX" },
+                    }],
+                });
+                let _ = refuse.unbounded_send(Message::Text(error.to_string().into()));
+                return false;
+            }
+            running.insert(id);
+        }
+        "complete" | "stop" => {
+            running.remove(&id);
+        }
+        _ => {}
+    }
+    true
+}
+
+/// Forgets an operation the server ended (its `complete`, or its `error`).
+fn ended(operations: &Operations, message: &Message) {
+    let Message::Text(text) = message else {
+        return;
+    };
+    // A message's type comes before its payload (`{"id":..,"type":..,"payload":..}`): only
+    // the messages whose head says they end an operation are parsed, never a large `next`.
+    let head = &text.as_bytes()[..text.len().min(HEAD)];
+    let ends = [&b"\"type\":\"complete\""[..], b"\"type\":\"error\""]
+        .iter()
+        .any(|kind| head.windows(kind.len()).any(|window| window == *kind));
+    if let Some((_, id)) = ends.then(|| kind_and_id(text)).flatten() {
+        operations.lock().expect("not poisoned").remove(&id);
+    }
+}
+
+/// A protocol message's `type` and `id`, when it has both.
+fn kind_and_id(text: &str) -> Option<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: String,
+        id: String,
+    }
+    serde_json::from_str::<Head>(text)
+        .ok()
+        .map(|head| (head.kind, head.id))
 }
