@@ -153,16 +153,16 @@ impl Socket {
         // Any frame from the client (a pong, say) shows it is there.
         let heard = Arc::new(Mutex::new(Instant::now()));
         let operations = Arc::new(Mutex::new(HashSet::new()));
-        let (refuse, mut refusals) = futures::channel::mpsc::unbounded::<Message>();
+        let (refuse, mut refusals) = futures::channel::mpsc::channel::<Message>(REFUSALS);
         let from_client = from_client
             .inspect({
                 let heard = heard.clone();
                 move |_| *heard.lock().expect("not poisoned") = Instant::now()
             })
             .filter({
-                let operations = operations.clone();
+                let (operations, mut refuse) = (operations.clone(), refuse);
                 move |message| {
-                    let admitted = admit(&operations, message, &refuse);
+                    let admitted = admit(&operations, message, &mut refuse);
                     std::future::ready(admitted)
                 }
             });
@@ -279,6 +279,9 @@ async fn expired(mut expires: watch::Receiver<Option<SystemTime>>) {
     tokio::time::sleep(left).await;
 }
 
+/// Refusals waiting to be sent; more are dropped.
+const REFUSALS: usize = 16;
+
 /// How much of a message's start holds its `id` and `type`.
 const HEAD: usize = 256;
 
@@ -292,7 +295,7 @@ type Operations = Arc<Mutex<HashSet<String>>>;
 fn admit(
     operations: &Operations,
     message: &Result<Message, axum::Error>,
-    refuse: &futures::channel::mpsc::UnboundedSender<Message>,
+    refuse: &mut futures::channel::mpsc::Sender<Message>,
 ) -> bool {
     let Ok(Message::Text(text)) = message else {
         return true;
@@ -315,7 +318,9 @@ fn admit(
                         "extensions": { "code": "QUERY_TOO_COMPLEX" },
                     }],
                 });
-                let _ = refuse.unbounded_send(Message::Text(error.to_string().into()));
+                // A client that sends more while its refusals go unread is not answered: what
+                // it can make the server hold stays bounded.
+                let _ = refuse.try_send(Message::Text(error.to_string().into()));
                 return false;
             }
             running.insert(id);
