@@ -287,6 +287,25 @@ async fn w1(backend: Backend, sizes: &Sizes, repeats: usize, results: &mut Resul
     ));
     results.figures.extend(figures);
     results.figures.push(keyed);
+    if !runs.is_empty() && runs.iter().all(|run| run.pgbench.is_some()) {
+        let reference = Figure::new(
+            "W1",
+            "throughput, one client, runtime / pgbench sequential",
+            "actions/s",
+            true,
+            each(&runs, |r| rate(&r.runtime)),
+            Some(each(&runs, |r| r.pgbench.expect("measured"))),
+        );
+        let ratio = reference.ratio.unwrap_or(f64::NAN);
+        results.targets.push(Target::new(
+            "W1, runtime / pgbench sequential",
+            ratio,
+            ">= 1.3",
+            ratio >= 1.3,
+            smoke,
+        ));
+        results.figures.push(reference);
+    }
 
     let buckets = n.div_ceil(window);
     let bucket =

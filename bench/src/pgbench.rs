@@ -33,6 +33,16 @@ COMMIT;
 \endpipeline
 "#;
 
+/// W1's action by hand, one round trip per statement: a ChangeQuantity of item `:item` on list
+/// `:first`.
+const CHANGE_QUANTITY: &str = r#"BEGIN;
+UPDATE entities.entities SET version = version + 1, updated_at = now() WHERE id = :first RETURNING version AS v \gset
+INSERT INTO entities.entity_actions (entity_id, entity_type, entity_version, type, payload, created_by, request_id, correlation_id) VALUES (:first, 'shopping_list', :v, 'ChangeQuantity', '{"item_id": "8b1a9953-c461-4296-9d1a-7ef0b1a2c3d4", "quantity": 2}', 'anonymous', gen_random_uuid()::text, 'pgbench') RETURNING id AS action_id \gset
+INSERT INTO entities.entity_events (entity_id, entity_type, entity_version, type, payload, action_id, created_by, request_id, correlation_id) VALUES (:first, 'shopping_list', :v, 'QuantityChanged', '{"item_id": "8b1a9953-c461-4296-9d1a-7ef0b1a2c3d4", "quantity": 2}', :action_id, 'anonymous', 'pgbench', 'pgbench');
+UPDATE shopping_list_items SET quantity = quantity + 1 WHERE id = :item;
+COMMIT;
+"#;
+
 /// One INSERT, committed on its own: the most commits a second the server makes.
 const ONE_INSERT: &str = "INSERT INTO pgbench_ceiling DEFAULT VALUES;\n";
 pub const CEILING_TABLE: &str = "CREATE TABLE IF NOT EXISTS pgbench_ceiling (id BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL DEFAULT now())";
@@ -79,46 +89,49 @@ pub async fn measure(
     transactions: usize,
 ) -> PgbenchRates {
     let per_client = transactions.div_ceil(clients).max(1);
-    let scripts = std::env::temp_dir().join(format!("pgbench-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&scripts).expect("a directory for the scripts");
-    let script = |name: &str, text: &str| {
-        let path = scripts.join(name);
-        std::fs::write(&path, text).expect("script written");
-        path
-    };
-    let (sequential, pipelined, one_insert) = (
-        script("sequential.sql", SEQUENTIAL),
-        script("pipelined.sql", PIPELINED),
-        script("one_insert.sql", ONE_INSERT),
-    );
-    let rates = PgbenchRates {
-        sequential: pgbench(url, &sequential, lists, clients, per_client).await,
-        pipelined: pgbench(url, &pipelined, lists, clients, per_client).await,
-        one_insert: pgbench(url, &one_insert, lists, clients, per_client).await,
-    };
-    let _ = std::fs::remove_dir_all(&scripts);
-    rates
+    let defines = [format!("first={}", lists.0), format!("last={}", lists.1)];
+    PgbenchRates {
+        sequential: pgbench(url, SEQUENTIAL, &defines, clients, per_client).await,
+        pipelined: pgbench(url, PIPELINED, &defines, clients, per_client).await,
+        one_insert: pgbench(url, ONE_INSERT, &defines, clients, per_client).await,
+    }
 }
 
-/// One pgbench run of `script`; its rate in transactions a second (connections excluded).
+/// W1's reference: `transactions` ChangeQuantitys of `item` on list `list`, from one client,
+/// one statement at a time; transactions a second.
+pub async fn change_quantity(url: &str, list: i64, item: &str, transactions: usize) -> f64 {
+    let defines = [format!("first={list}"), format!("item={item}")];
+    pgbench(url, CHANGE_QUANTITY, &defines, 1, transactions).await
+}
+
+/// One pgbench run of `script` with the variables `defines` (`name=value`); its rate in
+/// transactions a second (connections excluded).
 async fn pgbench(
     url: &str,
-    script: &Path,
-    (first, last): (i64, i64),
+    script: &str,
+    defines: &[String],
     clients: usize,
     per_client: usize,
 ) -> f64 {
+    let file = std::env::temp_dir().join(format!("pgbench-{}.sql", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, script).expect("script written");
     let threads = clients.min(2).to_string();
     let (clients, per_client) = (clients.to_string(), per_client.to_string());
-    let (first, last) = (format!("first={first}"), format!("last={last}"));
-    let script = script.to_str().expect("a UTF-8 path");
-    let output = Command::new(binary())
+    let mut command = Command::new(binary());
+    command
         .args(["--no-vacuum", "--protocol=prepared", "--client", &clients])
-        .args(["--jobs", &threads, "--transactions", &per_client])
-        .args(["--define", &first, "--define", &last, "--file", script, url])
+        .args(["--jobs", &threads, "--transactions", &per_client]);
+    for define in defines {
+        command.args(["--define", define]);
+    }
+    let output = command
+        .arg("--file")
+        .arg(&file)
+        .arg(url)
         .output()
         .await
         .expect("pgbench runs");
+    let _ = std::fs::remove_file(&file);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -22,6 +22,8 @@ pub struct W1 {
     pub baseline: Vec<Duration>,
     /// The runtime again, each action with an idempotency key of its own (on another list).
     pub keyed: Vec<Duration>,
+    /// On Postgres, pgbench's rate for the same actions by hand (see [`crate::pgbench`]).
+    pub pgbench: Option<f64>,
 }
 
 /// The `i`th timed action: the next item round the list, to a quantity it never had.
@@ -116,11 +118,18 @@ pub async fn run(backend: Backend, n: usize) -> W1 {
             .await;
         theirs.push(started.elapsed());
     }
+    let pgbench = match backend {
+        Backend::Postgres => {
+            Some(crate::pgbench::change_quantity(&db.url, list.id, &items[0], n).await)
+        }
+        Backend::Sqlite => None,
+    };
     baseline.close().await;
     db.drop_database().await;
     W1 {
         runtime: ours,
         baseline: theirs,
         keyed,
+        pgbench,
     }
 }
