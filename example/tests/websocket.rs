@@ -24,24 +24,26 @@ async fn server() -> Server {
     .await
 }
 
+async fn create(server: &Server, name: &str) -> i64 {
+    let (_, created) = server
+        .graphql(
+            &format!(r#"mutation {{ createShoppingList(name: "{name}") {{ id }} }}"#),
+            &[],
+        )
+        .await;
+    created["data"]["createShoppingList"]["id"]
+        .as_i64()
+        .unwrap()
+}
+
 /// A subscriber that sends nothing after subscribing, over many ping intervals, still gets
 /// the change made after them (async-graphql's own keepalive, which counts only the client's
 /// protocol messages, closed such a socket).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_only_listens_is_kept() {
     let server = server().await;
-    let (_, created) = server
-        .graphql(
-            r#"mutation { createShoppingList(name: "kept") { id } }"#,
-            &[],
-        )
-        .await;
-    let id = created["data"]["createShoppingList"]["id"]
-        .as_i64()
-        .unwrap();
-    let mut socket = ws::connect(&server.base, &[]).await;
-    send(&mut socket, json!({ "type": "connection_init" })).await;
-    assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_ack");
+    let id = create(&server, "kept").await;
+    let mut socket = ws::acknowledged(&server.base).await;
     send(
         &mut socket,
         json!({ "id": "1", "type": "subscribe", "payload": {
@@ -83,9 +85,7 @@ async fn a_subscriber_that_only_listens_is_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_answers_no_ping_is_dropped() {
     let server = server().await;
-    let mut socket = ws::connect(&server.base, &[]).await;
-    send(&mut socket, json!({ "type": "connection_init" })).await;
-    assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_ack");
+    let mut socket = ws::acknowledged(&server.base).await;
     // Not reading: the pings pile up unanswered.
     tokio::time::sleep(PING * 10).await;
     assert_eq!(
@@ -100,20 +100,10 @@ async fn a_client_that_answers_no_ping_is_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_runs_a_bounded_number_of_operations_at_once() {
     let server = server().await;
-    let (_, created) = server
-        .graphql(
-            r#"mutation { createShoppingList(name: "watched") { id } }"#,
-            &[],
-        )
-        .await;
-    let id = created["data"]["createShoppingList"]["id"]
-        .as_i64()
-        .unwrap();
+    let id = create(&server, "watched").await;
     let query = format!("subscription {{ shoppingListChanged(id: {id}) {{ name }} }}");
     let subscribe = |n: usize| json!({ "id": n.to_string(), "type": "subscribe", "payload": { "query": query } });
-    let mut socket = ws::connect(&server.base, &[]).await;
-    send(&mut socket, json!({ "type": "connection_init" })).await;
-    assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_ack");
+    let mut socket = ws::acknowledged(&server.base).await;
     let limit = example::api::OPERATION_LIMIT;
     for n in 0..=limit {
         send(&mut socket, subscribe(n)).await;
@@ -171,9 +161,7 @@ async fn a_socket_runs_a_bounded_number_of_operations_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_larger_than_a_request_body_closes_the_socket() {
     let server = server().await;
-    let mut socket = ws::connect(&server.base, &[]).await;
-    send(&mut socket, json!({ "type": "connection_init" })).await;
-    assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_ack");
+    let mut socket = ws::acknowledged(&server.base).await;
     let padding = "#".repeat(100 * 1024);
     let query = format!("subscription {{ shoppingListChanged(id: 1) {{ name }} }}\n{padding}");
     send(

@@ -344,7 +344,9 @@ fn ended(operations: &Operations, message: &Message) {
     let ends = [&b"\"type\":\"complete\""[..], b"\"type\":\"error\""]
         .iter()
         .any(|kind| head.windows(kind.len()).any(|window| window == *kind));
-    if let Some((_, id)) = ends.then(|| kind_and_id(text)).flatten() {
+    if let Some((kind, id)) = ends.then(|| kind_and_id(text)).flatten()
+        && matches!(kind.as_str(), "complete" | "error")
+    {
         operations.lock().expect("not poisoned").remove(&id);
     }
 }

@@ -37,6 +37,18 @@ pub async fn connect(base: &str, headers: &[(&str, &str)]) -> Socket {
     socket
 }
 
+/// A socket to the server at `base`, past `connection_init` and its `connection_ack`.
+pub async fn acknowledged(base: &str) -> Socket {
+    let mut socket = connect(base, &[]).await;
+    send(
+        &mut socket,
+        serde_json::json!({ "type": "connection_init" }),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_ack");
+    socket
+}
+
 pub async fn send(socket: &mut Socket, message: Value) {
     socket
         .send(Message::text(message.to_string()))
