@@ -51,9 +51,16 @@ pub struct Metrics {
     pub idempotent_replays: u64,
     /// Idempotency keys deleted by the sweep, past their retention.
     pub idempotency_keys_expired: u64,
-    /// Times the connection that hears other runtimes' commits (Postgres) was lost and every
-    /// live entity caught up, in case a notification was missed.
+    /// Times every live entity caught up in case a notification of another runtime's commit
+    /// was missed (Postgres): the listening connection was lost and is back, or another runtime
+    /// greeted this one (it may have committed before it knew this one listens).
     pub follow_resyncs: u64,
+    /// Notifications sent to tell other runtimes of this runtime's commits (Postgres). A
+    /// runtime that listens sends none while no other runtime listens.
+    pub notifications_sent: u64,
+    /// Other runtimes on the database known to listen for commits now (Postgres; 0 when this
+    /// runtime does not listen itself, as it cannot know).
+    pub runtimes_listening: u64,
     /// Reads of the log by this runtime's subscriptions, empty ones included: each wake-up
     /// (a commit, a notification, a poll) is one.
     pub subscription_reads: u64,
@@ -85,6 +92,8 @@ pub(crate) struct Counters {
     pub idempotent_replays: Counter,
     pub idempotency_keys_expired: Counter,
     pub follow_resyncs: Counter,
+    pub notifications_sent: Counter,
+    pub runtimes_listening: Counter,
     pub subscription_reads: Counter,
     pub subscription_events: Counter,
     pub subscription_failures: Counter,
@@ -111,6 +120,8 @@ impl Counters {
             idempotent_replays: self.idempotent_replays.get(),
             idempotency_keys_expired: self.idempotency_keys_expired.get(),
             follow_resyncs: self.follow_resyncs.get(),
+            notifications_sent: self.notifications_sent.get(),
+            runtimes_listening: self.runtimes_listening.get(),
             subscription_reads: self.subscription_reads.get(),
             subscription_events: self.subscription_events.get(),
             subscription_failures: self.subscription_failures.get(),

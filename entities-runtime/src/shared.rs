@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::announce::Announcer;
+use crate::announce::{Announcer, Peers};
 use crate::commit::Committer;
 use crate::database::Database;
 use crate::ids::Ids;
@@ -99,7 +99,10 @@ impl Shared {
             }
             Store::Sqlite(_) => (None, None),
         };
-        let announcer = Arc::new(Announcer::new(notices));
+        let announcer = Arc::new(Announcer::new(
+            notices,
+            Peers::new(config.follow_other_writers),
+        ));
         let committer = Committer::start(
             store.clone(),
             config.committers,

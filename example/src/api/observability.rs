@@ -73,6 +73,10 @@ pub(super) async fn metrics(Extension(runtime): Extension<Runtime>) -> Response 
         ),
         ("entities_follow_resyncs_total", totals.follow_resyncs),
         (
+            "entities_notifications_sent_total",
+            totals.notifications_sent,
+        ),
+        (
             "entities_subscription_events_total",
             totals.subscription_events,
         ),
@@ -85,6 +89,7 @@ pub(super) async fn metrics(Extension(runtime): Extension<Runtime>) -> Response 
     }
     metrics::gauge!("entities_live_entities").set(runtime.live_entities() as f64);
     metrics::gauge!("entities_chains_waiting").set(totals.chains_waiting as f64);
+    metrics::gauge!("entities_runtimes_listening").set(totals.runtimes_listening as f64);
     let pool = runtime.database().connections();
     metrics::gauge!("entities_pool_connections", "state" => "in_use").set(pool.in_use());
     metrics::gauge!("entities_pool_connections", "state" => "idle").set(pool.idle);

@@ -2,89 +2,55 @@
 //! this one holds live, this one reads the new events, so that its `get` (and its watchers)
 //! reflect the write within milliseconds; and its subscriptions wake.
 //!
-//! On Postgres every runtime announces its commits with `NOTIFY entities_log` (the payload: the
-//! runtime's id, then the written entities' ids), sent by a task of its own after the commit
+//! On Postgres every runtime announces its commits with `NOTIFY entities_log` (the runtime's id,
+//! then the written entities' ids; see `notice`), sent by a task of its own after the commit
 //! rather than in the transaction, where it would serialise every commit on Postgres's
-//! notification lock. Every runtime `LISTEN`s on a connection of its own; should that connection
-//! drop, notifications may have been missed, so every live entity catches up once it is back. A
-//! runtime that dies between a commit and its notice leaves the others to learn of that write at
-//! their next write to the entity (its version check) or their subscriptions' next poll.
+//! notification lock; and only while another runtime listens (see `announce`). Every runtime
+//! `LISTEN`s on a connection of its own; should that connection drop, notifications may have
+//! been missed, so every live entity catches up once it is back. A runtime that dies between a
+//! commit and its notice leaves the others to learn of that write at their next write to the
+//! entity (its version check) or their subscriptions' next poll.
 //!
 //! SQLite has no notifications: a runtime looks at the log's last position every
 //! `follow_interval` and catches up the live entities whose version is behind (only another
 //! process's writes can put them there).
 
-use std::collections::BTreeSet;
+mod notice;
+mod notify;
+
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+
+use notice::Notice;
 use sqlx::sqlite::SqlitePool;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::entity::EntityId;
 use crate::shared::{Notices, Shared};
 use crate::store::{self, Store};
 
 /// The channel of the log's notifications.
 const CHANNEL: &str = "entities_log";
 
-/// Postgres's limit for a payload is 8000 bytes.
-const MAX_PAYLOAD: usize = 7900;
+/// The end of the listening connection's `application_name`: `entities listener`, or the
+/// application's name then `listener`.
+pub const LISTENER: &str = "listener";
 
-/// The payloads that announce `ids`, written by runtime `instance`: as few as fit.
-fn payloads(instance: &str, ids: &BTreeSet<EntityId>) -> Vec<String> {
-    let mut payloads = Vec::new();
-    let mut payload = String::from(instance);
-    for id in ids {
-        let id = id.to_string();
-        if payload.len() + 1 + id.len() > MAX_PAYLOAD {
-            payloads.push(std::mem::replace(&mut payload, String::from(instance)));
-        }
-        payload.push(' ');
-        payload.push_str(&id);
-    }
-    payloads.push(payload);
-    payloads
-}
-
-/// The runtime and entity ids of a payload; `None` if it is not one of ours.
-fn parse(payload: &str) -> Option<(&str, Vec<EntityId>)> {
-    let mut words = payload.split(' ');
-    let instance = words.next()?;
-    let ids = words.map(str::parse).collect::<Result<_, _>>().ok()?;
-    Some((instance, ids))
-}
-
-/// Sends the notices of this runtime's commits, as many as are waiting in one round trip.
-pub(crate) async fn notify(
-    pool: PgPool,
-    instance: String,
-    mut notices: mpsc::UnboundedReceiver<Vec<EntityId>>,
-) {
-    while let Some(first) = notices.recv().await {
-        let mut ids: BTreeSet<EntityId> = first.into_iter().collect();
-        while let Ok(more) = notices.try_recv() {
-            ids.extend(more);
-        }
-        let payloads = payloads(&instance, &ids);
-        if let Err(error) = sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-            .bind(CHANNEL)
-            .bind(&payloads)
-            .execute(&pool)
-            .await
-        {
-            tracing::warn!(%error, "cannot notify other runtimes of a commit");
-        }
-    }
-}
+/// How long a goodbye may take at shutdown: the database may be away.
+const BYE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Listens for other runtimes' commits until shutdown; catches up the live entities they wrote
-/// and wakes the subscriptions.
+/// and wakes the subscriptions. Greets the other runtimes (see `announce`) and says goodbye.
 pub(crate) async fn listen(shared: Weak<Shared>, pool: PgPool, shutdown: CancellationToken) {
-    // A pool of its own: the listening connection is never one the writers wait for.
+    // A pool of its own: the listening connection is never one the writers wait for. Named, so
+    // that whoever looks at the server's sessions tells it from the writers'.
     let options = (*pool.connect_options()).clone();
+    let name = format!(
+        "{} {LISTENER}",
+        options.get_application_name().unwrap_or("entities")
+    );
+    let options = options.application_name(&name);
     let listener_pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_lazy_with(options);
@@ -95,6 +61,9 @@ pub(crate) async fn listen(shared: Weak<Shared>, pool: PgPool, shutdown: Cancell
             let mut listener = PgListener::connect_with(&listener_pool).await?;
             listener.listen(CHANNEL).await?;
             Ok::<_, sqlx::Error>(listener)
+        };
+        let Some(instance) = shared.upgrade().map(|shared| shared.instance.clone()) else {
+            break;
         };
         let mut listener = match connected.await {
             Ok(listener) => listener,
@@ -109,6 +78,8 @@ pub(crate) async fn listen(shared: Weak<Shared>, pool: PgPool, shutdown: Cancell
             }
         };
         delay = Duration::from_millis(50);
+        // Said again after every reconnect: whoever missed a greeting meanwhile answers this one.
+        let mut greet = true;
         if !std::mem::take(&mut first) {
             // Back after a lost connection: whatever was announced meanwhile is lost.
             let Some(shared) = shared.upgrade() else {
@@ -117,36 +88,86 @@ pub(crate) async fn listen(shared: Weak<Shared>, pool: PgPool, shutdown: Cancell
             catch_up_all(&shared);
         }
         loop {
+            if std::mem::take(&mut greet)
+                && let Err(error) = say(&mut listener, &Notice::Hello.payload(&instance)).await
+            {
+                tracing::warn!(%error, "lost the connection that listens for other runtimes' commits");
+                continue 'connect;
+            }
             let received = tokio::select! {
                 received = listener.try_recv() => received,
-                () = shutdown.cancelled() => break 'connect,
+                () = shutdown.cancelled() => {
+                    let bye = Notice::Bye.payload(&instance);
+                    let _ = tokio::time::timeout(BYE_TIMEOUT, say(&mut listener, &bye)).await;
+                    break 'connect;
+                }
             };
             let Some(shared) = shared.upgrade() else {
                 break 'connect;
             };
-            match received {
-                Ok(Some(notification)) => {
-                    let Some((instance, ids)) = parse(notification.payload()) else {
-                        continue;
-                    };
-                    if instance == shared.instance {
-                        continue;
-                    }
-                    shared.announcer.moved();
-                    for id in ids {
-                        shared.registry.follow(&shared, id, None);
-                    }
-                }
+            let notification = match received {
+                Ok(Some(notification)) => notification,
                 // Lost and connected again: notifications may have been missed.
-                Ok(None) => catch_up_all(&shared),
+                Ok(None) => {
+                    catch_up_all(&shared);
+                    greet = true;
+                    continue;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "lost the connection that listens for other runtimes' commits");
                     continue 'connect;
                 }
+            };
+            let Some((sender, notice)) = notice::parse(notification.payload()) else {
+                continue;
+            };
+            if sender == instance {
+                continue;
+            }
+            let answer = match notice {
+                Notice::Wrote(ids) => {
+                    shared.announcer.moved();
+                    for id in ids {
+                        shared.registry.follow(&shared, id, None);
+                    }
+                    None
+                }
+                Notice::Hello => {
+                    shared.announcer.peers.add(sender, &shared.counters);
+                    Some(Notice::Here { to: sender })
+                }
+                Notice::Here { to } => {
+                    let new = shared.announcer.peers.add(sender, &shared.counters);
+                    if to == instance {
+                        // It may have committed before it knew this runtime listens.
+                        catch_up_all(&shared);
+                    }
+                    new.then_some(Notice::Here { to: sender })
+                }
+                Notice::Bye => {
+                    shared.announcer.peers.remove(sender, &shared.counters);
+                    None
+                }
+            };
+            if let Some(answer) = answer
+                && let Err(error) = say(&mut listener, &answer.payload(&instance)).await
+            {
+                tracing::warn!(%error, "lost the connection that listens for other runtimes' commits");
+                continue 'connect;
             }
         }
     }
     listener_pool.close().await;
+}
+
+/// Sends one notification on the listening connection.
+async fn say(listener: &mut PgListener, payload: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(payload)
+        .execute(listener)
+        .await
+        .map(drop)
 }
 
 fn catch_up_all(shared: &Arc<Shared>) {
@@ -200,7 +221,12 @@ pub(crate) fn start(shared: &Arc<Shared>, notices: Option<Notices>) {
         Store::Postgres(pool) => {
             if let Some(notices) = notices {
                 // Ends when the runtime's announcer (and so the sender) is dropped.
-                tokio::spawn(notify(pool.clone(), shared.instance.clone(), notices));
+                tokio::spawn(notify::notify(
+                    pool.clone(),
+                    shared.instance.clone(),
+                    shared.counters.clone(),
+                    notices,
+                ));
             }
             if shared.config.follow_other_writers {
                 shared.tasks.spawn(listen(
@@ -223,25 +249,5 @@ pub(crate) fn start(shared: &Arc<Shared>, notices: Option<Notices>) {
                 ));
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn payloads_split_below_the_limit_and_parse_back() {
-        let ids: BTreeSet<EntityId> = (1..2_000).map(|id| id * 1_000_003).collect();
-        let payloads = payloads("runtime-1", &ids);
-        assert!(payloads.len() > 1);
-        let mut back = BTreeSet::new();
-        for payload in &payloads {
-            assert!(payload.len() <= MAX_PAYLOAD);
-            let (instance, ids) = parse(payload).unwrap();
-            assert_eq!(instance, "runtime-1");
-            back.extend(ids);
-        }
-        assert_eq!(back, ids);
     }
 }
