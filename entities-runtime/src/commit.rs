@@ -15,9 +15,13 @@
 //! its rows taken back, its neighbours commit in the same transaction all the same. A savepoint
 //! per unit would cost a round trip per unit every time; this costs one per batch, and the
 //! redo only when a projection fails.
+//!
+//! A committer keeps its connection between batches while they keep coming (see
+//! [`Held`]): never while another caller would wait for it, and never past a failed batch.
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -28,7 +32,8 @@ use crate::announce::Announcer;
 use crate::entity::Version;
 use crate::metrics::Counters;
 use crate::projection::Tx;
-use crate::store::{EntityWrite, KeyRow, Store, StoreTx};
+use crate::shared::Config;
+use crate::store::{EntityWrite, Held, KeyRow, Store, StoreTx};
 
 /// An action's projections, as a committer runs them in its batch's transaction: more than
 /// once when a neighbour's failure rolls them back. One batch holds entities of every type, so
@@ -114,26 +119,27 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Starts `tasks` committers over `store`, each writing up to `max_batch` actions at a time.
+    /// Starts `config.committers` committers over `store`, each writing up to
+    /// `config.batch_size` actions at a time.
     pub fn start(
         store: Store,
-        tasks: usize,
-        max_batch: usize,
+        config: &Config,
         counters: Arc<Counters>,
         announcer: Arc<Announcer>,
         stop: CancellationToken,
     ) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..tasks.max(1) {
+        for _ in 0..config.committers.max(1) {
             tokio::spawn(run(
                 Batcher {
                     store: store.clone(),
                     counters: counters.clone(),
                     announcer: announcer.clone(),
+                    linger: config.commit_linger,
                 },
                 receiver.clone(),
-                max_batch.max(1),
+                config.batch_size.max(1),
                 stop.clone(),
             ));
         }
@@ -196,6 +202,8 @@ struct Batcher {
     store: Store,
     counters: Arc<Counters>,
     announcer: Arc<Announcer>,
+    /// How long it keeps its connection while no batch waits.
+    linger: Duration,
 }
 
 async fn run(
@@ -204,6 +212,8 @@ async fn run(
     max_batch: usize,
     stop: CancellationToken,
 ) {
+    // The connection of the last batch, kept for the next while batches keep coming.
+    let mut held: Option<Held> = None;
     loop {
         let batch = {
             let mut receiver = receiver.lock().await;
@@ -214,6 +224,10 @@ async fn run(
                     None => return,
                 },
                 () = stop.cancelled() => return,
+                () = until_given_back(held.is_some(), batcher.linger) => {
+                    held = None;
+                    continue;
+                }
             }
             // Whatever else is ready now joins this batch, up to `max_batch` actions (each may
             // hold a savepoint: Postgres slows every session's snapshots past 64 of them in one
@@ -241,10 +255,8 @@ async fn run(
         // Projections catch their own panics; one here is a runtime bug. The replies are kept
         // out of the unwinding future, so their workers are told rather than left waiting.
         let started = std::time::Instant::now();
-        match std::panic::AssertUnwindSafe(batcher.write_batch(&writes, &groups, &keys, steps))
-            .catch_unwind()
-            .await
-        {
+        let write = batcher.write(&mut held, &writes, &groups, &keys, &steps);
+        match std::panic::AssertUnwindSafe(write).catch_unwind().await {
             Ok(outcomes) => {
                 crate::telemetry::batch_written(outcomes.len(), started);
                 answer(replies, &groups, outcomes)
@@ -257,6 +269,15 @@ async fn run(
                 drop(replies);
             }
         }
+    }
+}
+
+/// Ends `linger` from now when `holding`; never otherwise.
+async fn until_given_back(holding: bool, linger: Duration) {
+    if holding {
+        tokio::time::sleep(linger).await;
+    } else {
+        std::future::pending().await
     }
 }
 
@@ -414,32 +435,93 @@ fn all_failed(steps: &[Step], error: sqlx::Error, maybe_committed: bool) -> Vec<
 }
 
 impl Batcher {
-    /// Writes a batch in one transaction; returns each step's outcome.
-    async fn write_batch(
+    /// Writes a batch in one transaction on the `held` connection, or on one from the pool;
+    /// keeps the connection in `held` when the batch went well and the pool has room beside it
+    /// (so that no other caller waits for it). Returns each step's outcome.
+    async fn write(
         &self,
+        held: &mut Option<Held>,
         writes: &[EntityWrite],
         groups: &[Group],
         keys: &[KeyRow],
-        steps: Vec<Step>,
+        steps: &[Step],
     ) -> Vec<Outcome> {
-        let mut tx = match self.store.begin().await {
-            Ok(tx) => tx,
-            Err(error) => return all_failed(&steps, error, false),
+        let reused = held.is_some();
+        let mut conn = match held.take() {
+            Some(conn) => conn,
+            None => match self.store.hold().await {
+                Ok(conn) => conn,
+                Err(error) => return all_failed(steps, error, false),
+            },
         };
+        let outcomes = match self
+            .begin_and_write(&mut conn, writes, groups, keys, steps)
+            .await
+        {
+            Ok(outcomes) => outcomes,
+            // The server may have closed a kept connection (sqlx checks only those it hands
+            // out). Nothing but `BEGIN` was sent: the pool's next one takes the batch.
+            Err(error) if reused => {
+                tracing::debug!(%error, "a kept connection failed; taking another");
+                conn = match self.store.hold().await {
+                    Ok(conn) => conn,
+                    Err(error) => return all_failed(steps, error, false),
+                };
+                match self
+                    .begin_and_write(&mut conn, writes, groups, keys, steps)
+                    .await
+                {
+                    Ok(outcomes) => outcomes,
+                    Err(error) => return all_failed(steps, error, false),
+                }
+            }
+            Err(error) => return all_failed(steps, error, false),
+        };
+        let failed = outcomes
+            .iter()
+            .any(|outcome| matches!(outcome, Outcome::Storage { .. }));
+        if !failed && !self.linger.is_zero() && self.store.has_room() {
+            *held = Some(conn);
+        }
+        outcomes
+    }
+
+    /// Begins a transaction on `conn` and writes the batch in it; fails only when `BEGIN` does.
+    async fn begin_and_write(
+        &self,
+        conn: &mut Held,
+        writes: &[EntityWrite],
+        groups: &[Group],
+        keys: &[KeyRow],
+        steps: &[Step],
+    ) -> Result<Vec<Outcome>, sqlx::Error> {
+        let tx = conn.begin().await?;
+        Ok(self.write_batch(tx, writes, groups, keys, steps).await)
+    }
+
+    /// Writes a batch in transaction `tx`; returns each step's outcome.
+    async fn write_batch(
+        &self,
+        mut tx: StoreTx<'_>,
+        writes: &[EntityWrite],
+        groups: &[Group],
+        keys: &[KeyRow],
+        steps: &[Step],
+    ) -> Vec<Outcome> {
         let refs: Vec<&EntityWrite> = writes.iter().collect();
         let appended = match tx.append(&refs).await {
             Ok(appended) => appended,
-            Err(error) => return self.failed(&steps, error),
+            Err(error) => return self.failed(steps, error),
         };
         let mut written = match take_back_partial_units(&mut tx, writes, groups, &appended).await {
             Ok(written) => written,
-            Err(error) => return self.failed(&steps, error),
+            Err(error) => return self.failed(steps, error),
         };
         let conflicts = written.iter().filter(|&&written| !written).count();
         self.counters.conflicts.add(conflicts as u64);
         let duplicates = match store_keys(&mut tx, writes, groups, keys, &mut written).await {
             Ok(duplicates) => duplicates,
-            Err(error) => return self.failed(&steps, error),
+            Err(error) => return self.failed(steps, error),
         };
         let not_written = |group: &Group| {
             if group.key.is_some_and(|key| duplicates[key]) {
@@ -453,7 +535,7 @@ impl Batcher {
         };
         // Alone in its transaction, a step needs no savepoint: its failure rolls back the whole
         // transaction, which holds nothing else.
-        if let [step] = steps.as_slice() {
+        if let [step] = steps {
             let outcome = if !written[step.group] {
                 not_written(&groups[step.group])
             } else {
@@ -462,7 +544,7 @@ impl Batcher {
                     Err(Refused) => return vec![Outcome::Refused],
                 }
             };
-            return self.commit(tx, writes, &steps, vec![outcome]).await;
+            return self.commit(tx, writes, steps, vec![outcome]).await;
         }
         let batch = Written {
             writes,
@@ -471,9 +553,9 @@ impl Batcher {
             written: &written,
             not_written: &not_written,
         };
-        match project_batch(&mut tx, &batch, &steps, &self.counters).await {
-            Ok(outcomes) => self.commit(tx, writes, &steps, outcomes).await,
-            Err(error) => self.failed(&steps, error),
+        match project_batch(&mut tx, &batch, steps, &self.counters).await {
+            Ok(outcomes) => self.commit(tx, writes, steps, outcomes).await,
+            Err(error) => self.failed(steps, error),
         }
     }
 
@@ -495,7 +577,7 @@ impl Batcher {
     /// Commits; should the commit fail, the actions it held may or may not have been committed.
     async fn commit(
         &self,
-        tx: StoreTx,
+        tx: StoreTx<'_>,
         writes: &[EntityWrite],
         steps: &[Step],
         mut outcomes: Vec<Outcome>,
@@ -538,7 +620,7 @@ impl Batcher {
 /// Whether each pending was written whole. A unit of which some writes passed their version
 /// check and some did not is not: the rows of those that passed are taken back.
 async fn take_back_partial_units(
-    tx: &mut StoreTx,
+    tx: &mut StoreTx<'_>,
     writes: &[EntityWrite],
     groups: &[Group],
     appended: &[bool],
@@ -566,7 +648,7 @@ async fn take_back_partial_units(
 /// not written after all: its rows are taken back. Returns, per key, whether it was such a
 /// duplicate.
 async fn store_keys(
-    tx: &mut StoreTx,
+    tx: &mut StoreTx<'_>,
     writes: &[EntityWrite],
     groups: &[Group],
     keys: &[KeyRow],
@@ -619,7 +701,7 @@ struct Written<'a> {
 }
 
 /// Runs projections one after the other; the first refusal stops them.
-async fn project_all(tx: &mut StoreTx, projects: &[Projections]) -> Result<(), Refused> {
+async fn project_all(tx: &mut StoreTx<'_>, projects: &[Projections]) -> Result<(), Refused> {
     for project in projects {
         project.project(&mut tx.projection()).await?;
     }
@@ -629,7 +711,7 @@ async fn project_all(tx: &mut StoreTx, projects: &[Projections]) -> Result<(), R
 /// Runs the projections of every step (see the module's doc) and takes back the rows of the
 /// refused ones; returns each step's outcome.
 async fn project_batch(
-    tx: &mut StoreTx,
+    tx: &mut StoreTx<'_>,
     batch: &Written<'_>,
     steps: &[Step],
     counters: &Counters,

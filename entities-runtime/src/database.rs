@@ -162,7 +162,7 @@ impl Connection {
 
 /// A transaction begun with [`Database::begin`]; rolled back if dropped uncommitted.
 pub struct Transaction {
-    tx: StoreTx,
+    tx: StoreTx<'static>,
 }
 
 impl Transaction {

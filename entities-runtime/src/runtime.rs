@@ -91,6 +91,16 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How long a committer keeps its pooled connection while no batch waits (default 5 ms;
+    /// zero gives it back after every batch). Kept, a connection saves the next batch the
+    /// round trips sqlx spends checking a connection as it hands it out and takes it back: a
+    /// pause between one caller's actions is shorter than this. It is kept only while the pool
+    /// has an idle connection or room for one beside it, so no other caller waits for it.
+    pub fn commit_linger(mut self, linger: Duration) -> Self {
+        self.config.commit_linger = linger;
+        self
+    }
+
     /// How long an idempotency key is kept (default 24 hours, as common HTTP APIs keep theirs):
     /// a call repeated with its key within it returns the first call's outcome; after it, the
     /// key is deleted (by a sweep that runs every tenth of it) and a call with it is new.

@@ -25,6 +25,8 @@ pub(crate) struct Config {
     pub max_attempts: u32,
     pub committers: usize,
     pub batch_size: usize,
+    /// How long a committer keeps its connection while no batch waits.
+    pub commit_linger: Duration,
     pub idempotency_retention: Duration,
     /// SQLite: how often to look for other processes' writes to live entities.
     pub follow_interval: Duration,
@@ -40,6 +42,7 @@ impl Default for Config {
             max_attempts: 5,
             committers: 2,
             batch_size: 64,
+            commit_linger: Duration::from_millis(5),
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             follow_interval: Duration::from_millis(100),
             follow_other_writers: true,
@@ -105,8 +108,7 @@ impl Shared {
         ));
         let committer = Committer::start(
             store.clone(),
-            config.committers,
-            config.batch_size,
+            &config,
             counters.clone(),
             announcer.clone(),
             committers_stop.clone(),

@@ -12,9 +12,10 @@ use std::ops::Range;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{Postgres, Sqlite};
+use sqlx::{Connection, Postgres, Sqlite};
 
 pub use log::{LogPosition, LoggedEvent};
 pub(crate) use log::{RawEvent, changed_since, count_after, head, read_log};
@@ -206,11 +207,36 @@ pub(crate) fn record(row: HistoryRow) -> Result<EventRecord, sqlx::Error> {
 /// outage fails calls fast (sqlx's own default is 30 s).
 pub(crate) const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// An open transaction on either backend.
-pub(crate) enum StoreTx {
-    Postgres(sqlx::Transaction<'static, Postgres>),
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
+/// An open transaction on either backend: on a connection of its own (`'static`), or on a
+/// [`Held`] one.
+pub(crate) enum StoreTx<'c> {
+    Postgres(sqlx::Transaction<'c, Postgres>),
+    Sqlite(sqlx::Transaction<'c, Sqlite>),
 }
+
+/// A connection taken from the pool and kept, for one transaction after another without a trip
+/// to the pool each: sqlx checks a connection with a round trip when it hands it out, and again
+/// when it takes it back. Only taking it is counted in `entities_pool_waiting`; its `BEGIN`s
+/// are not (see `telemetry::transaction`).
+pub(crate) enum Held {
+    Postgres(PoolConnection<Postgres>),
+    Sqlite(PoolConnection<Sqlite>),
+}
+
+impl Held {
+    /// Begins a transaction on it, as [`Store::begin`] does on the pool.
+    pub async fn begin(&mut self) -> Result<StoreTx<'_>, sqlx::Error> {
+        Ok(match self {
+            Held::Postgres(conn) => StoreTx::Postgres(conn.begin_with(PG_BEGIN).await?),
+            Held::Sqlite(conn) => StoreTx::Sqlite(conn.begin_with(SQLITE_BEGIN).await?),
+        })
+    }
+}
+
+const PG_BEGIN: &str = "BEGIN";
+/// IMMEDIATE takes the write lock up front: a deferred transaction that reads first could fail
+/// to upgrade (SQLITE_BUSY) instead of waiting its turn.
+const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
 
 impl Store {
     /// Connects to `postgres://...`/`postgresql://...` or `sqlite:...` (created if missing).
@@ -270,17 +296,35 @@ impl Store {
         migrate::run(self, user).await
     }
 
-    pub async fn begin(&self) -> Result<StoreTx, sqlx::Error> {
+    pub async fn begin(&self) -> Result<StoreTx<'static>, sqlx::Error> {
         Ok(match self {
             Store::Postgres(pool) => {
-                StoreTx::Postgres(telemetry::transaction(pool, "BEGIN").await?)
+                StoreTx::Postgres(telemetry::transaction(pool, PG_BEGIN).await?)
             }
-            // IMMEDIATE takes the write lock up front: a deferred transaction that reads first
-            // could fail to upgrade (SQLITE_BUSY) instead of waiting its turn.
             Store::Sqlite(pool) => {
-                StoreTx::Sqlite(telemetry::transaction(pool, "BEGIN IMMEDIATE").await?)
+                StoreTx::Sqlite(telemetry::transaction(pool, SQLITE_BEGIN).await?)
             }
         })
+    }
+
+    /// A connection to keep (see [`Held`]).
+    pub async fn hold(&self) -> Result<Held, sqlx::Error> {
+        Ok(match self {
+            Store::Postgres(pool) => Held::Postgres(telemetry::connection(pool).await?),
+            Store::Sqlite(pool) => Held::Sqlite(telemetry::connection(pool).await?),
+        })
+    }
+
+    /// Whether the pool could hand out a connection now without a wait: one is idle, or it may
+    /// open another.
+    pub fn has_room(&self) -> bool {
+        fn room<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> bool {
+            pool.num_idle() > 0 || pool.size() < pool.options().get_max_connections()
+        }
+        match self {
+            Store::Postgres(pool) => room(pool),
+            Store::Sqlite(pool) => room(pool),
+        }
     }
 
     pub async fn entity_row(&self, id: EntityId) -> Result<Option<EntityRow>, sqlx::Error> {
@@ -426,7 +470,7 @@ impl Store {
     }
 }
 
-impl StoreTx {
+impl StoreTx<'_> {
     /// For each write: checks and bumps the version, and writes its action rows and event rows.
     /// Returns, per write, whether it was written; a write whose stored version moved on
     /// writes nothing.

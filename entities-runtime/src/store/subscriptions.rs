@@ -443,7 +443,7 @@ impl SeatTx<'_> {
     }
 }
 
-impl super::StoreTx {
+impl super::StoreTx<'_> {
     /// Sets subscription `name`'s checkpoint back to the start (making its row if it has none),
     /// locking the row first: a projector's transaction that would move it from where it was
     /// waits for this one and then finds it moved.

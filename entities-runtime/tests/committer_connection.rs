@@ -1,0 +1,114 @@
+//! The pooled connection a committer keeps from one batch to the next (saving sqlx's checks of
+//! a connection as the pool hands it out and takes it back): given back when no batch comes,
+//! never kept while another caller would wait for it, and replaced when the server closed it.
+
+mod support;
+
+use std::time::Duration;
+
+use entities_runtime::testing::TestDatabase;
+use entities_runtime::{Backend, Runtime};
+use support::*;
+
+on_both_backends!(
+    a_committer_gives_its_connection_back_when_no_batch_comes,
+    a_committer_keeps_no_connection_another_caller_would_wait_for,
+);
+
+/// Connections of the runtime's pool taken out of it now.
+fn in_use(runtime: &Runtime) -> u32 {
+    runtime.database().connections().in_use()
+}
+
+async fn add(runtime: &Runtime, id: i64, amount: i64) -> i64 {
+    runtime
+        .entity::<Counter>(id)
+        .send_action(&ctx(), Add { amount })
+        .await
+        .expect("the action commits")
+        .total
+}
+
+/// Postgres: the server ends the connection a committer kept (as a restart or an idle timeout
+/// would). The next batch finds it closed at its `BEGIN`, takes another from the pool and
+/// commits; no call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_the_server_closed_is_replaced_and_the_batch_commits() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let runtime = runtime_with(&db, |builder| {
+        builder.committers(1).commit_linger(Duration::from_secs(60))
+    })
+    .await;
+    let id = new_counter(&runtime, "kept").await.id;
+    assert_eq!(add(&runtime, id, 2).await, 2);
+    assert_eq!(in_use(&runtime), 1, "the committer kept its connection");
+
+    let closed = scalar(
+        &runtime,
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND application_name <> 'entities listener'",
+    )
+    .await;
+    assert!(
+        closed >= Some(1),
+        "the kept connection was closed: {closed:?}"
+    );
+
+    assert_eq!(add(&runtime, id, 3).await, 5);
+    assert_eq!(runtime.metrics().commits_failed, 0);
+    assert_eq!(
+        scalar(
+            &runtime,
+            &format!("SELECT version FROM entities.entities WHERE id = {id}")
+        )
+        .await,
+        Some(3),
+        "both actions stored"
+    );
+    runtime.shutdown().await;
+}
+
+/// A committer with nothing to write gives its connection back after its linger.
+async fn a_committer_gives_its_connection_back_when_no_batch_comes(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |builder| {
+        builder
+            .committers(1)
+            .commit_linger(Duration::from_millis(20))
+    })
+    .await;
+    let id = new_counter(&runtime, "lingering").await.id;
+    add(&runtime, id, 1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while in_use(&runtime) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the connection is given back"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    runtime.shutdown().await;
+}
+
+/// A pool of one connection: a committer that kept it would leave every other caller waiting
+/// for as long as it lingers (here a minute). It gives it back after each batch instead.
+async fn a_committer_keeps_no_connection_another_caller_would_wait_for(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |builder| {
+        builder
+            .max_connections(1)
+            .committers(1)
+            .commit_linger(Duration::from_secs(60))
+    })
+    .await;
+    let id = new_counter(&runtime, "shared pool").await.id;
+    add(&runtime, id, 1).await;
+    let acquired = tokio::time::timeout(Duration::from_secs(2), runtime.database().acquire()).await;
+    assert!(
+        matches!(acquired, Ok(Ok(_))),
+        "another caller gets the pool's one connection"
+    );
+    drop(acquired);
+    runtime.shutdown().await;
+}
