@@ -347,6 +347,47 @@ fn entity_impl(entity: &Entity) -> TokenStream {
         }
     };
 
+    // Each run of one event type goes to its `Project::project_all` (found as above).
+    let project_events = quote! {
+        fn project_events(
+            __entities_tx: &mut #p::Tx<'_>,
+            __entities_changes: &[#p::Change<'_, Self, #event_enum>],
+        ) -> impl #p::Future<Output = #result<(), #p::ProjectionError<#error>>>
+               + ::core::marker::Send {
+            use #p::{ProjectsEvent as _, SkipsEvent as _};
+            async move {
+                let mut __entities_rest = __entities_changes;
+                while let ::core::option::Option::Some(__entities_first) = __entities_rest.first() {
+                    let __entities_taken = match __entities_first.event {
+                        #(
+                            #event_enum::#variants(_) => {
+                                let __entities_run: ::std::vec::Vec<_> = __entities_rest
+                                    .iter()
+                                    .map_while(|__entities_change| match __entities_change.event {
+                                        #event_enum::#variants(__entities_event) => {
+                                            ::core::option::Option::Some(#p::Change {
+                                                ctx: __entities_change.ctx,
+                                                before: __entities_change.before,
+                                                event: __entities_event,
+                                                after: __entities_change.after,
+                                            })
+                                        }
+                                        #[allow(unreachable_patterns)]
+                                        _ => ::core::option::Option::None,
+                                    })
+                                    .collect();
+                                #probes.project_all(__entities_tx, &__entities_run).await?;
+                                __entities_run.len()
+                            }
+                        )*
+                    };
+                    __entities_rest = &__entities_rest[__entities_taken..];
+                }
+                #result::Ok(())
+            }
+        }
+    };
+
     let shape = shape(entity);
     quote! {
         #[automatically_derived]
@@ -392,6 +433,8 @@ fn entity_impl(entity: &Entity) -> TokenStream {
             #is_projected
 
             #project
+
+            #project_events
         }
 
         #[automatically_derived]
@@ -489,6 +532,13 @@ fn entity_stub(entity: &Entity) -> TokenStream {
                 _: &Self,
                 _: &#event_enum,
                 _: &Self,
+            ) -> impl #p::Future<Output = #result<(), #p::ProjectionError<#error>>>
+                   + ::core::marker::Send {
+                ::core::future::ready(#result::Ok(()))
+            }
+            fn project_events(
+                _: &mut #p::Tx<'_>,
+                _: &[#p::Change<'_, Self, #event_enum>],
             ) -> impl #p::Future<Output = #result<(), #p::ProjectionError<#error>>>
                    + ::core::marker::Send {
                 ::core::future::ready(#result::Ok(()))

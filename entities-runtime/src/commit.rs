@@ -9,16 +9,19 @@
 //! at all and decided again by its worker; a unit with one such entity has the rows of its other
 //! entities taken back. Every caller is answered only after the commit that holds its action.
 //!
-//! Projections run optimistically: one savepoint, then every unit's projections one after the
-//! other. Should one fail, the transaction rolls back to that savepoint and the units since it
-//! run again one at a time, each in a savepoint of its own: the failing one is rolled back and
-//! its rows taken back, its neighbours commit in the same transaction all the same. A savepoint
-//! per unit would cost a round trip per unit every time; this costs one per batch, and the
-//! redo only when a projection fails.
+//! Projections run optimistically: one savepoint, then the projections of every unit at once,
+//! each run of neighbouring events of one type in one `Project::project_all` call (one
+//! multi-row statement, where the projection writes it so). Should that fail, the transaction
+//! rolls back to that savepoint and the units since it run again one at a time, each in a
+//! savepoint of its own, until the failing one is found: it is rolled back and its rows taken
+//! back, its neighbours commit in the same transaction all the same, and the units after it run
+//! together again. A savepoint per unit would cost a round trip per unit every time; this costs
+//! one per batch, and the redo only when a projection fails.
 //!
 //! A committer keeps its connection between batches while they keep coming (see
 //! [`Held`]): never while another caller would wait for it, and never past a failed batch.
 
+use std::any::{Any, TypeId};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +35,6 @@ use crate::announce::Announcer;
 use crate::entity::Version;
 use crate::metrics::Counters;
 use crate::projection::Tx;
-use crate::shared::Config;
 use crate::store::{EntityWrite, Held, KeyRow, Store, StoreTx};
 
 /// An action's projections, as a committer runs them in its batch's transaction: more than
@@ -40,7 +42,19 @@ use crate::store::{EntityWrite, Held, KeyRow, Store, StoreTx};
 /// a refusal stays with the action, in its entity's own error type; the committer only learns
 /// that it refused.
 pub(crate) trait ActionProjections: Send + Sync {
+    /// Runs this action's projections alone; a refusal is kept with the action.
     fn project<'a, 'c>(&'a self, tx: &'a mut Tx<'c>) -> BoxFuture<'a, Result<(), Refused>>;
+    /// The entity's type: neighbouring actions of one type are projected together.
+    fn entity_type(&self) -> TypeId;
+    fn as_any(&self) -> &dyn Any;
+    /// Runs the projections of `run` (actions of this one's entity type, this one among them)
+    /// together, each run of one event type in one `Project::project_all`. A refusal is not
+    /// kept: which action refused is learnt by running each alone.
+    fn project_together<'a, 'c>(
+        &'a self,
+        run: &'a [&'a Projections],
+        tx: &'a mut Tx<'c>,
+    ) -> BoxFuture<'a, Result<(), Refused>>;
 }
 
 /// A refusal by an action's projections; the refusal itself is kept by the action.
@@ -119,27 +133,29 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Starts `config.committers` committers over `store`, each writing up to
-    /// `config.batch_size` actions at a time.
+    /// Starts `tasks` committers over `store`, each writing up to `max_batch` actions at a time
+    /// and keeping its connection for `linger` while no batch waits.
     pub fn start(
         store: Store,
-        config: &Config,
+        tasks: usize,
+        max_batch: usize,
+        linger: Duration,
         counters: Arc<Counters>,
         announcer: Arc<Announcer>,
         stop: CancellationToken,
     ) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..config.committers.max(1) {
+        for _ in 0..tasks.max(1) {
             tokio::spawn(run(
                 Batcher {
                     store: store.clone(),
                     counters: counters.clone(),
                     announcer: announcer.clone(),
-                    linger: config.commit_linger,
+                    linger,
                 },
                 receiver.clone(),
-                config.batch_size.max(1),
+                max_batch.max(1),
                 stop.clone(),
             ));
         }
@@ -534,8 +550,11 @@ impl Batcher {
             }
         };
         // Alone in its transaction, a step needs no savepoint: its failure rolls back the whole
-        // transaction, which holds nothing else.
-        if let [step] = steps {
+        // transaction, which holds nothing else. (A unit of several actions goes the batch's
+        // way, so that its actions' projections run together.)
+        if let [step] = steps
+            && step.projects.len() <= 1
+        {
             let outcome = if !written[step.group] {
                 not_written(&groups[step.group])
             } else {
@@ -700,6 +719,16 @@ struct Written<'a> {
     not_written: &'a (dyn Fn(&Group) -> Outcome + Sync),
 }
 
+/// Runs the projections of neighbouring actions of one entity type together (see
+/// [`ActionProjections::project_together`]); the first refusal stops them.
+async fn project_together(tx: &mut StoreTx<'_>, projects: &[&Projections]) -> Result<(), Refused> {
+    let mut tx = tx.projection();
+    for run in projects.chunk_by(|a, b| a.entity_type() == b.entity_type()) {
+        run[0].project_together(run, &mut tx).await?;
+    }
+    Ok(())
+}
+
 /// Runs projections one after the other; the first refusal stops them.
 async fn project_all(tx: &mut StoreTx<'_>, projects: &[Projections]) -> Result<(), Refused> {
     for project in projects {
@@ -728,11 +757,17 @@ async fn project_batch(
     let mut broken = vec![false; groups.len()];
     // The first step since the optimistic savepoint, while one is open.
     let mut optimistic_from: Option<usize> = None;
-    // Steps up to this one run each in a savepoint of their own (after a rollback).
-    let mut isolate_through: Option<usize> = None;
+    // After projections run together failed: each step runs in a savepoint of its own, until
+    // the one that fails is found.
+    let mut isolating = false;
     let mut at = 0;
     while at < steps.len() {
         let step = &steps[at];
+        if outcomes[at].is_some() {
+            // Projected together with an earlier step, and committed.
+            at += 1;
+            continue;
+        }
         if !written[step.group] {
             outcomes[at] = Some(not_written(&groups[step.group]));
             at += 1;
@@ -748,7 +783,7 @@ async fn project_batch(
             at += 1;
             continue;
         }
-        if isolate_through.is_some_and(|last| at <= last) {
+        if isolating {
             // In a savepoint of its own: when it fails, what it wrote is rolled back and the
             // rest of the transaction stands.
             tx.savepoint().await?;
@@ -770,6 +805,7 @@ async fn project_batch(
                     }
                     broken[step.group] = true;
                     outcomes[at] = Some(Outcome::Refused);
+                    isolating = false;
                 }
             }
             at += 1;
@@ -782,9 +818,19 @@ async fn project_batch(
                 *optimistic_from.insert(at)
             }
         };
-        match project_all(tx, &step.projects).await {
+        // Every step from here on that has projections to run, together.
+        let run: Vec<usize> = (at..steps.len())
+            .filter(|&n| {
+                let step = &steps[n];
+                written[step.group] && !broken[step.group] && !step.projects.is_empty()
+            })
+            .collect();
+        let projections: Vec<&Projections> = run.iter().flat_map(|&n| &steps[n].projects).collect();
+        match project_together(tx, &projections).await {
             Ok(()) => {
-                outcomes[at] = Some(Outcome::Committed);
+                for &n in &run {
+                    outcomes[n] = Some(Outcome::Committed);
+                }
                 at += 1;
             }
             Err(Refused) => {
@@ -793,7 +839,7 @@ async fn project_batch(
                 tx.rollback_to_savepoint().await?;
                 counters.projection_redos.incr();
                 optimistic_from = None;
-                isolate_through = Some(at);
+                isolating = true;
                 at = from;
             }
         }

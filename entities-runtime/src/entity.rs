@@ -61,6 +61,12 @@ pub trait Entity:
         event: &Self::Event,
         after: &Self,
     ) -> impl Future<Output = Result<(), ProjectionError<Self::Error>>> + Send;
+    /// Hands each run of events of one type among `changes` to its `Project::project_all`;
+    /// skips events without an `impl Project`.
+    fn project_events(
+        tx: &mut Tx<'_>,
+        changes: &[Change<'_, Self, Self::Event>],
+    ) -> impl Future<Output = Result<(), ProjectionError<Self::Error>>> + Send;
 }
 
 /// An enum of payload structs, each stored as (type tag, JSON payload). Implemented by `#[entity]`
@@ -226,11 +232,33 @@ impl<S, V> Copy for Change<'_, S, V> {}
 /// only write through `tx`, with no effects outside the transaction, and it must return the
 /// error of a statement that failed (`?`): on Postgres a failed statement aborts the
 /// transaction, which then cannot commit.
-pub trait Project<E>: Entity {
+pub trait Project<E: Sync>: Entity {
     fn project(
         tx: &mut Tx<'_>,
         change: Change<'_, Self, E>,
     ) -> impl Future<Output = Projected<Self>> + Send;
+
+    /// Projects events of this type that follow one another in a batch (neighbouring actions,
+    /// of this entity or of others of its type, committed in one transaction), in their order:
+    /// by default one [`project`](Self::project) after the other. Override it to write them
+    /// with fewer statements, one multi-row statement say: a round trip and a statement per
+    /// event is most of what an action costs the database.
+    ///
+    /// It must write what those calls would, in that order (one entity may appear more than
+    /// once). Should it fail, the runtime rolls back what it wrote and projects each action on
+    /// its own with [`project`](Self::project): a refusal still rolls back its own action only,
+    /// with its own error.
+    fn project_all(
+        tx: &mut Tx<'_>,
+        changes: &[Change<'_, Self, E>],
+    ) -> impl Future<Output = Projected<Self>> + Send {
+        async move {
+            for change in changes {
+                Self::project(tx, *change).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// An action of entity `E`: a struct listed in its `actions(...)`, or the generated action enum.

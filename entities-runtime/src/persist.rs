@@ -2,15 +2,16 @@
 //! events on a copy; and the projections of a decided action. Nothing here touches the
 //! published state or commits: the entity's worker publishes only after the committer's commit.
 
+use std::any::{Any, TypeId};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::commit::{ActionProjections, Refused};
+use crate::commit::{ActionProjections, Projections, Refused};
 use crate::context::Context;
-use crate::entity::{Entity, EntityId, Tagged, Version};
+use crate::entity::{Change, Entity, EntityId, Tagged, Version};
 use crate::error::{Error, panic_message, persist_error};
 use crate::projection::{ProjectionError, Tx};
 use crate::store::{ActionRows, EventRow};
@@ -164,22 +165,14 @@ impl<E: Entity> Decision<E> {
     /// error like any other: the caller rolls back what they wrote.
     pub async fn project(&self, tx: &mut Tx<'_>) -> Result<(), Error<E::Error>> {
         let id = self.before.id();
-        let last = self.events.len() - 1;
-        for (n, event) in self.events.iter().enumerate() {
-            if !E::is_projected(event) {
-                continue;
-            }
-            let before = if n == 0 {
-                &*self.before
-            } else {
-                &self.between[n - 1]
-            };
-            let after = if n == last {
-                &*self.after
-            } else {
-                &self.between[n]
-            };
-            let projected = AssertUnwindSafe(E::project_event(tx, &self.ctx, before, event, after))
+        for Change {
+            ctx,
+            before,
+            event,
+            after,
+        } in self.changes()
+        {
+            let projected = AssertUnwindSafe(E::project_event(tx, ctx, before, event, after))
                 .catch_unwind()
                 .await
                 .map_err(|panic| Error::Panicked {
@@ -213,6 +206,28 @@ impl<E: Entity> Decision<E> {
 }
 
 impl<E: Entity> Decision<E> {
+    /// Its projected events, each with the states on either side of it.
+    fn changes(&self) -> impl Iterator<Item = Change<'_, E, E::Event>> {
+        let last = self.events.len() - 1;
+        let projected = self.events.iter().enumerate();
+        projected
+            .filter(|(_, event)| E::is_projected(event))
+            .map(move |(n, event)| Change {
+                ctx: &self.ctx,
+                before: if n == 0 {
+                    &*self.before
+                } else {
+                    &self.between[n - 1]
+                },
+                event,
+                after: if n == last {
+                    &*self.after
+                } else {
+                    &self.between[n]
+                },
+            })
+    }
+
     /// Why the committer's run of its projections refused it.
     pub fn take_refusal(&self) -> Option<Error<E::Error>> {
         self.refusal
@@ -232,6 +247,39 @@ impl<E: Entity> ActionProjections for Decision<E> {
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error);
                 Refused
             })
+        })
+    }
+
+    fn entity_type(&self) -> TypeId {
+        TypeId::of::<E>()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn project_together<'a, 'c>(
+        &'a self,
+        run: &'a [&'a Projections],
+        tx: &'a mut Tx<'c>,
+    ) -> BoxFuture<'a, Result<(), Refused>> {
+        Box::pin(async move {
+            let mut changes = Vec::new();
+            for projections in run {
+                let decision = projections
+                    .as_any()
+                    .downcast_ref::<Self>()
+                    .expect("a run holds decisions of one entity type");
+                changes.extend(decision.changes());
+            }
+            // Whatever went wrong, each action runs again alone and reports its own error.
+            match AssertUnwindSafe(E::project_events(tx, &changes))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(())) if tx.aborted().is_none() => Ok(()),
+                _ => Err(Refused),
+            }
         })
     }
 }

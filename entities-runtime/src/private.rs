@@ -316,9 +316,14 @@ pub trait ProjectsEvent<E: Entity, V> {
         tx: &'a mut Tx<'_>,
         change: Change<'a, E, V>,
     ) -> impl Future<Output = Projected<E>> + Send + 'a;
+    fn project_all<'a>(
+        &self,
+        tx: &'a mut Tx<'_>,
+        changes: &'a [Change<'a, E, V>],
+    ) -> impl Future<Output = Projected<E>> + Send + 'a;
 }
 
-impl<E: Project<V>, V> ProjectsEvent<E, V> for &ProjectProbe<E, V> {
+impl<E: Project<V>, V: Sync> ProjectsEvent<E, V> for &ProjectProbe<E, V> {
     fn is_projected(&self) -> bool {
         true
     }
@@ -330,6 +335,14 @@ impl<E: Project<V>, V> ProjectsEvent<E, V> for &ProjectProbe<E, V> {
     ) -> impl Future<Output = Projected<E>> + Send + 'a {
         E::project(tx, change)
     }
+
+    fn project_all<'a>(
+        &self,
+        tx: &'a mut Tx<'_>,
+        changes: &'a [Change<'a, E, V>],
+    ) -> impl Future<Output = Projected<E>> + Send + 'a {
+        E::project_all(tx, changes)
+    }
 }
 
 pub trait SkipsEvent<E: Entity, V> {
@@ -338,6 +351,11 @@ pub trait SkipsEvent<E: Entity, V> {
         &self,
         tx: &'a mut Tx<'_>,
         change: Change<'a, E, V>,
+    ) -> impl Future<Output = Projected<E>> + Send + 'a;
+    fn project_all<'a>(
+        &self,
+        tx: &'a mut Tx<'_>,
+        changes: &'a [Change<'a, E, V>],
     ) -> impl Future<Output = Projected<E>> + Send + 'a;
 }
 
@@ -350,6 +368,14 @@ impl<E: Entity, V> SkipsEvent<E, V> for ProjectProbe<E, V> {
         &self,
         _: &'a mut Tx<'_>,
         _: Change<'a, E, V>,
+    ) -> impl Future<Output = Projected<E>> + Send + 'a {
+        core::future::ready(Ok(()))
+    }
+
+    fn project_all<'a>(
+        &self,
+        _: &'a mut Tx<'_>,
+        _: &'a [Change<'a, E, V>],
     ) -> impl Future<Output = Projected<E>> + Send + 'a {
         core::future::ready(Ok(()))
     }

@@ -108,7 +108,9 @@ impl Shared {
         ));
         let committer = Committer::start(
             store.clone(),
-            &config,
+            config.committers,
+            config.batch_size,
+            config.commit_linger,
             counters.clone(),
             announcer.clone(),
             committers_stop.clone(),

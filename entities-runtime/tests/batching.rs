@@ -10,6 +10,7 @@ use support::*;
 
 on_both_backends!(
     actions_of_many_entities_commit_together_and_one_failure_spares_the_rest,
+    neighbouring_events_of_one_type_are_projected_together,
     actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain_spares_the_rest,
     a_refusal_decided_on_a_state_that_never_commits_is_decided_again,
     failures_amid_a_batch_spare_the_neighbours_before_between_and_after_them,
@@ -113,6 +114,13 @@ async fn actions_of_many_entities_commit_together_and_one_failure_spares_the_res
         assert_eq!(added.expect("neighbours commit").total, *id);
         assert_eq!(read_model(&runtime, *id).await.map(|row| row.1), Some(*id));
     }
+    // The clash stops the projections of the adds queued before it (which ran together, and
+    // run again one by one); those queued after it run together once it is found.
+    let runs = adds_projected_together();
+    assert!(
+        runs.len() <= 2 && sorted(&runs.concat()) == sorted(&ids),
+        "the adds ran together, before and after the clash: {runs:?}"
+    );
     assert_eq!(
         committed_between(before, runtime.metrics()),
         (2, 9, 1),
@@ -240,6 +248,56 @@ async fn a_refusal_decided_on_a_state_that_never_commits_is_decided_again(backen
 /// Projections run optimistically after one savepoint; a failure rolls back to it and the
 /// actions since run again one by one. Two failures amid neighbours: every neighbour commits,
 /// in the one transaction, with its read-model row, and the failures leave nothing.
+/// Each run of adds `Project::project_all` got, its counters sorted.
+fn adds_projected_together() -> Vec<Vec<i64>> {
+    let runs = ADDS_PROJECTED_TOGETHER.lock().unwrap().clone();
+    runs.iter().map(|run| sorted(run)).collect()
+}
+
+fn sorted(ids: &[i64]) -> Vec<i64> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids
+}
+
+/// The events of one type of neighbouring actions reach their `Project::project_all` in one
+/// call (the support's counter writes them with one statement), and it writes what each action
+/// alone would.
+async fn neighbouring_events_of_one_type_are_projected_together(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(new_counter(&runtime, &format!("together {n}")).await.id);
+    }
+    ADDS_PROJECTED_TOGETHER.lock().unwrap().clear();
+
+    let adds = join_all(ids.iter().map(|&id| {
+        let entity = runtime.entity::<Counter>(id);
+        async move { entity.send_action(&ctx(), Add { amount: id }).await }
+    }));
+    let (adds, before) = batched(&runtime, 6, adds).await;
+
+    for (n, (&id, added)) in ids.iter().zip(adds).enumerate() {
+        assert_eq!(added.expect("the add commits").total, id);
+        assert_eq!(
+            read_model(&runtime, id).await,
+            Some((format!("together {n}"), id, 2))
+        );
+    }
+    assert_eq!(
+        adds_projected_together(),
+        vec![sorted(&ids)],
+        "the six adds were projected in one call"
+    );
+    assert_eq!(
+        committed_between(before, runtime.metrics()),
+        (2, 7, 0),
+        "the blocker's transaction, then one for the six adds"
+    );
+    runtime.shutdown().await;
+}
+
 async fn failures_amid_a_batch_spare_the_neighbours_before_between_and_after_them(
     backend: Backend,
 ) {

@@ -12,6 +12,7 @@ on_both_backends!(
     invalid_input_is_refused_and_changes_nothing,
     items_are_removed_and_their_quantities_changed,
     the_read_model_equals_the_entities,
+    items_added_together_are_projected_in_one_statement_or_not_at_all,
 );
 
 async fn start(db: &TestDatabase) -> Runtime {
@@ -316,4 +317,82 @@ async fn the_read_model_equals_the_entities(backend: Backend) {
         );
     }
     fresh.shutdown().await;
+}
+
+/// A batch of adds projects its items with one multi-row statement (`project_all`). When that
+/// statement fails (here an item id another list holds), the adds run again one by one, the
+/// failing one is named, and nothing of the batch is stored.
+async fn items_added_together_are_projected_in_one_statement_or_not_at_all(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = start(&db).await;
+    let party = runtime
+        .create::<ShoppingList>(&ctx(), "party".into())
+        .await
+        .unwrap();
+    let other = runtime
+        .create::<ShoppingList>(&ctx(), "other".into())
+        .await
+        .unwrap();
+    let taken = AddItem::new("lamp", 1);
+    runtime
+        .entity::<ShoppingList>(other.id)
+        .send_action(&ctx(), taken.clone())
+        .await
+        .unwrap();
+    let list = runtime.entity::<ShoppingList>(party.id);
+
+    let redos = runtime.metrics().projection_redos;
+    let clash = AddItem {
+        name: "plates".into(),
+        ..taken
+    };
+    let refused = list
+        .send_actions(
+            &ctx(),
+            [AddItem::new("cups", 20), clash, AddItem::new("cake", 1)],
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::InBatch { index: 1, error }) if matches!(**error, Error::Constraint { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        runtime.metrics().projection_redos,
+        redos + 1,
+        "the adds ran together, failed, and ran again one by one"
+    );
+    assert_eq!(list.get().await.unwrap(), party, "memory unchanged");
+    assert_eq!(
+        runtime
+            .history::<ShoppingList>(party.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(read_model::items(&runtime, party.id).await.unwrap(), []);
+
+    let added = list
+        .send_actions(
+            &ctx(),
+            [
+                AddItem::new("cups", 20),
+                AddItem::new("plates", 10),
+                AddItem::new("cake", 1),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(added.version, 4);
+    assert_eq!(
+        read_model::items(&runtime, party.id).await.unwrap(),
+        added.items,
+        "the read model holds the three items, in order"
+    );
+    assert_eq!(
+        runtime.metrics().projection_redos,
+        redos + 1,
+        "the second batch's statement went through"
+    );
+    runtime.shutdown().await;
 }

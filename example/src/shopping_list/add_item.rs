@@ -1,9 +1,10 @@
 //! Adding an item (the seed's AddItem): a name, a quantity above 0, and an id of its own.
 
 use entities_runtime::{
-    Action, Apply, Change, Context, Event, Events, Handle, Project, Projected, Tx,
+    Action, Apply, Backend, Change, Context, Event, Events, Handle, Project, Projected, Tx,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::{ITEM_LIMIT, Item, ShoppingList, ShoppingListError, valid_name, valid_quantity};
 
@@ -77,6 +78,48 @@ impl Project<ItemAdded> for ShoppingList {
         .bind(after.version)
         .execute()
         .await?;
+        Ok(())
+    }
+
+    /// Items added by neighbouring actions of one batch, in one statement: one row per item
+    /// from a JSON array (Postgres `jsonb_to_recordset`, SQLite `json_each`).
+    async fn project_all(
+        tx: &mut Tx<'_>,
+        changes: &[Change<'_, Self, ItemAdded>],
+    ) -> Projected<Self> {
+        if let [change] = changes {
+            return Self::project(tx, *change).await;
+        }
+        let rows: Vec<_> = changes
+            .iter()
+            .map(|Change { event, after, .. }| {
+                json!({
+                    "id": event.id,
+                    "shopping_list_id": after.id,
+                    "name": event.name,
+                    "quantity": event.quantity,
+                    "added_in_version": after.version,
+                })
+            })
+            .collect();
+        let sql = match tx.backend() {
+            Backend::Postgres => {
+                "INSERT INTO shopping_list_items (id, shopping_list_id, name, quantity, added_in_version) \
+                 SELECT id, shopping_list_id, name, quantity, added_in_version \
+                 FROM jsonb_to_recordset($1::jsonb) \
+                   AS item(id TEXT, shopping_list_id BIGINT, name TEXT, quantity INTEGER, added_in_version BIGINT)"
+            }
+            Backend::Sqlite => {
+                "INSERT INTO shopping_list_items (id, shopping_list_id, name, quantity, added_in_version) \
+                 SELECT value ->> 'id', value ->> 'shopping_list_id', value ->> 'name', \
+                        value ->> 'quantity', value ->> 'added_in_version' \
+                 FROM json_each($1) ORDER BY key"
+            }
+        };
+        tx.query(sql)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute()
+            .await?;
         Ok(())
     }
 }
