@@ -19,7 +19,8 @@
 //! one per batch, and the redo only when a projection fails.
 //!
 //! A committer keeps its connection between batches while they keep coming (see
-//! [`Held`]): never while another caller would wait for it, and never past a failed batch.
+//! [`Held`]): never while another caller would wait for it, and never past a batch that did
+//! not commit (sqlx sends the `ROLLBACK` it owes only with its next statement).
 
 use std::any::{Any, TypeId};
 use std::ops::Range;
@@ -231,8 +232,17 @@ async fn run(
     // The connection of the last batch, kept for the next while batches keep coming.
     let mut held: Option<Held> = None;
     loop {
+        // The linger runs while this committer waits for its turn at the queue too (another
+        // committer may wait there for as long as nothing comes).
+        let give_back_at = tokio::time::Instant::now() + batcher.linger;
         let batch = {
-            let mut receiver = receiver.lock().await;
+            let mut receiver = tokio::select! {
+                receiver = receiver.lock() => receiver,
+                () = until_given_back(held.is_some(), give_back_at) => {
+                    held = None;
+                    continue;
+                }
+            };
             let mut batch = Vec::new();
             tokio::select! {
                 pending = receiver.recv() => match pending {
@@ -240,7 +250,7 @@ async fn run(
                     None => return,
                 },
                 () = stop.cancelled() => return,
-                () = until_given_back(held.is_some(), batcher.linger) => {
+                () = until_given_back(held.is_some(), give_back_at) => {
                     held = None;
                     continue;
                 }
@@ -288,12 +298,28 @@ async fn run(
     }
 }
 
-/// Ends `linger` from now when `holding`; never otherwise.
-async fn until_given_back(holding: bool, linger: Duration) {
+/// Ends at `deadline` when `holding`; never otherwise.
+async fn until_given_back(holding: bool, deadline: tokio::time::Instant) {
     if holding {
-        tokio::time::sleep(linger).await;
+        tokio::time::sleep_until(deadline).await;
     } else {
         std::future::pending().await
+    }
+}
+
+/// How a batch's transaction ended: each step's outcome, and whether it committed.
+struct Ended {
+    outcomes: Vec<Outcome>,
+    committed: bool,
+}
+
+impl Ended {
+    /// Not committed: rolled back, or left for sqlx to roll back.
+    fn rolled_back(outcomes: Vec<Outcome>) -> Self {
+        Self {
+            outcomes,
+            committed: false,
+        }
     }
 }
 
@@ -470,15 +496,17 @@ impl Batcher {
                 Err(error) => return all_failed(steps, error, false),
             },
         };
-        let outcomes = match self
+        let ended = match self
             .begin_and_write(&mut conn, writes, groups, keys, steps)
             .await
         {
-            Ok(outcomes) => outcomes,
+            Ok(ended) => ended,
             // The server may have closed a kept connection (sqlx checks only those it hands
             // out). Nothing but `BEGIN` was sent: the pool's next one takes the batch.
             Err(error) if reused => {
                 tracing::debug!(%error, "a kept connection failed; taking another");
+                // Given back first: in a full pool it would wait for itself.
+                drop(conn);
                 conn = match self.store.hold().await {
                     Ok(conn) => conn,
                     Err(error) => return all_failed(steps, error, false),
@@ -487,19 +515,19 @@ impl Batcher {
                     .begin_and_write(&mut conn, writes, groups, keys, steps)
                     .await
                 {
-                    Ok(outcomes) => outcomes,
+                    Ok(ended) => ended,
                     Err(error) => return all_failed(steps, error, false),
                 }
             }
             Err(error) => return all_failed(steps, error, false),
         };
-        let failed = outcomes
-            .iter()
-            .any(|outcome| matches!(outcome, Outcome::Storage { .. }));
-        if !failed && !self.linger.is_zero() && self.store.has_room() {
+        // After any other end the connection still owes the server its `ROLLBACK` (sqlx sends it
+        // with the connection's next statement, or when the pool takes it back): kept, it would
+        // sit in the transaction, holding its locks.
+        if ended.committed && !self.linger.is_zero() && self.store.has_room() {
             *held = Some(conn);
         }
-        outcomes
+        ended.outcomes
     }
 
     /// Begins a transaction on `conn` and writes the batch in it; fails only when `BEGIN` does.
@@ -510,12 +538,12 @@ impl Batcher {
         groups: &[Group],
         keys: &[KeyRow],
         steps: &[Step],
-    ) -> Result<Vec<Outcome>, sqlx::Error> {
+    ) -> Result<Ended, sqlx::Error> {
         let tx = conn.begin().await?;
         Ok(self.write_batch(tx, writes, groups, keys, steps).await)
     }
 
-    /// Writes a batch in transaction `tx`; returns each step's outcome.
+    /// Writes a batch in transaction `tx`.
     async fn write_batch(
         &self,
         mut tx: StoreTx<'_>,
@@ -523,21 +551,21 @@ impl Batcher {
         groups: &[Group],
         keys: &[KeyRow],
         steps: &[Step],
-    ) -> Vec<Outcome> {
+    ) -> Ended {
         let refs: Vec<&EntityWrite> = writes.iter().collect();
         let appended = match tx.append(&refs).await {
             Ok(appended) => appended,
-            Err(error) => return self.failed(steps, error),
+            Err(error) => return Ended::rolled_back(self.failed(steps, error)),
         };
         let mut written = match take_back_partial_units(&mut tx, writes, groups, &appended).await {
             Ok(written) => written,
-            Err(error) => return self.failed(steps, error),
+            Err(error) => return Ended::rolled_back(self.failed(steps, error)),
         };
         let conflicts = written.iter().filter(|&&written| !written).count();
         self.counters.conflicts.add(conflicts as u64);
         let duplicates = match store_keys(&mut tx, writes, groups, keys, &mut written).await {
             Ok(duplicates) => duplicates,
-            Err(error) => return self.failed(steps, error),
+            Err(error) => return Ended::rolled_back(self.failed(steps, error)),
         };
         let not_written = |group: &Group| {
             if group.key.is_some_and(|key| duplicates[key]) {
@@ -560,7 +588,7 @@ impl Batcher {
             } else {
                 match project_all(&mut tx, &step.projects).await {
                     Ok(()) => Outcome::Committed,
-                    Err(Refused) => return vec![Outcome::Refused],
+                    Err(Refused) => return Ended::rolled_back(vec![Outcome::Refused]),
                 }
             };
             return self.commit(tx, writes, steps, vec![outcome]).await;
@@ -574,7 +602,7 @@ impl Batcher {
         };
         match project_batch(&mut tx, &batch, steps, &self.counters).await {
             Ok(outcomes) => self.commit(tx, writes, steps, outcomes).await,
-            Err(error) => self.failed(steps, error),
+            Err(error) => Ended::rolled_back(self.failed(steps, error)),
         }
     }
 
@@ -600,14 +628,14 @@ impl Batcher {
         writes: &[EntityWrite],
         steps: &[Step],
         mut outcomes: Vec<Outcome>,
-    ) -> Vec<Outcome> {
+    ) -> Ended {
         let committed: Vec<usize> = steps
             .iter()
             .zip(&outcomes)
             .filter(|(_, outcome)| matches!(outcome, Outcome::Committed))
             .map(|(step, _)| step.actions)
             .collect();
-        match tx.commit().await {
+        let committed_now = match tx.commit().await {
             Ok(()) => {
                 if !committed.is_empty() {
                     self.counters.transactions.incr();
@@ -618,6 +646,7 @@ impl Batcher {
                     self.announcer
                         .committed(|| writes.iter().map(|write| write.entity_id).collect());
                 }
+                true
             }
             Err(error) => {
                 self.counters.commits_failed.incr();
@@ -630,9 +659,13 @@ impl Batcher {
                         };
                     }
                 }
+                false
             }
+        };
+        Ended {
+            outcomes,
+            committed: committed_now,
         }
-        outcomes
     }
 }
 

@@ -209,8 +209,9 @@ impl<E: Entity> Decision<E> {
     /// Its projected events, each with the states on either side of it.
     fn changes(&self) -> impl Iterator<Item = Change<'_, E, E::Event>> {
         let last = self.events.len() - 1;
-        let projected = self.events.iter().enumerate();
-        projected
+        self.events
+            .iter()
+            .enumerate()
             .filter(|(_, event)| E::is_projected(event))
             .map(move |(n, event)| Change {
                 ctx: &self.ctx,

@@ -95,7 +95,8 @@ impl RuntimeBuilder {
     /// zero gives it back after every batch). Kept, a connection saves the next batch the
     /// round trips sqlx spends checking a connection as it hands it out and takes it back: a
     /// pause between one caller's actions is shorter than this. It is kept only while the pool
-    /// has an idle connection or room for one beside it, so no other caller waits for it.
+    /// has an idle connection or room for one beside it, so no other caller waits for it, and
+    /// only after a batch that committed.
     pub fn commit_linger(mut self, linger: Duration) -> Self {
         self.config.commit_linger = linger;
         self
@@ -313,7 +314,9 @@ impl Runtime {
     }
 
     /// Stops taking calls, lets every live entity finish what it has queued, snapshot and stop,
-    /// and closes the pool.
+    /// and closes the pool. Closing waits (as sqlx's `Pool::close` does) for every connection
+    /// taken from it to come back: drop those taken with `database().acquire()` or `begin()`
+    /// first, or it waits for them.
     pub async fn shutdown(&self) {
         self.shared.shut_down().await;
     }

@@ -4,7 +4,7 @@
 mod support;
 
 use entities_runtime::testing::TestDatabase;
-use entities_runtime::{Backend, Error, Metrics, Runtime};
+use entities_runtime::{Backend, Context, Error, Metrics, Runtime};
 use futures::future::join_all;
 use support::*;
 
@@ -91,9 +91,11 @@ async fn actions_of_many_entities_commit_together_and_one_failure_spares_the_res
     let unlucky = runtime.entity::<Counter>(new_counter(&runtime, "unlucky").await.id);
     let unlucky_before = stored(&runtime, unlucky.id()).await;
 
+    let adder = Context::new(format!("neighbour {backend:?}"));
     let adds = join_all(ids.iter().map(|&id| {
         let entity = runtime.entity::<Counter>(id);
-        async move { entity.send_action(&ctx(), Add { amount: id }).await }
+        let adder = &adder;
+        async move { entity.send_action(adder, Add { amount: id }).await }
     }));
     let clash_ctx = ctx();
     let clash = unlucky.send_action(
@@ -116,7 +118,7 @@ async fn actions_of_many_entities_commit_together_and_one_failure_spares_the_res
     }
     // The clash stops the projections of the adds queued before it (which ran together, and
     // run again one by one); those queued after it run together once it is found.
-    let runs = adds_projected_together();
+    let runs = adds_projected_together(adder.user_id());
     assert!(
         runs.len() <= 2 && sorted(&runs.concat()) == sorted(&ids),
         "the adds ran together, before and after the clash: {runs:?}"
@@ -245,13 +247,14 @@ async fn a_refusal_decided_on_a_state_that_never_commits_is_decided_again(backen
     runtime.shutdown().await;
 }
 
-/// Projections run optimistically after one savepoint; a failure rolls back to it and the
-/// actions since run again one by one. Two failures amid neighbours: every neighbour commits,
-/// in the one transaction, with its read-model row, and the failures leave nothing.
-/// Each run of adds `Project::project_all` got, its counters sorted.
-fn adds_projected_together() -> Vec<Vec<i64>> {
+/// Each run of adds `Project::project_all` got for calls of `user` (the record is shared by
+/// every test of this process), its counters sorted.
+fn adds_projected_together(user: &str) -> Vec<Vec<i64>> {
     let runs = ADDS_PROJECTED_TOGETHER.lock().unwrap().clone();
-    runs.iter().map(|run| sorted(run)).collect()
+    runs.iter()
+        .filter(|(by, _)| by == user)
+        .map(|(_, run)| sorted(run))
+        .collect()
 }
 
 fn sorted(ids: &[i64]) -> Vec<i64> {
@@ -270,11 +273,11 @@ async fn neighbouring_events_of_one_type_are_projected_together(backend: Backend
     for n in 0..6 {
         ids.push(new_counter(&runtime, &format!("together {n}")).await.id);
     }
-    ADDS_PROJECTED_TOGETHER.lock().unwrap().clear();
-
+    let adder = Context::new(format!("together {backend:?}"));
     let adds = join_all(ids.iter().map(|&id| {
         let entity = runtime.entity::<Counter>(id);
-        async move { entity.send_action(&ctx(), Add { amount: id }).await }
+        let adder = &adder;
+        async move { entity.send_action(adder, Add { amount: id }).await }
     }));
     let (adds, before) = batched(&runtime, 6, adds).await;
 
@@ -286,7 +289,7 @@ async fn neighbouring_events_of_one_type_are_projected_together(backend: Backend
         );
     }
     assert_eq!(
-        adds_projected_together(),
+        adds_projected_together(adder.user_id()),
         vec![sorted(&ids)],
         "the six adds were projected in one call"
     );
@@ -298,6 +301,9 @@ async fn neighbouring_events_of_one_type_are_projected_together(backend: Backend
     runtime.shutdown().await;
 }
 
+/// Projections run optimistically after one savepoint; a failure rolls back to it and the
+/// actions since run again one by one. Two failures amid neighbours: every neighbour commits,
+/// in the one transaction, with its read-model row, and the failures leave nothing.
 async fn failures_amid_a_batch_spare_the_neighbours_before_between_and_after_them(
     backend: Backend,
 ) {

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use entities_runtime::testing::TestDatabase;
-use entities_runtime::{Backend, Runtime};
+use entities_runtime::{Backend, Error, Runtime};
 use support::*;
 
 on_both_backends!(
@@ -83,18 +83,73 @@ async fn a_kept_connection_the_server_closed_is_replaced_and_the_batch_commits()
     runtime.shutdown().await;
 }
 
-/// A committer with nothing to write gives its connection back after its linger.
+/// A committer with nothing to write gives its connection back after its linger: with one
+/// committer, and with two (as by default) after a single batch, where the one that wrote waits
+/// for its turn at the queue behind the other, which holds no connection and waits there for a
+/// batch that does not come.
 async fn a_committer_gives_its_connection_back_when_no_batch_comes(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
+    for committers in [1, 2] {
+        let db = TestDatabase::new(backend).await;
+        let runtime = runtime_with(&db, |builder| {
+            builder
+                .committers(committers)
+                .commit_linger(Duration::from_millis(20))
+        })
+        .await;
+        new_counter(&runtime, "lingering").await;
+        until(
+            || in_use(&runtime) == 0,
+            &format!("the connection is given back ({committers} committers)"),
+        )
+        .await;
+        runtime.shutdown().await;
+    }
+}
+
+/// Postgres: a batch that does not commit (its one action refused by its projection) leaves its
+/// connection owing the server a `ROLLBACK`, which sqlx sends with the connection's next
+/// statement. So it is given back, not kept: kept, it would sit in the aborted transaction and
+/// hold its locks for as long as the committer lingers (here a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_not_kept_inside_a_transaction_that_did_not_commit() {
+    let db = TestDatabase::new(Backend::Postgres).await;
     let runtime = runtime_with(&db, |builder| {
-        builder
-            .committers(1)
-            .commit_linger(Duration::from_millis(20))
+        builder.committers(1).commit_linger(Duration::from_secs(60))
     })
     .await;
-    let id = new_counter(&runtime, "lingering").await.id;
-    add(&runtime, id, 1).await;
-    until(|| in_use(&runtime) == 0, "the connection is given back").await;
+    new_counter(&runtime, "taken").await;
+    let id = new_counter(&runtime, "renamed").await.id;
+    let refused = runtime
+        .entity::<Counter>(id)
+        .send_action(
+            &ctx(),
+            Rename {
+                name: "taken".into(),
+            },
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Constraint { .. })),
+        "{refused:?}"
+    );
+
+    let in_transaction = async || {
+        scalar(
+            &runtime,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+               AND state LIKE 'idle in transaction%'",
+        )
+        .await
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while in_transaction().await != Some(0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a connection sits in the refused batch's transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     runtime.shutdown().await;
 }
 

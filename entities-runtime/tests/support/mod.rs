@@ -269,10 +269,12 @@ impl Project<Added> for Counter {
     /// Neighbouring adds in one statement (one counter may be added to more than once): what
     /// the runtime hands it is recorded in [`ADDS_PROJECTED_TOGETHER`].
     async fn project_all(tx: &mut Tx<'_>, changes: &[Change<'_, Self, Added>]) -> Projected<Self> {
-        ADDS_PROJECTED_TOGETHER
-            .lock()
-            .unwrap()
-            .push(changes.iter().map(|change| change.after.id).collect());
+        if let Some(first) = changes.first() {
+            ADDS_PROJECTED_TOGETHER.lock().unwrap().push((
+                first.ctx.user_id().to_owned(),
+                changes.iter().map(|change| change.after.id).collect(),
+            ));
+        }
         for Change {
             before,
             event,
@@ -313,8 +315,9 @@ impl Project<Added> for Counter {
     }
 }
 
-/// The counters of each run of adds the runtime projected together, in order.
-pub static ADDS_PROJECTED_TOGETHER: Mutex<Vec<Vec<EntityId>>> = Mutex::new(Vec::new());
+/// Each run of adds the runtime projected together, in order: the user of its first call (so
+/// that a test finds its own among those of tests running beside it), and the counters.
+pub static ADDS_PROJECTED_TOGETHER: Mutex<Vec<(String, Vec<EntityId>)>> = Mutex::new(Vec::new());
 impl Project<Renamed> for Counter {
     async fn project(tx: &mut Tx<'_>, change: Change<'_, Self, Renamed>) -> Projected<Self> {
         let Change { event, after, .. } = change;
