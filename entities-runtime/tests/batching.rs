@@ -11,6 +11,7 @@ use support::*;
 on_both_backends!(
     actions_of_many_entities_commit_together_and_one_failure_spares_the_rest,
     neighbouring_events_of_one_type_are_projected_together,
+    a_panic_projecting_together_runs_each_action_alone,
     actions_queued_for_one_entity_commit_as_a_chain_and_a_failure_mid_chain_spares_the_rest,
     a_refusal_decided_on_a_state_that_never_commits_is_decided_again,
     failures_amid_a_batch_spare_the_neighbours_before_between_and_after_them,
@@ -297,6 +298,47 @@ async fn neighbouring_events_of_one_type_are_projected_together(backend: Backend
         committed_between(before, runtime.metrics()),
         (2, 7, 0),
         "the blocker's transaction, then one for the six adds"
+    );
+    runtime.shutdown().await;
+}
+
+/// `project_all` panics on the six adds together: the committer catches it, rolls back, and
+/// runs each add alone, where none panics; all six commit.
+async fn a_panic_projecting_together_runs_each_action_alone(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let runtime = runtime_with(&db, |b| b.committers(1)).await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(new_counter(&runtime, &format!("panicky {n}")).await.id);
+    }
+    let amount = |n: usize, id: i64| if n == 3 { PANIC_WHEN_TOGETHER } else { id };
+    let adder = Context::new(format!("panicky {backend:?}"));
+    let adds = join_all(ids.iter().enumerate().map(|(n, &id)| {
+        let entity = runtime.entity::<Counter>(id);
+        let adder = &adder;
+        async move {
+            let amount = amount(n, id);
+            entity.send_action(adder, Add { amount }).await
+        }
+    }));
+    let (adds, before) = batched(&runtime, 6, adds).await;
+
+    for (n, (&id, added)) in ids.iter().zip(adds).enumerate() {
+        assert_eq!(added.expect("the add commits").total, amount(n, id));
+        assert_eq!(
+            read_model(&runtime, id).await.map(|row| row.1),
+            Some(amount(n, id))
+        );
+    }
+    assert_eq!(
+        adds_projected_together(adder.user_id()),
+        vec![sorted(&ids)],
+        "the six adds were projected together once, and panicked"
+    );
+    assert_eq!(
+        committed_between(before, runtime.metrics()),
+        (2, 7, 1),
+        "the blocker's transaction, then one for the six adds, projected again one by one"
     );
     runtime.shutdown().await;
 }

@@ -116,6 +116,8 @@ pub const CREATE_NOTHING: &str = "create nothing";
 pub const REFUSED_BY_CREATE: &str = "refused by create";
 /// Adding `PANIC_IN_APPLY` makes `apply` of its event panic.
 pub const PANIC_IN_APPLY: i64 = 666_666;
+/// An add of this amount panics when projected together with others (`project_all`), not alone.
+pub const PANIC_WHEN_TOGETHER: i64 = 777_777;
 
 impl Create for Counter {
     type Args = String;
@@ -284,6 +286,13 @@ impl Project<Added> for Counter {
         {
             assert_eq!(before.total + event.amount, after.total);
             assert_eq!(before.version + 1, after.version);
+        }
+        if changes.len() > 1
+            && changes
+                .iter()
+                .any(|change| change.event.amount == PANIC_WHEN_TOGETHER)
+        {
+            panic!("the projection of adds together blew up");
         }
         let adds: Vec<_> = changes
             .iter()
