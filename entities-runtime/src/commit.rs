@@ -20,7 +20,9 @@
 //!
 //! A committer keeps its connection between batches while they keep coming (see
 //! [`Held`]): never while another caller would wait for it, and never past a batch that did
-//! not commit (sqlx sends the `ROLLBACK` it owes only with its next statement).
+//! not commit (sqlx sends the `ROLLBACK` it owes only with its next statement). On Postgres it
+//! keeps it inside the next transaction, begun with the last one's `COMMIT` in one round trip
+//! (see [`Settings::begin_ahead`]).
 
 use std::any::{Any, TypeId};
 use std::ops::Range;
@@ -133,30 +135,44 @@ pub(crate) struct Committer {
     counters: Arc<Counters>,
 }
 
+/// How the committers write (set through [`RuntimeBuilder`](crate::RuntimeBuilder)).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// How many committer tasks run.
+    pub tasks: usize,
+    /// The most actions one batch holds.
+    pub max_batch: usize,
+    /// How long a committer keeps its connection while no batch waits.
+    pub linger: Duration,
+    /// Postgres: whether a committer that keeps its connection begins the next transaction with
+    /// the last one's `COMMIT`, saving each batch the round trip of its `BEGIN`. (On SQLite a
+    /// transaction takes the write lock as it begins: one begun ahead would hold it while it
+    /// waits, so a connection kept there holds no transaction.)
+    pub begin_ahead: bool,
+}
+
 impl Committer {
-    /// Starts `tasks` committers over `store`, each writing up to `max_batch` actions at a time
-    /// and keeping its connection for `linger` while no batch waits.
+    /// Starts the committers over `store`.
     pub fn start(
         store: Store,
-        tasks: usize,
-        max_batch: usize,
-        linger: Duration,
+        settings: Settings,
         counters: Arc<Counters>,
         announcer: Arc<Announcer>,
         stop: CancellationToken,
     ) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..tasks.max(1) {
+        for _ in 0..settings.tasks.max(1) {
             tokio::spawn(run(
                 Batcher {
                     store: store.clone(),
                     counters: counters.clone(),
                     announcer: announcer.clone(),
-                    linger,
+                    linger: settings.linger,
+                    begin_ahead: settings.begin_ahead,
                 },
                 receiver.clone(),
-                max_batch.max(1),
+                settings.max_batch.max(1),
                 stop.clone(),
             ));
         }
@@ -221,6 +237,8 @@ struct Batcher {
     announcer: Arc<Announcer>,
     /// How long it keeps its connection while no batch waits.
     linger: Duration,
+    /// See [`Settings::begin_ahead`].
+    begin_ahead: bool,
 }
 
 async fn run(
@@ -281,7 +299,13 @@ async fn run(
         // Projections catch their own panics; one here is a runtime bug. The replies are kept
         // out of the unwinding future, so their workers are told rather than left waiting.
         let started = std::time::Instant::now();
-        let write = batcher.write(&mut held, &writes, &groups, &keys, &steps);
+        let batch = BatchRef {
+            writes: &writes,
+            groups: &groups,
+            keys: &keys,
+            steps: &steps,
+        };
+        let write = batcher.write(&mut held, &batch);
         match std::panic::AssertUnwindSafe(write).catch_unwind().await {
             Ok(outcomes) => {
                 crate::telemetry::batch_written(outcomes.len(), started);
@@ -477,95 +501,114 @@ fn all_failed(steps: &[Step], error: sqlx::Error, maybe_committed: bool) -> Vec<
 }
 
 impl Batcher {
-    /// Writes a batch in one transaction on the `held` connection, or on one from the pool;
-    /// keeps the connection in `held` when the batch went well and the pool has room beside it
-    /// (so that no other caller waits for it). Returns each step's outcome.
-    async fn write(
-        &self,
-        held: &mut Option<Held>,
-        writes: &[EntityWrite],
-        groups: &[Group],
-        keys: &[KeyRow],
-        steps: &[Step],
-    ) -> Vec<Outcome> {
+    /// Writes a batch in one transaction on the `held` connection or transaction, or on one from
+    /// the pool; keeps it in `held` when the batch committed and the pool has room beside it (so
+    /// that no other caller waits for it). Returns each step's outcome.
+    async fn write(&self, held: &mut Option<Held>, batch: &BatchRef<'_>) -> Vec<Outcome> {
+        let steps = batch.steps;
         let reused = held.is_some();
-        let mut conn = match held.take() {
+        let conn = match held.take() {
             Some(conn) => conn,
-            None => match self.store.hold().await {
+            None => match self.store.hold(self.begin_ahead).await {
                 Ok(conn) => conn,
                 Err(error) => return all_failed(steps, error, false),
             },
         };
-        let ended = match self
-            .begin_and_write(&mut conn, writes, groups, keys, steps)
-            .await
-        {
-            Ok(ended) => ended,
+        let (ended, kept) = match self.write_on(conn, batch).await {
+            Ok(written) => written,
             // The server may have closed a kept connection (sqlx checks only those it hands
-            // out). Nothing but `BEGIN` was sent: the pool's next one takes the batch.
-            Err(error) if reused => {
+            // out): its first statement (`BEGIN`, or the append in a transaction begun ahead)
+            // finds it so. Nothing was written: the pool's next one takes the batch.
+            Err(error) if reused && session_lost(&error) => {
                 tracing::debug!(%error, "a kept connection failed; taking another");
-                // Given back first: in a full pool it would wait for itself.
-                drop(conn);
-                conn = match self.store.hold().await {
+                let conn = match self.store.hold(self.begin_ahead).await {
                     Ok(conn) => conn,
                     Err(error) => return all_failed(steps, error, false),
                 };
-                match self
-                    .begin_and_write(&mut conn, writes, groups, keys, steps)
-                    .await
-                {
-                    Ok(ended) => ended,
-                    Err(error) => return all_failed(steps, error, false),
+                match self.write_on(conn, batch).await {
+                    Ok(written) => written,
+                    Err(error) => return self.failed(steps, error),
                 }
             }
-            Err(error) => return all_failed(steps, error, false),
+            Err(error) => return self.failed(steps, error),
         };
-        // After any other end the connection still owes the server its `ROLLBACK` (sqlx sends it
-        // with the connection's next statement, or when the pool takes it back): kept, it would
-        // sit in the transaction, holding its locks.
-        if ended.committed && !self.linger.is_zero() && self.store.has_room() {
-            *held = Some(conn);
-        }
+        *held = kept;
         ended.outcomes
     }
 
-    /// Begins a transaction on `conn` and writes the batch in it; fails only when `BEGIN` does.
-    async fn begin_and_write(
+    /// Writes `batch` on `conn`; returns how it ended and what to keep for the next batch. Fails
+    /// only when the first statement does, before anything was written; `conn` is given back
+    /// then (in a full pool, the next one would wait for it).
+    async fn write_on(
         &self,
-        conn: &mut Held,
-        writes: &[EntityWrite],
-        groups: &[Group],
-        keys: &[KeyRow],
-        steps: &[Step],
-    ) -> Result<Ended, sqlx::Error> {
-        let tx = conn.begin().await?;
-        Ok(self.write_batch(tx, writes, groups, keys, steps).await)
+        conn: Held,
+        batch: &BatchRef<'_>,
+    ) -> Result<(Ended, Option<Held>), sqlx::Error> {
+        match conn {
+            Held::Begun(mut tx) => {
+                let outcomes = match self.write_batch(&mut tx, batch).await? {
+                    Prepared::RolledBack(outcomes) => {
+                        return Ok((Ended::rolled_back(outcomes), None));
+                    }
+                    Prepared::ToCommit(outcomes) => outcomes,
+                };
+                if self.keeps() {
+                    let committed = tx.commit_and_begin().await;
+                    let ended = self.settle(committed, batch, outcomes);
+                    let kept = ended.committed.then_some(Held::Begun(tx));
+                    Ok((ended, kept))
+                } else {
+                    Ok((self.settle(tx.commit().await, batch, outcomes), None))
+                }
+            }
+            Held::Connection(mut conn) => {
+                let ended = {
+                    let mut tx = conn.begin().await?;
+                    match self.write_batch(&mut tx, batch).await? {
+                        Prepared::RolledBack(outcomes) => Ended::rolled_back(outcomes),
+                        Prepared::ToCommit(outcomes) => {
+                            self.settle(tx.commit().await, batch, outcomes)
+                        }
+                    }
+                };
+                let kept = (ended.committed && self.keeps()).then_some(Held::Connection(conn));
+                Ok((ended, kept))
+            }
+        }
     }
 
-    /// Writes a batch in transaction `tx`.
+    /// Whether to keep the connection past this batch: lingering, and the pool has room beside
+    /// it. After any end but a commit the connection still owes the server its `ROLLBACK`
+    /// (sqlx sends it with the connection's next statement, or when the pool takes it back):
+    /// kept, it would sit in the transaction, holding its locks; so only a commit keeps it.
+    fn keeps(&self) -> bool {
+        !self.linger.is_zero() && self.store.has_room()
+    }
+
+    /// Writes a batch in transaction `tx`, up to its commit. Fails only when the append, its
+    /// first statement, does: nothing was written.
     async fn write_batch(
         &self,
-        mut tx: StoreTx<'_>,
-        writes: &[EntityWrite],
-        groups: &[Group],
-        keys: &[KeyRow],
-        steps: &[Step],
-    ) -> Ended {
+        tx: &mut StoreTx<'_>,
+        batch: &BatchRef<'_>,
+    ) -> Result<Prepared, sqlx::Error> {
+        let BatchRef {
+            writes,
+            groups,
+            keys,
+            steps,
+        } = *batch;
         let refs: Vec<&EntityWrite> = writes.iter().collect();
-        let appended = match tx.append(&refs).await {
-            Ok(appended) => appended,
-            Err(error) => return Ended::rolled_back(self.failed(steps, error)),
-        };
-        let mut written = match take_back_partial_units(&mut tx, writes, groups, &appended).await {
+        let appended = tx.append(&refs).await?;
+        let mut written = match take_back_partial_units(tx, writes, groups, &appended).await {
             Ok(written) => written,
-            Err(error) => return Ended::rolled_back(self.failed(steps, error)),
+            Err(error) => return Ok(Prepared::RolledBack(self.failed(steps, error))),
         };
         let conflicts = written.iter().filter(|&&written| !written).count();
         self.counters.conflicts.add(conflicts as u64);
-        let duplicates = match store_keys(&mut tx, writes, groups, keys, &mut written).await {
+        let duplicates = match store_keys(tx, writes, groups, keys, &mut written).await {
             Ok(duplicates) => duplicates,
-            Err(error) => return Ended::rolled_back(self.failed(steps, error)),
+            Err(error) => return Ok(Prepared::RolledBack(self.failed(steps, error))),
         };
         let not_written = |group: &Group| {
             if group.key.is_some_and(|key| duplicates[key]) {
@@ -586,24 +629,26 @@ impl Batcher {
             let outcome = if !written[step.group] {
                 not_written(&groups[step.group])
             } else {
-                match project_all(&mut tx, &step.projects).await {
+                match project_all(tx, &step.projects).await {
                     Ok(()) => Outcome::Committed,
-                    Err(Refused) => return Ended::rolled_back(vec![Outcome::Refused]),
+                    Err(Refused) => return Ok(Prepared::RolledBack(vec![Outcome::Refused])),
                 }
             };
-            return self.commit(tx, writes, steps, vec![outcome]).await;
+            return Ok(Prepared::ToCommit(vec![outcome]));
         }
-        let batch = Written {
+        let written = Written {
             writes,
             groups,
             keys,
             written: &written,
             not_written: &not_written,
         };
-        match project_batch(&mut tx, &batch, steps, &self.counters).await {
-            Ok(outcomes) => self.commit(tx, writes, steps, outcomes).await,
-            Err(error) => Ended::rolled_back(self.failed(steps, error)),
-        }
+        Ok(
+            match project_batch(tx, &written, steps, &self.counters).await {
+                Ok(outcomes) => Prepared::ToCommit(outcomes),
+                Err(error) => Prepared::RolledBack(self.failed(steps, error)),
+            },
+        )
     }
 
     /// Every step's outcome when a statement before the commit failed: nothing was written.
@@ -621,30 +666,31 @@ impl Batcher {
         all_failed(steps, error, false)
     }
 
-    /// Commits; should the commit fail, the actions it held may or may not have been committed.
-    async fn commit(
+    /// Counts and announces what `committed` (the commit's result) wrote; should the commit
+    /// have failed, the actions it held may or may not have been committed.
+    fn settle(
         &self,
-        tx: StoreTx<'_>,
-        writes: &[EntityWrite],
-        steps: &[Step],
+        committed: Result<(), sqlx::Error>,
+        batch: &BatchRef<'_>,
         mut outcomes: Vec<Outcome>,
     ) -> Ended {
-        let committed: Vec<usize> = steps
+        let committed_actions: Vec<usize> = batch
+            .steps
             .iter()
             .zip(&outcomes)
             .filter(|(_, outcome)| matches!(outcome, Outcome::Committed))
             .map(|(step, _)| step.actions)
             .collect();
-        let committed_now = match tx.commit().await {
+        let committed = match committed {
             Ok(()) => {
-                if !committed.is_empty() {
+                if !committed_actions.is_empty() {
                     self.counters.transactions.incr();
-                    let actions: usize = committed.iter().sum();
+                    let actions: usize = committed_actions.iter().sum();
                     self.counters.actions_committed.add(actions as u64);
                     // Every write of the batch is named: one that did not commit costs a reader
                     // a look, never a missed change.
                     self.announcer
-                        .committed(|| writes.iter().map(|write| write.entity_id).collect());
+                        .committed(|| batch.writes.iter().map(|write| write.entity_id).collect());
                 }
                 true
             }
@@ -664,8 +710,41 @@ impl Batcher {
         };
         Ended {
             outcomes,
-            committed: committed_now,
+            committed,
         }
+    }
+}
+
+/// A batch as a committer writes it: the writes to append, what each pending is made of, and
+/// the keys to store.
+#[derive(Clone, Copy)]
+struct BatchRef<'a> {
+    writes: &'a [EntityWrite],
+    groups: &'a [Group],
+    keys: &'a [KeyRow],
+    steps: &'a [Step],
+}
+
+/// A batch whose statements ran: to commit, or rolled back (left for sqlx to roll back).
+enum Prepared {
+    ToCommit(Vec<Outcome>),
+    RolledBack(Vec<Outcome>),
+}
+
+/// Whether `error` ended the session, rather than failing a statement in it: the connection is
+/// gone (or the server ended it: a FATAL error, as for an idle timeout or a terminated backend).
+fn session_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(error) => error
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|error| {
+                matches!(
+                    error.severity(),
+                    sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic
+                )
+            }),
+        _ => false,
     }
 }
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::announce::{Announcer, Peers};
-use crate::commit::Committer;
+use crate::commit::{self, Committer};
 use crate::database::Database;
 use crate::ids::Ids;
 use crate::key_locks::KeyLocks;
@@ -27,6 +27,8 @@ pub(crate) struct Config {
     pub batch_size: usize,
     /// How long a committer keeps its connection while no batch waits.
     pub commit_linger: Duration,
+    /// Postgres: whether a kept connection waits inside the next transaction, begun ahead.
+    pub begin_ahead: bool,
     pub idempotency_retention: Duration,
     /// SQLite: how often to look for other processes' writes to live entities.
     pub follow_interval: Duration,
@@ -43,6 +45,7 @@ impl Default for Config {
             committers: 2,
             batch_size: 64,
             commit_linger: Duration::from_millis(5),
+            begin_ahead: true,
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             follow_interval: Duration::from_millis(100),
             follow_other_writers: true,
@@ -108,9 +111,12 @@ impl Shared {
         ));
         let committer = Committer::start(
             store.clone(),
-            config.committers,
-            config.batch_size,
-            config.commit_linger,
+            commit::Settings {
+                tasks: config.committers,
+                max_batch: config.batch_size,
+                linger: config.commit_linger,
+                begin_ahead: config.begin_ahead,
+            },
             counters.clone(),
             announcer.clone(),
             committers_stop.clone(),

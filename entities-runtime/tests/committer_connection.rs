@@ -1,13 +1,15 @@
 //! The pooled connection a committer keeps from one batch to the next (saving sqlx's checks of
 //! a connection as the pool hands it out and takes it back): given back when no batch comes,
 //! never kept while another caller would wait for it, and replaced when the server closed it.
+//! On Postgres it waits inside the next transaction, begun with the last one's `COMMIT`.
 
 mod support;
 
 use std::time::Duration;
 
 use entities_runtime::testing::TestDatabase;
-use entities_runtime::{Backend, Error, Runtime};
+use entities_runtime::{Backend, Error, LogPosition, LoggedEvent, Runtime};
+use sqlx::Connection;
 use support::*;
 
 on_both_backends!(
@@ -24,6 +26,15 @@ fn in_use(runtime: &Runtime) -> u32 {
 async fn until(holds: impl Fn() -> bool, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !holds() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// As [`until`], for a condition that queries.
+async fn until_async(holds: impl AsyncFn() -> bool, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !holds().await {
         assert!(tokio::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -142,14 +153,11 @@ async fn a_connection_is_not_kept_inside_a_transaction_that_did_not_commit() {
         )
         .await
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while in_transaction().await != Some(0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a connection sits in the refused batch's transaction"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_async(
+        async || in_transaction().await == Some(0),
+        "a connection sits in the refused batch's transaction",
+    )
+    .await;
     runtime.shutdown().await;
 }
 
@@ -172,5 +180,123 @@ async fn a_committer_keeps_no_connection_another_caller_would_wait_for(backend: 
         "another caller gets the pool's one connection"
     );
     drop(acquired);
+    runtime.shutdown().await;
+}
+
+/// The committer's session, when it waits in a transaction begun ahead that holds neither a
+/// transaction id nor a snapshot (so vacuum and the log's readers need not wait for it).
+const WAITING_AHEAD: &str = "SELECT count(*) FROM pg_stat_activity \
+     WHERE datname = current_database() AND pid <> pg_backend_pid() \
+       AND state = 'idle in transaction' AND backend_xid IS NULL AND backend_xmin IS NULL";
+
+/// The database's clock now, in microseconds.
+const CLOCK: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint";
+
+/// Postgres: a committer that keeps its connection begins the next transaction as it commits
+/// the last, so the next batch sends no `BEGIN`: its rows carry the time that transaction began
+/// (`now()`), which precedes the action. The transaction waits holding no id and no snapshot,
+/// and what committed before it is readable from the log meanwhile. Turned off, the committer
+/// waits outside any transaction and begins one for each batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_waits_in_the_next_transaction_begun_with_the_last_commit() {
+    for begin_ahead in [true, false] {
+        let db = TestDatabase::new(Backend::Postgres).await;
+        let runtime = runtime_with(&db, |builder| {
+            builder
+                .committers(1)
+                .commit_linger(Duration::from_secs(60))
+                .begin_ahead(begin_ahead)
+        })
+        .await;
+        let id = new_counter(&runtime, "ahead").await.id;
+        until(
+            || in_use(&runtime) == 1,
+            "the committer keeps its connection",
+        )
+        .await;
+        let waiting = scalar(&runtime, WAITING_AHEAD).await;
+        assert_eq!(
+            waiting,
+            Some(i64::from(begin_ahead)),
+            "begin_ahead {begin_ahead}"
+        );
+
+        let before_the_action = scalar(&runtime, CLOCK).await.expect("a clock");
+        assert_eq!(add(&runtime, id, 2).await, 2);
+        let stamped_before_it = scalar(
+            &runtime,
+            &format!(
+                "SELECT count(*) FROM entities.entity_events WHERE entity_id = {id} \
+                   AND entity_version = 2 \
+                   AND (extract(epoch FROM inserted_at) * 1000000)::bigint < {before_the_action}"
+            ),
+        )
+        .await;
+        assert_eq!(
+            stamped_before_it,
+            Some(i64::from(begin_ahead)),
+            "the second action's event is stamped with its transaction's start \
+             (begin_ahead {begin_ahead})"
+        );
+        // A reader waits for every transaction in flight with an id, on the whole server
+        // (other tests' among them): one begun ahead would hold it back for good.
+        let readable = async || {
+            runtime
+                .read_log::<LoggedEvent>(LogPosition::START, 10)
+                .await
+                .expect("the log reads")
+                .len()
+        };
+        until_async(async || readable().await == 2, "both events are readable").await;
+        assert_eq!(
+            scalar(&runtime, WAITING_AHEAD).await,
+            Some(i64::from(begin_ahead))
+        );
+        runtime.shutdown().await;
+    }
+}
+
+/// Postgres: a server whose `idle_in_transaction_session_timeout` is shorter than the linger ends
+/// the session waiting in a transaction begun ahead. The next batch finds it ended at its first
+/// statement, takes another connection and commits; no call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_begun_ahead_that_the_server_timed_out_is_replaced() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let mut admin = sqlx::PgConnection::connect(&db.url)
+        .await
+        .expect("connects");
+    sqlx::raw_sql(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET idle_in_transaction_session_timeout = 200', \
+         current_database()); END $$",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("the timeout is set");
+    admin.close().await.expect("closes");
+    let runtime = runtime_with(&db, |builder| {
+        builder.committers(1).commit_linger(Duration::from_secs(60))
+    })
+    .await;
+    let id = new_counter(&runtime, "timed out").await.id;
+    // The server ends the waiting session after 200 ms, as a FATAL error.
+    scalar_eventually(
+        &runtime,
+        "SELECT sessions_fatal FROM pg_stat_database WHERE datname = current_database()",
+        |ended| ended >= Some(1),
+    )
+    .await;
+    assert_eq!(scalar(&runtime, WAITING_AHEAD).await, Some(0));
+
+    assert_eq!(add(&runtime, id, 3).await, 3);
+    assert_eq!(runtime.metrics().commits_failed, 0);
+    assert_eq!(
+        scalar(
+            &runtime,
+            &format!("SELECT version FROM entities.entities WHERE id = {id}")
+        )
+        .await,
+        Some(2),
+        "both actions stored"
+    );
     runtime.shutdown().await;
 }

@@ -214,26 +214,36 @@ pub(crate) enum StoreTx<'c> {
     Sqlite(sqlx::Transaction<'c, Sqlite>),
 }
 
-/// A connection taken from the pool and kept, for one transaction after another without a trip
-/// to the pool each: sqlx checks a connection with a round trip when it hands it out, and again
-/// when it takes it back. Only taking it is counted in `entities_pool_waiting`; its `BEGIN`s
-/// are not (see `telemetry::transaction`).
+/// What a committer keeps from one batch to the next, saving the next batch the round trips
+/// sqlx spends checking a connection as the pool hands it out and takes it back. Only taking it
+/// is counted in `entities_pool_waiting`; its `BEGIN`s are not (see `telemetry::transaction`).
 pub(crate) enum Held {
+    /// Postgres: a transaction begun with the last batch's `COMMIT`, in its round trip (see
+    /// [`StoreTx::commit_and_begin`]). sqlx counts it open, so dropped it is rolled back.
+    Begun(StoreTx<'static>),
+    /// A connection each batch begins its own transaction on.
+    Connection(KeptConnection),
+}
+
+/// A connection taken from the pool and kept, for one transaction after another.
+pub(crate) enum KeptConnection {
     Postgres(PoolConnection<Postgres>),
     Sqlite(PoolConnection<Sqlite>),
 }
 
-impl Held {
+impl KeptConnection {
     /// Begins a transaction on it, as [`Store::begin`] does on the pool.
     pub async fn begin(&mut self) -> Result<StoreTx<'_>, sqlx::Error> {
         Ok(match self {
-            Held::Postgres(conn) => StoreTx::Postgres(conn.begin_with(PG_BEGIN).await?),
-            Held::Sqlite(conn) => StoreTx::Sqlite(conn.begin_with(SQLITE_BEGIN).await?),
+            KeptConnection::Postgres(conn) => StoreTx::Postgres(conn.begin_with(PG_BEGIN).await?),
+            KeptConnection::Sqlite(conn) => StoreTx::Sqlite(conn.begin_with(SQLITE_BEGIN).await?),
         })
     }
 }
 
 const PG_BEGIN: &str = "BEGIN";
+/// See [`StoreTx::commit_and_begin`] (and `testing::CommitCutter`, which knows it).
+pub(crate) const PG_COMMIT_AND_BEGIN: &str = "COMMIT; BEGIN";
 /// IMMEDIATE takes the write lock up front: a deferred transaction that reads first could fail
 /// to upgrade (SQLITE_BUSY) instead of waiting its turn.
 const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
@@ -307,11 +317,17 @@ impl Store {
         })
     }
 
-    /// A connection to keep (see [`Held`]).
-    pub async fn hold(&self) -> Result<Held, sqlx::Error> {
+    /// What a committer writes its next batch on (see [`Held`]): on Postgres with `begin_ahead`,
+    /// a transaction it may keep open past its commit; otherwise a connection.
+    pub async fn hold(&self, begin_ahead: bool) -> Result<Held, sqlx::Error> {
         Ok(match self {
-            Store::Postgres(pool) => Held::Postgres(telemetry::connection(pool).await?),
-            Store::Sqlite(pool) => Held::Sqlite(telemetry::connection(pool).await?),
+            Store::Postgres(_) if begin_ahead => Held::Begun(self.begin().await?),
+            Store::Postgres(pool) => {
+                Held::Connection(KeptConnection::Postgres(telemetry::connection(pool).await?))
+            }
+            Store::Sqlite(pool) => {
+                Held::Connection(KeptConnection::Sqlite(telemetry::connection(pool).await?))
+            }
         })
     }
 
@@ -568,6 +584,21 @@ impl StoreTx<'_> {
         match self {
             StoreTx::Postgres(tx) => tx.commit().await,
             StoreTx::Sqlite(tx) => tx.commit().await,
+        }
+    }
+
+    /// Commits and, in the same round trip, begins the next transaction, which this one then
+    /// is: a batch on it saves its `BEGIN`'s round trip. sqlx keeps counting it open, so it
+    /// still rolls back when dropped. When the commit fails the rest is not run (the server
+    /// stops a multi-statement query at its first error) and nothing is open.
+    ///
+    /// Postgres takes no snapshot and assigns no transaction id for a bare `BEGIN`: the open
+    /// transaction holds back neither vacuum nor the readers of the log (see `READ_LOG`), but
+    /// `now()` in it is the time it began.
+    pub async fn commit_and_begin(&mut self) -> Result<(), sqlx::Error> {
+        match self {
+            StoreTx::Postgres(_) => self.raw(PG_COMMIT_AND_BEGIN).await,
+            StoreTx::Sqlite(_) => self.raw("COMMIT; BEGIN IMMEDIATE").await,
         }
     }
 

@@ -11,8 +11,11 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// How sqlx ends a transaction: a simple-query message (`Q`, its length, the text, NUL).
+/// How a transaction ends: a simple-query message (`Q`, its length, the text, NUL). sqlx sends
+/// `COMMIT` and `ROLLBACK`; a committer that begins its next transaction ahead commits with
+/// `COMMIT; BEGIN`.
 const COMMIT_MESSAGE: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+const COMMIT_AND_BEGIN_MESSAGE: &[u8] = b"Q\0\0\0\x12COMMIT; BEGIN\0";
 const ROLLBACK_MESSAGE: &[u8] = b"Q\0\0\0\x0dROLLBACK\0";
 
 /// A proxy in front of a Postgres server: connect through [`url`](Self::url), then
@@ -127,7 +130,8 @@ async fn relay(
                     return;
                 }
                 let sent = &buffer[..read];
-                let commits = contains(sent, COMMIT_MESSAGE);
+                let commits =
+                    contains(sent, COMMIT_MESSAGE) || contains(sent, COMMIT_AND_BEGIN_MESSAGE);
                 {
                     let mut armed = armed.lock().expect("not poisoned");
                     if let Some(Arm::Carrying(marker)) = &*armed {
@@ -176,9 +180,37 @@ async fn relay(
     }
 }
 
+/// The simple-query message of `sql`, as a client sends it.
+#[cfg(test)]
+fn query_message(sql: &str) -> Vec<u8> {
+    let length = u32::try_from(4 + sql.len() + 1).expect("a short query");
+    [
+        b"Q".as_slice(),
+        &length.to_be_bytes(),
+        sql.as_bytes(),
+        b"\0",
+    ]
+    .concat()
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty()
         && haystack
             .windows(needle.len())
             .any(|window| window == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_messages_are_those_of_the_statements_that_end_a_transaction() {
+        assert_eq!(COMMIT_MESSAGE, query_message("COMMIT"));
+        assert_eq!(ROLLBACK_MESSAGE, query_message("ROLLBACK"));
+        assert_eq!(
+            COMMIT_AND_BEGIN_MESSAGE,
+            query_message(crate::store::PG_COMMIT_AND_BEGIN)
+        );
+    }
 }
