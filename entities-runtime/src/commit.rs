@@ -9,14 +9,15 @@
 //! at all and decided again by its worker; a unit with one such entity has the rows of its other
 //! entities taken back. Every caller is answered only after the commit that holds its action.
 //!
-//! Projections run optimistically: one savepoint, then the projections of every unit at once,
-//! each run of neighbouring events of one type in one `Project::project_all` call (one
-//! multi-row statement, where the projection writes it so). Should that fail, the transaction
-//! rolls back to that savepoint and the units since it run again one at a time, each in a
-//! savepoint of its own, until the failing one is found: it is rolled back and its rows taken
-//! back, its neighbours commit in the same transaction all the same, and the units after it run
-//! together again. A savepoint per unit would cost a round trip per unit every time; this costs
-//! one per batch, and the redo only when a projection fails.
+//! Projections run optimistically: the projections of every unit at once, each run of
+//! neighbouring events of one type in one `Project::project_all` call (one multi-row statement,
+//! where the projection writes it so), with no savepoint before them. Should that fail, the
+//! transaction is rolled back and begun again (one round trip), the batch appended again, and
+//! its units run one at a time, each in a savepoint of its own, until the failing one is found:
+//! it is rolled back and its rows taken back, its neighbours commit in the same transaction all
+//! the same, and the units after it run together again (after one savepoint). A savepoint per
+//! unit would cost a round trip per unit every time, and one per batch a round trip per batch;
+//! this costs nothing until a projection fails.
 //!
 //! A committer keeps its connection between batches while they keep coming (see
 //! [`Held`]): never while another caller would wait for it, and never past a batch that did
@@ -587,11 +588,38 @@ impl Batcher {
 
     /// Writes a batch in transaction `tx`, up to its commit. Fails only when the append, its
     /// first statement, does: nothing was written.
+    ///
+    /// Its projections run together first, with no savepoint (a round trip) before them. Should
+    /// that fail, there is none to go back to: the transaction is rolled back and begun again in
+    /// one round trip, and the batch written anew with each step isolated (see
+    /// [`project_batch`]). A refusal costs its batch the append again; every other batch saves
+    /// the savepoint.
     async fn write_batch(
         &self,
         tx: &mut StoreTx<'_>,
         batch: &BatchRef<'_>,
     ) -> Result<Prepared, sqlx::Error> {
+        if let Some(prepared) = self.attempt(tx, batch, Attempt::Together).await? {
+            return Ok(prepared);
+        }
+        if let Err(error) = tx.rollback_and_begin().await {
+            return Ok(Prepared::RolledBack(all_failed(batch.steps, error, false)));
+        }
+        Ok(match self.attempt(tx, batch, Attempt::Isolating).await {
+            Ok(Some(prepared)) => prepared,
+            Ok(None) => unreachable!("an isolating attempt decides every step"),
+            Err(error) => Prepared::RolledBack(self.failed(batch.steps, error)),
+        })
+    }
+
+    /// One attempt at writing a batch in `tx`; `None` when its projections run together failed
+    /// (only in [`Attempt::Together`]): the transaction holds that failure, to be rolled back.
+    async fn attempt(
+        &self,
+        tx: &mut StoreTx<'_>,
+        batch: &BatchRef<'_>,
+        attempt: Attempt,
+    ) -> Result<Option<Prepared>, sqlx::Error> {
         let BatchRef {
             writes,
             groups,
@@ -602,13 +630,16 @@ impl Batcher {
         let appended = tx.append(&refs).await?;
         let mut written = match take_back_partial_units(tx, writes, groups, &appended).await {
             Ok(written) => written,
-            Err(error) => return Ok(Prepared::RolledBack(self.failed(steps, error))),
+            Err(error) => return Ok(Some(Prepared::RolledBack(self.failed(steps, error)))),
         };
-        let conflicts = written.iter().filter(|&&written| !written).count();
-        self.counters.conflicts.add(conflicts as u64);
+        // Counted by the attempt that decides the batch, so a batch written again counts once.
+        let conflicts = written.iter().filter(|&&written| !written).count() as u64;
         let duplicates = match store_keys(tx, writes, groups, keys, &mut written).await {
             Ok(duplicates) => duplicates,
-            Err(error) => return Ok(Prepared::RolledBack(self.failed(steps, error))),
+            Err(error) => {
+                self.counters.conflicts.add(conflicts);
+                return Ok(Some(Prepared::RolledBack(self.failed(steps, error))));
+            }
         };
         let not_written = |group: &Group| {
             if group.key.is_some_and(|key| duplicates[key]) {
@@ -626,15 +657,16 @@ impl Batcher {
         if let [step] = steps
             && step.projects.len() <= 1
         {
+            self.counters.conflicts.add(conflicts);
             let outcome = if !written[step.group] {
                 not_written(&groups[step.group])
             } else {
                 match project_all(tx, &step.projects).await {
                     Ok(()) => Outcome::Committed,
-                    Err(Refused) => return Ok(Prepared::RolledBack(vec![Outcome::Refused])),
+                    Err(Refused) => return Ok(Some(Prepared::RolledBack(vec![Outcome::Refused]))),
                 }
             };
-            return Ok(Prepared::ToCommit(vec![outcome]));
+            return Ok(Some(Prepared::ToCommit(vec![outcome])));
         }
         let written = Written {
             writes,
@@ -643,12 +675,13 @@ impl Batcher {
             written: &written,
             not_written: &not_written,
         };
-        Ok(
-            match project_batch(tx, &written, steps, &self.counters).await {
-                Ok(outcomes) => Prepared::ToCommit(outcomes),
-                Err(error) => Prepared::RolledBack(self.failed(steps, error)),
-            },
-        )
+        let prepared = match project_batch(tx, &written, steps, attempt, &self.counters).await {
+            Ok(Some(outcomes)) => Prepared::ToCommit(outcomes),
+            Ok(None) => return Ok(None),
+            Err(error) => Prepared::RolledBack(self.failed(steps, error)),
+        };
+        self.counters.conflicts.add(conflicts);
+        Ok(Some(prepared))
     }
 
     /// Every step's outcome when a statement before the commit failed: nothing was written.
@@ -723,6 +756,15 @@ struct BatchRef<'a> {
     groups: &'a [Group],
     keys: &'a [KeyRow],
     steps: &'a [Step],
+}
+
+/// How a batch's projections start (see [`Batcher::write_batch`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// All together, with no savepoint before them.
+    Together,
+    /// After that failed: one step at a time, each in a savepoint, until the failing one is found.
+    Isolating,
 }
 
 /// A batch whose statements ran: to commit, or rolled back (left for sqlx to roll back).
@@ -850,13 +892,16 @@ async fn project_all(tx: &mut StoreTx<'_>, projects: &[Projections]) -> Result<(
 }
 
 /// Runs the projections of every step (see the module's doc) and takes back the rows of the
-/// refused ones; returns each step's outcome.
+/// refused ones; returns each step's outcome, or `None` when `attempt` is
+/// [`Attempt::Together`] and the projections together failed (the transaction must be rolled
+/// back: no savepoint was taken before them).
 async fn project_batch(
     tx: &mut StoreTx<'_>,
     batch: &Written<'_>,
     steps: &[Step],
+    attempt: Attempt,
     counters: &Counters,
-) -> Result<Vec<Outcome>, sqlx::Error> {
+) -> Result<Option<Vec<Outcome>>, sqlx::Error> {
     let Written {
         writes,
         groups,
@@ -871,7 +916,7 @@ async fn project_batch(
     let mut optimistic_from: Option<usize> = None;
     // After projections run together failed: each step runs in a savepoint of its own, until
     // the one that fails is found.
-    let mut isolating = false;
+    let mut isolating = attempt == Attempt::Isolating;
     let mut at = 0;
     while at < steps.len() {
         let step = &steps[at];
@@ -926,7 +971,9 @@ async fn project_batch(
         let from = match optimistic_from {
             Some(from) => from,
             None => {
-                tx.savepoint().await?;
+                if attempt == Attempt::Isolating {
+                    tx.savepoint().await?;
+                }
                 *optimistic_from.insert(at)
             }
         };
@@ -946,20 +993,25 @@ async fn project_batch(
                 at += 1;
             }
             Err(Refused) => {
+                counters.projection_redos.incr();
+                if attempt == Attempt::Together {
+                    return Ok(None);
+                }
                 // Undo every projection since the savepoint and run those steps again, one at
                 // a time: the failing one is found again and refused alone.
                 tx.rollback_to_savepoint().await?;
-                counters.projection_redos.incr();
                 optimistic_from = None;
                 isolating = true;
                 at = from;
             }
         }
     }
-    Ok(outcomes
-        .into_iter()
-        .map(|outcome| outcome.unwrap_or_else(|| unreachable!("every step is decided")))
-        .collect())
+    Ok(Some(
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or_else(|| unreachable!("every step is decided")))
+            .collect(),
+    ))
 }
 
 /// The outcome of a pending not written whole: a create whose insert wrote nothing is

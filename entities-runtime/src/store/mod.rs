@@ -602,6 +602,15 @@ impl StoreTx<'_> {
         }
     }
 
+    /// Rolls back and, in the same round trip, begins the next transaction, which this one then
+    /// is (as [`commit_and_begin`](Self::commit_and_begin)).
+    pub async fn rollback_and_begin(&mut self) -> Result<(), sqlx::Error> {
+        match self {
+            StoreTx::Postgres(_) => self.raw("ROLLBACK; BEGIN").await,
+            StoreTx::Sqlite(_) => self.raw("ROLLBACK; BEGIN IMMEDIATE").await,
+        }
+    }
+
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         match self {
             StoreTx::Postgres(tx) => tx.rollback().await,
