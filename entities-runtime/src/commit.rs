@@ -11,13 +11,15 @@
 //!
 //! Projections run optimistically: the projections of every unit at once, each run of
 //! neighbouring events of one type in one `Project::project_all` call (one multi-row statement,
-//! where the projection writes it so), with no savepoint before them. Should that fail, the
-//! transaction is rolled back and begun again (one round trip), the batch appended again, and
-//! its units run one at a time, each in a savepoint of its own, until the failing one is found:
+//! where the projection writes it so), with no savepoint before them on Postgres. Should that
+//! fail, the transaction is rolled back and begun again (one round trip), the batch appended
+//! again, and its units run one at a time, each in a savepoint of its own, until the failing one is found:
 //! it is rolled back and its rows taken back, its neighbours commit in the same transaction all
 //! the same, and the units after it run together again (after one savepoint). A savepoint per
 //! unit would cost a round trip per unit every time, and one per batch a round trip per batch;
-//! this costs nothing until a projection fails.
+//! this costs nothing until a projection fails. (On SQLite, where a savepoint costs no round
+//! trip and a rollback would give up the write lock, a batch takes one before its projections
+//! and goes back to it.)
 //!
 //! A committer keeps its connection between batches while they keep coming (see
 //! [`Held`]): never while another caller would wait for it, and never past a batch that did
@@ -554,10 +556,18 @@ impl Batcher {
                     Prepared::ToCommit(outcomes) => outcomes,
                 };
                 if self.keeps() {
-                    let committed = tx.commit_and_begin().await;
-                    let ended = self.settle(committed, batch, outcomes);
-                    let kept = ended.committed.then_some(Held::Begun(tx));
-                    Ok((ended, kept))
+                    match tx.commit_and_begin().await {
+                        Ok(Ok(())) => {
+                            let ended = self.settle(Ok(()), batch, outcomes);
+                            Ok((ended, Some(Held::Begun(tx))))
+                        }
+                        // Committed all the same: its callers hear so. Nothing is open to keep.
+                        Ok(Err(error)) => {
+                            tracing::warn!(%error, "committed, but the next transaction did not begin");
+                            Ok((self.settle(Ok(()), batch, outcomes), None))
+                        }
+                        Err(error) => Ok((self.settle(Err(error), batch, outcomes), None)),
+                    }
                 } else {
                     Ok((self.settle(tx.commit().await, batch, outcomes), None))
                 }
@@ -589,17 +599,23 @@ impl Batcher {
     /// Writes a batch in transaction `tx`, up to its commit. Fails only when the append, its
     /// first statement, does: nothing was written.
     ///
-    /// Its projections run together first, with no savepoint (a round trip) before them. Should
-    /// that fail, there is none to go back to: the transaction is rolled back and begun again in
-    /// one round trip, and the batch written anew with each step isolated (see
+    /// On Postgres its projections run together first, with no savepoint (a round trip) before
+    /// them. Should that fail, there is none to go back to: the transaction is rolled back and
+    /// begun again in one round trip, and the batch written anew with each step isolated (see
     /// [`project_batch`]). A refusal costs its batch the append again; every other batch saves
-    /// the savepoint.
+    /// the savepoint. On SQLite a savepoint costs no round trip, and a rollback would give up the
+    /// write lock amid the batch: it goes back to one.
     async fn write_batch(
         &self,
         tx: &mut StoreTx<'_>,
         batch: &BatchRef<'_>,
     ) -> Result<Prepared, sqlx::Error> {
-        if let Some(prepared) = self.attempt(tx, batch, Attempt::Together).await? {
+        let first = if tx.is_postgres() {
+            Attempt::Together
+        } else {
+            Attempt::TogetherAfterSavepoint
+        };
+        if let Some(prepared) = self.attempt(tx, batch, first).await? {
             return Ok(prepared);
         }
         if let Err(error) = tx.rollback_and_begin().await {
@@ -613,7 +629,7 @@ impl Batcher {
     }
 
     /// One attempt at writing a batch in `tx`; `None` when its projections run together failed
-    /// (only in [`Attempt::Together`]): the transaction holds that failure, to be rolled back.
+    /// in [`Attempt::Together`]: the transaction holds that failure, to be rolled back.
     async fn attempt(
         &self,
         tx: &mut StoreTx<'_>,
@@ -761,9 +777,13 @@ struct BatchRef<'a> {
 /// How a batch's projections start (see [`Batcher::write_batch`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Attempt {
-    /// All together, with no savepoint before them.
+    /// All together, with no savepoint before them (Postgres).
     Together,
-    /// After that failed: one step at a time, each in a savepoint, until the failing one is found.
+    /// All together after a savepoint; should that fail, back to it and on as
+    /// [`Isolating`](Attempt::Isolating) (SQLite).
+    TogetherAfterSavepoint,
+    /// After `Together` failed: one step at a time, each in a savepoint, until the failing one is
+    /// found; the rest together again after a savepoint.
     Isolating,
 }
 
@@ -971,7 +991,7 @@ async fn project_batch(
         let from = match optimistic_from {
             Some(from) => from,
             None => {
-                if attempt == Attempt::Isolating {
+                if attempt != Attempt::Together {
                     tx.savepoint().await?;
                 }
                 *optimistic_from.insert(at)

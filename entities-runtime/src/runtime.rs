@@ -115,8 +115,8 @@ impl RuntimeBuilder {
     /// in transaction` in `pg_stat_activity`, holding no transaction id and no snapshot (neither
     /// vacuum nor the readers of the event log wait for it). A server that ends it (an
     /// `idle_in_transaction_session_timeout` shorter than the linger) costs the next batch a
-    /// connection from the pool, never a failed call. SQLite ignores it: a transaction there
-    /// takes the write lock as it begins.
+    /// connection from the pool: the batch is written on that one, and its calls do not fail for
+    /// it. SQLite ignores it: a transaction there takes the write lock as it begins.
     pub fn begin_ahead(mut self, begin_ahead: bool) -> Self {
         self.config.begin_ahead = begin_ahead;
         self

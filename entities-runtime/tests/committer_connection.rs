@@ -50,48 +50,54 @@ async fn add(runtime: &Runtime, id: i64, amount: i64) -> i64 {
 }
 
 /// Postgres: the server ends the connection a committer kept (as a restart or an idle timeout
-/// would). The next batch finds it closed at its `BEGIN`, takes another from the pool and
-/// commits; no call fails.
+/// would). The next batch finds it closed at its first statement (the append, in the
+/// transaction begun ahead; its `BEGIN` when not beginning ahead), takes another from the pool
+/// and commits; no call fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_connection_the_server_closed_is_replaced_and_the_batch_commits() {
-    let db = TestDatabase::new(Backend::Postgres).await;
-    let runtime = runtime_with(&db, |builder| {
-        builder.committers(1).commit_linger(Duration::from_secs(60))
-    })
-    .await;
-    let id = new_counter(&runtime, "kept").await.id;
-    assert_eq!(add(&runtime, id, 2).await, 2);
-    // Others (a load's, given back with a check of its own) settle; the committer's stays.
-    until(
-        || in_use(&runtime) == 1,
-        "the committer keeps its connection alone",
-    )
-    .await;
-
-    let closed = scalar(
-        &runtime,
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid() \
-           AND application_name <> 'entities listener'",
-    )
-    .await;
-    assert!(
-        closed >= Some(1),
-        "the kept connection was closed: {closed:?}"
-    );
-
-    assert_eq!(add(&runtime, id, 3).await, 5);
-    assert_eq!(runtime.metrics().commits_failed, 0);
-    assert_eq!(
-        scalar(
-            &runtime,
-            &format!("SELECT version FROM entities.entities WHERE id = {id}")
+    for begin_ahead in [true, false] {
+        let db = TestDatabase::new(Backend::Postgres).await;
+        let runtime = runtime_with(&db, |builder| {
+            builder
+                .committers(1)
+                .commit_linger(Duration::from_secs(60))
+                .begin_ahead(begin_ahead)
+        })
+        .await;
+        let id = new_counter(&runtime, "kept").await.id;
+        assert_eq!(add(&runtime, id, 2).await, 2);
+        // Others (a load's, given back with a check of its own) settle; the committer's stays.
+        until(
+            || in_use(&runtime) == 1,
+            "the committer keeps its connection alone",
         )
-        .await,
-        Some(3),
-        "both actions stored"
-    );
-    runtime.shutdown().await;
+        .await;
+
+        let closed = scalar(
+            &runtime,
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+               AND application_name <> 'entities listener'",
+        )
+        .await;
+        assert!(
+            closed >= Some(1),
+            "the kept connection was closed: {closed:?}"
+        );
+
+        assert_eq!(add(&runtime, id, 3).await, 5, "begin_ahead {begin_ahead}");
+        assert_eq!(runtime.metrics().commits_failed, 0);
+        assert_eq!(
+            scalar(
+                &runtime,
+                &format!("SELECT version FROM entities.entities WHERE id = {id}")
+            )
+            .await,
+            Some(3),
+            "both actions stored"
+        );
+        runtime.shutdown().await;
+    }
 }
 
 /// A committer with nothing to write gives its connection back after its linger: with one
@@ -266,7 +272,7 @@ async fn a_transaction_begun_ahead_that_the_server_timed_out_is_replaced() {
         .await
         .expect("connects");
     sqlx::raw_sql(
-        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET idle_in_transaction_session_timeout = 200', \
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET idle_in_transaction_session_timeout = 1000', \
          current_database()); END $$",
     )
     .execute(&mut admin)
@@ -278,7 +284,7 @@ async fn a_transaction_begun_ahead_that_the_server_timed_out_is_replaced() {
     })
     .await;
     let id = new_counter(&runtime, "timed out").await.id;
-    // The server ends the waiting session after 200 ms, as a FATAL error.
+    // The server ends the waiting session after a second, as a FATAL error.
     scalar_eventually(
         &runtime,
         "SELECT sessions_fatal FROM pg_stat_database WHERE datname = current_database()",

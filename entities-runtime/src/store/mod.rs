@@ -12,6 +12,7 @@ use std::ops::Range;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
@@ -244,6 +245,8 @@ impl KeptConnection {
 const PG_BEGIN: &str = "BEGIN";
 /// See [`StoreTx::commit_and_begin`] (and `testing::CommitCutter`, which knows it).
 pub(crate) const PG_COMMIT_AND_BEGIN: &str = "COMMIT; BEGIN";
+/// See [`StoreTx::rollback_and_begin`] (and `testing::CommitCutter`, which knows it).
+pub(crate) const PG_ROLLBACK_AND_BEGIN: &str = "ROLLBACK; BEGIN";
 /// IMMEDIATE takes the write lock up front: a deferred transaction that reads first could fail
 /// to upgrade (SQLITE_BUSY) instead of waiting its turn.
 const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
@@ -587,28 +590,49 @@ impl StoreTx<'_> {
         }
     }
 
-    /// Commits and, in the same round trip, begins the next transaction, which this one then
-    /// is: a batch on it saves its `BEGIN`'s round trip. sqlx keeps counting it open, so it
-    /// still rolls back when dropped. When the commit fails the rest is not run (the server
-    /// stops a multi-statement query at its first error) and nothing is open.
+    /// Postgres: commits and, in the same round trip, begins the next transaction, which this
+    /// one then is: a batch on it saves its `BEGIN`'s round trip. sqlx keeps counting it open,
+    /// so it still rolls back when dropped. The outer result is the commit's; the inner one the
+    /// `BEGIN`'s, an error there (the commit done) leaving no transaction open. When the commit
+    /// fails the `BEGIN` is not run (the server stops a multi-statement query at its first error).
     ///
     /// Postgres takes no snapshot and assigns no transaction id for a bare `BEGIN`: the open
     /// transaction holds back neither vacuum nor the readers of the log (see `READ_LOG`), but
-    /// `now()` in it is the time it began.
-    pub async fn commit_and_begin(&mut self) -> Result<(), sqlx::Error> {
+    /// `now()` in it is the time it began. (SQLite keeps no transaction begun ahead: see
+    /// `commit::Settings::begin_ahead`.)
+    pub async fn commit_and_begin(&mut self) -> Result<Result<(), sqlx::Error>, sqlx::Error> {
+        let StoreTx::Postgres(tx) = self else {
+            unreachable!("only a Postgres transaction is begun ahead")
+        };
+        let mut answers = sqlx::raw_sql(PG_COMMIT_AND_BEGIN).execute_many(&mut **tx);
+        let mut answered = 0;
+        while let Some(answer) = answers.next().await {
+            match answer {
+                Ok(_) => answered += 1,
+                Err(error) if answered == 0 => return Err(error),
+                Err(error) => return Ok(Err(error)),
+            }
+        }
+        Ok(match answered {
+            2 => Ok(()),
+            _ => Err(sqlx::Error::Protocol(format!(
+                "`{PG_COMMIT_AND_BEGIN}` answered {answered} statement(s)"
+            ))),
+        })
+    }
+
+    /// Postgres: rolls back and, in the same round trip, begins the next transaction, which
+    /// this one then is (as [`commit_and_begin`](Self::commit_and_begin)). (A SQLite batch goes
+    /// back to a savepoint instead: see `commit::Attempt`.)
+    pub async fn rollback_and_begin(&mut self) -> Result<(), sqlx::Error> {
         match self {
-            StoreTx::Postgres(_) => self.raw(PG_COMMIT_AND_BEGIN).await,
-            StoreTx::Sqlite(_) => self.raw("COMMIT; BEGIN IMMEDIATE").await,
+            StoreTx::Postgres(_) => self.raw(PG_ROLLBACK_AND_BEGIN).await,
+            StoreTx::Sqlite(_) => unreachable!("a SQLite batch goes back to a savepoint"),
         }
     }
 
-    /// Rolls back and, in the same round trip, begins the next transaction, which this one then
-    /// is (as [`commit_and_begin`](Self::commit_and_begin)).
-    pub async fn rollback_and_begin(&mut self) -> Result<(), sqlx::Error> {
-        match self {
-            StoreTx::Postgres(_) => self.raw("ROLLBACK; BEGIN").await,
-            StoreTx::Sqlite(_) => self.raw("ROLLBACK; BEGIN IMMEDIATE").await,
-        }
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, StoreTx::Postgres(_))
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {

@@ -13,10 +13,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// How a transaction ends: a simple-query message (`Q`, its length, the text, NUL). sqlx sends
 /// `COMMIT` and `ROLLBACK`; a committer that begins its next transaction ahead commits with
-/// `COMMIT; BEGIN`.
+/// `COMMIT; BEGIN`, and writes a batch again after `ROLLBACK; BEGIN`.
 const COMMIT_MESSAGE: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
 const COMMIT_AND_BEGIN_MESSAGE: &[u8] = b"Q\0\0\0\x12COMMIT; BEGIN\0";
 const ROLLBACK_MESSAGE: &[u8] = b"Q\0\0\0\x0dROLLBACK\0";
+const ROLLBACK_AND_BEGIN_MESSAGE: &[u8] = b"Q\0\0\0\x14ROLLBACK; BEGIN\0";
 
 /// A proxy in front of a Postgres server: connect through [`url`](Self::url), then
 /// [`arm`](Self::arm) it to lose the answer to the next `COMMIT`.
@@ -148,7 +149,10 @@ async fn relay(
                     }
                 }
                 // The transaction ended: the next one on this connection starts unmarked.
-                if commits || contains(sent, ROLLBACK_MESSAGE) {
+                if commits
+                    || contains(sent, ROLLBACK_MESSAGE)
+                    || contains(sent, ROLLBACK_AND_BEGIN_MESSAGE)
+                {
                     carried = false;
                 }
                 if server_write.write_all(sent).await.is_err() {
@@ -211,6 +215,10 @@ mod tests {
         assert_eq!(
             COMMIT_AND_BEGIN_MESSAGE,
             query_message(crate::store::PG_COMMIT_AND_BEGIN)
+        );
+        assert_eq!(
+            ROLLBACK_AND_BEGIN_MESSAGE,
+            query_message(crate::store::PG_ROLLBACK_AND_BEGIN)
         );
     }
 }
