@@ -13,13 +13,13 @@
 //! neighbouring events of one type in one `Project::project_all` call (one multi-row statement,
 //! where the projection writes it so), with no savepoint before them on Postgres. Should that
 //! fail, the transaction is rolled back and begun again (one round trip), the batch appended
-//! again, and its units run one at a time, each in a savepoint of its own, until the failing one is found:
-//! it is rolled back and its rows taken back, its neighbours commit in the same transaction all
-//! the same, and the units after it run together again (after one savepoint). A savepoint per
-//! unit would cost a round trip per unit every time, and one per batch a round trip per batch;
-//! this costs nothing until a projection fails. (On SQLite, where a savepoint costs no round
-//! trip and a rollback would give up the write lock, a batch takes one before its projections
-//! and goes back to it.)
+//! again, and its units run one at a time, each in a savepoint of its own, until the failing
+//! one is found: it is rolled back and its rows taken back, its neighbours commit in the same
+//! transaction all the same, and the units after it run together again (after one savepoint).
+//! A savepoint per unit would cost a round trip per unit every time, and one per batch a round
+//! trip per batch; this costs nothing until a projection fails. (On SQLite, where a savepoint
+//! costs no round trip and a rollback would give up the write lock, a batch takes one before
+//! its projections and goes back to it.)
 //!
 //! A committer keeps its connection between batches while they keep coming (see
 //! [`Held`]): never while another caller would wait for it, and never past a batch that did
