@@ -3,7 +3,7 @@
 
 mod support;
 
-use entities_runtime::testing::TestDatabase;
+use entities_runtime::testing::{CommitCutter, Cut, TestDatabase};
 use entities_runtime::{Backend, Context, Error, Metrics, Runtime};
 use futures::future::join_all;
 use support::*;
@@ -561,4 +561,87 @@ async fn a_chain_that_conflicts_amid_a_batch_is_decided_again_and_its_neighbours
     );
     runtime.shutdown().await;
     other.shutdown().await;
+}
+
+/// Postgres: the connection is lost as a batch is written again after a refusal amid it (at its
+/// `ROLLBACK; BEGIN`). Nothing of the batch committed: each caller hears a storage error, not an
+/// unknown outcome, nothing is stored, and the same actions sent again are decided as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_as_a_batch_is_written_again_fails_the_batch_and_writes_nothing() {
+    let db = TestDatabase::postgres().await;
+    let proxy = CommitCutter::start(&db.url).await;
+    let runtime = Runtime::builder(&proxy.url)
+        .migrations(MIGRATIONS)
+        .committers(1)
+        .build()
+        .await
+        .expect("runtime starts");
+    new_counter(&runtime, "taken").await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        ids.push(new_counter(&runtime, &format!("neighbour {n}")).await.id);
+    }
+    let unlucky = runtime.entity::<Counter>(new_counter(&runtime, "unlucky").await.id);
+    ids.push(unlucky.id());
+    let mut stored_before = Vec::new();
+    for &id in &ids {
+        stored_before.push(stored(&runtime, id).await);
+    }
+
+    proxy.arm_at(Cut::RollbackAndBegin, None);
+    let add_ctx = ctx();
+    let adds = || {
+        join_all(ids[..2].iter().map(|&id| {
+            let entity = runtime.entity::<Counter>(id);
+            let add_ctx = &add_ctx;
+            async move { entity.send_action(add_ctx, Add { amount: id }).await }
+        }))
+    };
+    let clash_ctx = ctx();
+    let clash = || {
+        unlucky.send_action(
+            &clash_ctx,
+            Rename {
+                name: "taken".into(),
+            },
+        )
+    };
+    let ((added, clashed), before) =
+        batched(&runtime, 3, async { tokio::join!(adds(), clash()) }).await;
+
+    assert_eq!(
+        proxy.cuts(),
+        1,
+        "the batch's connection was lost at its redo"
+    );
+    for result in &added {
+        assert!(matches!(result, Err(Error::Storage(_))), "{result:?}");
+    }
+    assert!(matches!(clashed, Err(Error::Storage(_))), "{clashed:?}");
+    let after = runtime.metrics();
+    assert_eq!(
+        (
+            after.transactions - before.transactions,
+            after.actions_committed - before.actions_committed
+        ),
+        (1, 1),
+        "only the blocker's transaction committed"
+    );
+    for (&id, before) in ids.iter().zip(&stored_before) {
+        assert_eq!(
+            &stored(&runtime, id).await,
+            before,
+            "nothing of the batch stored"
+        );
+    }
+
+    let (added, clashed) = tokio::join!(adds(), clash());
+    for (result, id) in added.into_iter().zip(&ids) {
+        assert_eq!(result.expect("the neighbour commits").total, *id);
+    }
+    assert!(
+        matches!(clashed, Err(Error::Constraint { .. })),
+        "{clashed:?}"
+    );
+    runtime.shutdown().await;
 }

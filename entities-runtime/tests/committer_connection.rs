@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use entities_runtime::testing::TestDatabase;
+use entities_runtime::testing::{CommitCutter, Cut, TestDatabase};
 use entities_runtime::{Backend, Error, LogPosition, LoggedEvent, Runtime};
 use sqlx::Connection;
 use support::*;
@@ -293,6 +293,50 @@ async fn a_transaction_begun_ahead_that_the_server_timed_out_is_replaced() {
         (stored.version, stored.event_versions),
         (Some(2), vec![1, 2]),
         "both actions stored"
+    );
+    runtime.shutdown().await;
+}
+
+/// Postgres: the connection is lost between the answers to `COMMIT; BEGIN`: the committer heard
+/// the batch commit, not the next transaction begin. The caller hears its action committed (it
+/// was, and no catch-up is needed), the committer keeps nothing, and the next batch commits on
+/// another connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_after_the_commit_before_the_begin_answers_committed() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let proxy = CommitCutter::start(&db.url).await;
+    let runtime = Runtime::builder(&proxy.url)
+        .migrations(MIGRATIONS)
+        .committers(1)
+        .commit_linger(Duration::from_secs(60))
+        .build()
+        .await
+        .expect("runtime starts");
+    let id = new_counter(&runtime, "begun ahead").await.id;
+    let before = runtime.metrics();
+
+    let name = "begin lost";
+    proxy.arm_at(Cut::BeginAfterCommit, Some(name));
+    let renamed = runtime
+        .entity::<Counter>(id)
+        .send_action(&ctx(), Rename { name: name.into() })
+        .await
+        .expect("the rename committed, and its caller hears so");
+    assert_eq!((renamed.version, renamed.name.as_str()), (2, name));
+    assert_eq!(proxy.cuts(), 1, "the answer to the BEGIN was lost");
+    let after = runtime.metrics();
+    assert_eq!(
+        (after.commits_failed, after.catch_ups),
+        (before.commits_failed, before.catch_ups),
+        "no commit failed, so the entity reads nothing back"
+    );
+
+    assert_eq!(add(&runtime, id, 3).await, 3);
+    let stored = stored(&runtime, id).await;
+    assert_eq!(
+        (stored.version, stored.event_versions, stored.read_model),
+        (Some(3), vec![1, 2, 3], Some((name.to_owned(), 3, 3))),
+        "both actions stored once"
     );
     runtime.shutdown().await;
 }

@@ -1,10 +1,11 @@
 //! A TCP proxy between a runtime and Postgres that can lose the answer to a `COMMIT`: the server
 //! commits, and the client never hears so. The one fault that makes an outcome unknown, staged
-//! for real: your retries with idempotency keys can be tested against it.
+//! for real: your retries with idempotency keys can be tested against it. It can cut a
+//! connection at the runtime's other transaction ends too (see [`Cut`]).
 
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sqlx::postgres::PgConnectOptions;
@@ -18,6 +19,9 @@ const COMMIT_MESSAGE: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
 const COMMIT_AND_BEGIN_MESSAGE: &[u8] = b"Q\0\0\0\x12COMMIT; BEGIN\0";
 const ROLLBACK_MESSAGE: &[u8] = b"Q\0\0\0\x0dROLLBACK\0";
 const ROLLBACK_AND_BEGIN_MESSAGE: &[u8] = b"Q\0\0\0\x14ROLLBACK; BEGIN\0";
+/// The server's word that a `COMMIT` committed: a CommandComplete message (`C`, its length, the
+/// tag, NUL).
+const COMMITTED_MESSAGE: &[u8] = b"C\0\0\0\x0bCOMMIT\0";
 
 /// A proxy in front of a Postgres server: connect through [`url`](Self::url), then
 /// [`arm`](Self::arm) it to lose the answer to the next `COMMIT`.
@@ -40,13 +44,44 @@ pub struct CommitCutter {
     accept: tokio::task::JoinHandle<()>,
 }
 
-/// Which `COMMIT` loses its answer.
-enum Arm {
-    /// The next one.
-    Any,
-    /// The next one of a transaction whose statements or parameters held these bytes.
-    Carrying(Vec<u8>),
+/// Where an armed proxy cuts a connection: the statement that ends a transaction whose answer
+/// the client loses, wholly or in part. The connection is closed then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// A `COMMIT` (or `COMMIT; BEGIN`): the server commits, the client hears nothing.
+    Commit,
+    /// A `COMMIT; BEGIN` (a committer beginning its next transaction ahead): the client hears the
+    /// `COMMIT` committed, then loses the connection before the answer to the `BEGIN`.
+    BeginAfterCommit,
+    /// A `ROLLBACK; BEGIN` (a committer writing a batch again after a projection failed amid
+    /// it): the server rolls back, the client hears nothing.
+    RollbackAndBegin,
 }
+
+impl Cut {
+    /// Whether `sent` (what a client sent in one write) holds the statement this cut waits for.
+    fn waits_for(self, sent: &[u8]) -> bool {
+        match self {
+            Cut::Commit => {
+                contains(sent, COMMIT_MESSAGE) || contains(sent, COMMIT_AND_BEGIN_MESSAGE)
+            }
+            Cut::BeginAfterCommit => contains(sent, COMMIT_AND_BEGIN_MESSAGE),
+            Cut::RollbackAndBegin => contains(sent, ROLLBACK_AND_BEGIN_MESSAGE),
+        }
+    }
+}
+
+/// What the proxy waits for: where it cuts, and in which transaction.
+struct Arm {
+    cut: Cut,
+    /// Only a transaction whose statements or parameters held these bytes; any when `None`.
+    marker: Option<Vec<u8>>,
+}
+
+/// What a connection does with the server's next answer (an `AtomicU8` between its two halves).
+const PASS: u8 = 0;
+const DROP_ANSWER: u8 = 1;
+const DROP_AFTER_COMMITTED: u8 = 2;
 
 impl CommitCutter {
     /// A proxy in front of the server of `url`, a `postgres://` URL with a host and a port.
@@ -86,7 +121,7 @@ impl CommitCutter {
     /// The next `COMMIT` any client sends reaches the server; its answer is dropped, and that
     /// client's connection closed.
     pub fn arm(&self) {
-        *self.armed.lock().expect("not poisoned") = Some(Arm::Any);
+        self.arm_at(Cut::Commit, None);
     }
 
     /// As [`arm`](Self::arm), for the next `COMMIT` of a transaction that sent `marker` (in a
@@ -95,10 +130,19 @@ impl CommitCutter {
     /// the socket: keep it short. A marker sent outside a transaction marks its connection's
     /// next one.
     pub fn arm_for(&self, marker: &str) {
-        *self.armed.lock().expect("not poisoned") = Some(Arm::Carrying(marker.as_bytes().into()));
+        self.arm_at(Cut::Commit, Some(marker));
     }
 
-    /// How many answers were dropped.
+    /// Cuts the next connection that sends the statement `cut` waits for, in a transaction that
+    /// sent `marker` when one is given (as [`arm_for`](Self::arm_for)). One cut per arming.
+    pub fn arm_at(&self, cut: Cut, marker: Option<&str>) {
+        *self.armed.lock().expect("not poisoned") = Some(Arm {
+            cut,
+            marker: marker.map(|marker| marker.as_bytes().into()),
+        });
+    }
+
+    /// How many connections were cut (answers dropped, wholly or in part).
     pub fn cuts(&self) -> usize {
         self.cuts.load(Ordering::SeqCst)
     }
@@ -118,9 +162,9 @@ async fn relay(
 ) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
-    let cut_next_answer = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let next_answer = Arc::new(AtomicU8::new(PASS));
     let to_server = {
-        let cut_next_answer = cut_next_answer.clone();
+        let next_answer = next_answer.clone();
         async move {
             let mut buffer = vec![0u8; 64 * 1024];
             // Whether this connection's transaction sent the armed marker.
@@ -131,27 +175,32 @@ async fn relay(
                     return;
                 }
                 let sent = &buffer[..read];
-                let commits =
-                    contains(sent, COMMIT_MESSAGE) || contains(sent, COMMIT_AND_BEGIN_MESSAGE);
                 {
                     let mut armed = armed.lock().expect("not poisoned");
-                    if let Some(Arm::Carrying(marker)) = &*armed {
+                    if let Some(Arm {
+                        marker: Some(marker),
+                        ..
+                    }) = &*armed
+                    {
                         carried |= contains(sent, marker);
                     }
-                    let cut = match &*armed {
-                        Some(Arm::Any) => commits,
-                        Some(Arm::Carrying(_)) => commits && carried,
-                        None => false,
-                    };
-                    if cut {
+                    let cut = armed.as_ref().and_then(|arm| {
+                        (arm.cut.waits_for(sent) && (arm.marker.is_none() || carried))
+                            .then_some(arm.cut)
+                    });
+                    if let Some(cut) = cut {
                         *armed = None;
-                        cut_next_answer.store(true, Ordering::SeqCst);
+                        let answer = match cut {
+                            Cut::BeginAfterCommit => DROP_AFTER_COMMITTED,
+                            Cut::Commit | Cut::RollbackAndBegin => DROP_ANSWER,
+                        };
+                        next_answer.store(answer, Ordering::SeqCst);
                     }
                 }
                 // The transaction ended: the next one on this connection starts unmarked.
-                if commits
+                if Cut::Commit.waits_for(sent)
                     || contains(sent, ROLLBACK_MESSAGE)
-                    || contains(sent, ROLLBACK_AND_BEGIN_MESSAGE)
+                    || Cut::RollbackAndBegin.waits_for(sent)
                 {
                     carried = false;
                 }
@@ -168,11 +217,26 @@ async fn relay(
             if read == 0 {
                 return;
             }
-            if cut_next_answer.load(Ordering::SeqCst) {
-                cuts.fetch_add(1, Ordering::SeqCst);
+            let received = &buffer[..read];
+            let (passed, cut) = match next_answer.load(Ordering::SeqCst) {
+                PASS => (received, false),
+                DROP_ANSWER => (&received[..0], true),
+                // Up to the end of the `COMMIT`'s completion (all of it while that is still to
+                // come); whatever follows is lost.
+                _ => match position(received, COMMITTED_MESSAGE) {
+                    Some(at) => {
+                        let end = at + COMMITTED_MESSAGE.len();
+                        next_answer.store(DROP_ANSWER, Ordering::SeqCst);
+                        (&received[..end], end < received.len())
+                    }
+                    None => (received, false),
+                },
+            };
+            if client_write.write_all(passed).await.is_err() {
                 return;
             }
-            if client_write.write_all(&buffer[..read]).await.is_err() {
+            if cut {
+                cuts.fetch_add(1, Ordering::SeqCst);
                 return;
             }
         }
@@ -198,10 +262,16 @@ fn query_message(sql: &str) -> Vec<u8> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty()
-        && haystack
-            .windows(needle.len())
-            .any(|window| window == needle)
+    position(haystack, needle).is_some()
+}
+
+fn position(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 #[cfg(test)]

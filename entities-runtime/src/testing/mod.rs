@@ -4,13 +4,14 @@
 //!   (or `then_refused`): your handlers and `apply` as unit tests.
 //! - With real databases: a [`TestDatabase`] of its own per test, and [`on_both_backends!`] to
 //!   run one test on SQLite and on Postgres, projections and all.
-//! - Faults: a [`CommitCutter`] between a runtime and Postgres loses the answer to a `COMMIT`.
+//! - Faults: a [`CommitCutter`] between a runtime and Postgres loses the answer to a `COMMIT`
+//!   (or, as [`Cut`] says, to another statement that ends a transaction).
 
 mod commit_cutter;
 mod database;
 mod scenario;
 
-pub use commit_cutter::CommitCutter;
+pub use commit_cutter::{CommitCutter, Cut};
 pub use database::TestDatabase;
 pub use scenario::{Scenario, Then, given};
 
