@@ -130,9 +130,11 @@ async fn conflicts_past_the_retry_bound_are_an_error_and_write_nothing(backend: 
         .unwrap();
     let before = stored(&first, id).await;
 
+    // An action of two events: on Postgres a lone action of several events has an append
+    // statement of its own (one of one event, the next call's, another).
     let result = first
         .entity::<Counter>(id)
-        .send_action(&ctx(), Add { amount: 7 })
+        .send_action(&ctx(), AddTwice { amount: 7 })
         .await;
     assert!(
         matches!(result, Err(Error::Conflict { entity_type: "counter", id: got, attempts: 1 }) if got == id),
