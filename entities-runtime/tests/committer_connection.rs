@@ -340,3 +340,42 @@ async fn a_connection_lost_after_the_commit_before_the_begin_answers_committed()
     );
     runtime.shutdown().await;
 }
+
+/// The proxy itself: armed to cut after a `COMMIT; BEGIN`'s commit, it cuts nothing when that
+/// `COMMIT` does not commit (here it ends an aborted transaction, which Postgres answers
+/// `ROLLBACK`), and the connection's next `COMMIT; BEGIN`, which does commit, goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_does_not_commit_spends_a_cut_after_the_commit_on_nothing() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let proxy = CommitCutter::start(&db.url).await;
+    let mut conn = sqlx::PgConnection::connect(&proxy.url)
+        .await
+        .expect("connects through the proxy");
+    sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
+    sqlx::raw_sql("SELECT 1 / 0")
+        .execute(&mut conn)
+        .await
+        .expect_err("division by zero aborts the transaction");
+
+    proxy.arm_at(Cut::BeginAfterCommit, None);
+    sqlx::raw_sql("COMMIT; BEGIN")
+        .execute(&mut conn)
+        .await
+        .expect("the aborted transaction is rolled back, the next begun");
+    assert_eq!(proxy.cuts(), 0, "nothing committed, so nothing was cut");
+
+    sqlx::raw_sql("CREATE TEMPORARY TABLE marks (n int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql("COMMIT; BEGIN")
+        .execute(&mut conn)
+        .await
+        .expect("a later commit on the connection is not cut");
+    assert_eq!(proxy.cuts(), 0);
+    let marks: i64 = sqlx::query_scalar("SELECT count(*) FROM marks")
+        .fetch_one(&mut conn)
+        .await
+        .expect("the connection still answers");
+    assert_eq!(marks, 0);
+}

@@ -131,7 +131,8 @@ async fn conflicts_past_the_retry_bound_are_an_error_and_write_nothing(backend: 
     let before = stored(&first, id).await;
 
     // An action of two events: on Postgres a lone action of several events has an append
-    // statement of its own (one of one event, the next call's, another).
+    // statement of its own, whose version check this conflict proves (that of a lone action of
+    // one event: `a_conflict_catches_up_with_the_other_writer`).
     let result = first
         .entity::<Counter>(id)
         .send_action(&ctx(), AddTwice { amount: 7 })

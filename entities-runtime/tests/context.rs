@@ -100,7 +100,8 @@ async fn actions_and_events_keep_who_asked_and_why(backend: Backend) {
         &runtime,
         &format!(
             "SELECT count(*) FROM {{entities}}entity_actions WHERE id = {} AND created_by = 'user-7' \
-             AND request_id = 'req-1' AND correlation_id = 'corr-1' AND type = 'AddTwice'",
+             AND request_id = 'req-1' AND correlation_id = 'corr-1' AND type = 'AddTwice' \
+             AND entity_version = 3",
             first.action_id
         ),
     )

@@ -115,12 +115,12 @@ WITH created AS (
 )
 SELECT id FROM written";
 
-/// `APPEND` for the commonest write, one action of an entity that exists (a lone action, as
-/// at one client): its version check and bump, its action row and its events, with the action
-/// bound as scalars and no joins. Its plan costs the server less than half the batch
-/// statement's (79 against 165 µs in a psql harness, for one event), which unnests, joins and
-/// sorts arrays of one row.
-const APPEND_ONE_ACTION: &str = "\
+/// The head of the two statements of a lone action: its entity's version check and bump, and
+/// its action row (written only when the check passed). `$1` id, `$2` expected version, `$3`
+/// new version, `$4` entity type, `$5` action type, `$6` payload, `$7`-`$9` the stored ids.
+macro_rules! bump_and_action {
+    () => {
+        "\
 WITH bumped AS (
     UPDATE entities.entities SET version = $3, updated_at = now()
     WHERE id = $1 AND version = $2
@@ -130,7 +130,18 @@ WITH bumped AS (
         (entity_id, entity_type, entity_version, type, payload, created_by, request_id, correlation_id)
     SELECT id, $4, $3, $5, $6::jsonb, $7, $8, $9 FROM bumped
     RETURNING id
-), events AS (
+), "
+    };
+}
+
+/// `APPEND` for the commonest write, one action of an entity that exists (a lone action, as
+/// at one client): its version check and bump, its action row and its events, with the action
+/// bound as scalars and no joins; the events as arrays (`$10`-`$13`). Its plan costs the server
+/// less than the batch statement's, which unnests, joins and sorts arrays of one row (see
+/// the README's Performance section for the figures).
+const APPEND_ONE_ACTION: &str = concat!(
+    bump_and_action!(),
+    "events AS (
     INSERT INTO entities.entity_events
         (entity_id, entity_type, entity_version, type, payload_version, payload, action_id, created_by, request_id, correlation_id)
     SELECT $1, $4, ev.version, ev.type, ev.payload_version, ev.payload::jsonb, a.id, $7, $8, $9
@@ -138,25 +149,20 @@ WITH bumped AS (
         WITH ORDINALITY AS ev(version, type, payload, payload_version, n)
     ORDER BY ev.n
 )
-SELECT id FROM bumped";
+SELECT id FROM bumped"
+);
 
-/// [`APPEND_ONE_ACTION`] for an action of one event (most are), every value a scalar.
-const APPEND_ONE_EVENT: &str = "\
-WITH bumped AS (
-    UPDATE entities.entities SET version = $3, updated_at = now()
-    WHERE id = $1 AND version = $2
-    RETURNING id
-), action AS (
-    INSERT INTO entities.entity_actions
-        (entity_id, entity_type, entity_version, type, payload, created_by, request_id, correlation_id)
-    SELECT id, $4, $3, $5, $6::jsonb, $7, $8, $9 FROM bumped
-    RETURNING id
-), events AS (
+/// [`APPEND_ONE_ACTION`] for an action of one event (most are), every value a scalar: `$10` its
+/// type, `$11` its payload version, `$12` its payload; its version is the entity's new one.
+const APPEND_ONE_EVENT: &str = concat!(
+    bump_and_action!(),
+    "events AS (
     INSERT INTO entities.entity_events
         (entity_id, entity_type, entity_version, type, payload_version, payload, action_id, created_by, request_id, correlation_id)
     SELECT $1, $4, $3, $10, $11, $12::jsonb, a.id, $7, $8, $9 FROM action a
 )
-SELECT id FROM bumped";
+SELECT id FROM bumped"
+);
 
 /// The batch's rows as the arrays `APPEND` binds, column by column.
 #[derive(Default)]

@@ -22,6 +22,9 @@ const ROLLBACK_AND_BEGIN_MESSAGE: &[u8] = b"Q\0\0\0\x14ROLLBACK; BEGIN\0";
 /// The server's word that a `COMMIT` committed: a CommandComplete message (`C`, its length, the
 /// tag, NUL).
 const COMMITTED_MESSAGE: &[u8] = b"C\0\0\0\x0bCOMMIT\0";
+/// The end of the server's answer to a query: ReadyForQuery (`Z`, its length 5; then the
+/// transaction status, one byte).
+const READY_FOR_QUERY: &[u8] = b"Z\0\0\0\x05";
 
 /// A proxy in front of a Postgres server: connect through [`url`](Self::url), then
 /// [`arm`](Self::arm) it to lose the answer to the next `COMMIT`.
@@ -134,7 +137,9 @@ impl CommitCutter {
     }
 
     /// Cuts the next connection that sends the statement `cut` waits for, in a transaction that
-    /// sent `marker` when one is given (as [`arm_for`](Self::arm_for)). One cut per arming.
+    /// sent `marker` when one is given (as [`arm_for`](Self::arm_for)). One cut per arming, and
+    /// the arming is spent on that statement: with [`Cut::BeginAfterCommit`], a `COMMIT` that
+    /// does not commit cuts nothing ([`cuts`](Self::cuts) stays as it was).
     pub fn arm_at(&self, cut: Cut, marker: Option<&str>) {
         *self.armed.lock().expect("not poisoned") = Some(Arm {
             cut,
@@ -222,14 +227,21 @@ async fn relay(
                 PASS => (received, false),
                 DROP_ANSWER => (&received[..0], true),
                 // Up to the end of the `COMMIT`'s completion (all of it while that is still to
-                // come); whatever follows is lost.
+                // come); whatever follows is lost. A `COMMIT` that did not commit (it failed, or
+                // rolled back an aborted transaction) leaves nothing to cut: the answer passes,
+                // and so do the connection's later ones.
                 _ => match position(received, COMMITTED_MESSAGE) {
                     Some(at) => {
                         let end = at + COMMITTED_MESSAGE.len();
                         next_answer.store(DROP_ANSWER, Ordering::SeqCst);
                         (&received[..end], end < received.len())
                     }
-                    None => (received, false),
+                    None => {
+                        if contains(received, READY_FOR_QUERY) {
+                            next_answer.store(PASS, Ordering::SeqCst);
+                        }
+                        (received, false)
+                    }
                 },
             };
             if client_write.write_all(passed).await.is_err() {
