@@ -570,12 +570,7 @@ async fn a_chain_that_conflicts_amid_a_batch_is_decided_again_and_its_neighbours
 async fn a_connection_lost_as_a_batch_is_written_again_fails_the_batch_and_writes_nothing() {
     let db = TestDatabase::postgres().await;
     let proxy = CommitCutter::start(&db.url).await;
-    let runtime = Runtime::builder(&proxy.url)
-        .migrations(MIGRATIONS)
-        .committers(1)
-        .build()
-        .await
-        .expect("runtime starts");
+    let runtime = runtime_at(&proxy.url, |builder| builder.committers(1)).await;
     new_counter(&runtime, "taken").await;
     let mut ids = Vec::new();
     for n in 0..2 {

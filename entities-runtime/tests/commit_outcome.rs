@@ -130,11 +130,7 @@ async fn a_connection_ended_mid_transaction_fails_the_call_and_changes_nothing()
 async fn a_commit_whose_answer_is_lost_is_found_committed_by_the_catch_up() {
     let db = TestDatabase::postgres().await;
     let proxy = CommitCutter::start(&db.url).await;
-    let runtime = Runtime::builder(&proxy.url)
-        .migrations(MIGRATIONS)
-        .build()
-        .await
-        .unwrap();
+    let runtime = runtime_at(&proxy.url, |builder| builder).await;
     let gate = Gate::new();
     let (counter, rename) = rename_held_at_a_gate(&runtime, &gate).await;
     let before = runtime.metrics();

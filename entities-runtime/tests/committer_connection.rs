@@ -305,13 +305,10 @@ async fn a_transaction_begun_ahead_that_the_server_timed_out_is_replaced() {
 async fn a_connection_lost_after_the_commit_before_the_begin_answers_committed() {
     let db = TestDatabase::new(Backend::Postgres).await;
     let proxy = CommitCutter::start(&db.url).await;
-    let runtime = Runtime::builder(&proxy.url)
-        .migrations(MIGRATIONS)
-        .committers(1)
-        .commit_linger(Duration::from_secs(60))
-        .build()
-        .await
-        .expect("runtime starts");
+    let runtime = runtime_at(&proxy.url, |builder| {
+        builder.committers(1).commit_linger(Duration::from_secs(60))
+    })
+    .await;
     let id = new_counter(&runtime, "begun ahead").await.id;
     let before = runtime.metrics();
 

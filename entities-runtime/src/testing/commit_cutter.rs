@@ -203,10 +203,7 @@ async fn relay(
                     }
                 }
                 // The transaction ended: the next one on this connection starts unmarked.
-                if Cut::Commit.waits_for(sent)
-                    || contains(sent, ROLLBACK_MESSAGE)
-                    || Cut::RollbackAndBegin.waits_for(sent)
-                {
+                if ends_transaction(sent) {
                     carried = false;
                 }
                 if server_write.write_all(sent).await.is_err() {
@@ -271,6 +268,18 @@ fn query_message(sql: &str) -> Vec<u8> {
         b"\0",
     ]
     .concat()
+}
+
+/// Whether `sent` holds a statement that ends a transaction.
+fn ends_transaction(sent: &[u8]) -> bool {
+    [
+        COMMIT_MESSAGE,
+        COMMIT_AND_BEGIN_MESSAGE,
+        ROLLBACK_MESSAGE,
+        ROLLBACK_AND_BEGIN_MESSAGE,
+    ]
+    .iter()
+    .any(|message| contains(sent, message))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

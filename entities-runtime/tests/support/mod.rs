@@ -383,7 +383,15 @@ pub async fn runtime_with(
     db: &TestDatabase,
     configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
 ) -> Runtime {
-    configure(Runtime::builder(&db.url).migrations(MIGRATIONS))
+    runtime_at(&db.url, configure).await
+}
+
+/// [`runtime_with`] on the database at `url`: a test database through a `CommitCutter`, say.
+pub async fn runtime_at(
+    url: &str,
+    configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
+) -> Runtime {
+    configure(Runtime::builder(url).migrations(MIGRATIONS))
         .build()
         .await
         .expect("runtime starts")
